@@ -1,0 +1,277 @@
+//! The `Applier` actor: owns the single writer connection to the SQLite database and applies
+//! committed log entries. A batch of entries is one SQLite transaction that also records the
+//! applied log id and membership (design.md invariant 2), so after any crash the database and its
+//! applied index agree and nothing is applied twice.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use openraft::EntryPayload;
+
+use crate::actors::supervise::{flatten, guarded, note_restart, Fault};
+use crate::raft::{Entry, LogId, StoredMembership};
+use crate::store::codec;
+use crate::store::command::{Command, Response};
+use crate::store::db::{self, Db, Hooks, Mode};
+
+const ACTOR: &str = "applier";
+pub const KEY_APPLIED: &str = "applied";
+pub const KEY_MEMBERSHIP: &str = "membership";
+
+/// Counters the applier shares with `/status`.
+#[derive(Default, Debug)]
+pub struct ApplierStats {
+    /// Entries applied since this process started.
+    pub applied_since_start: AtomicU64,
+    /// Entries applied since start whose index was already in the log at start (replay).
+    pub replayed_at_start: AtomicU64,
+    /// Entries offered again at or below the applied index and skipped (must stay 0).
+    pub reapplied_skipped: AtomicU64,
+    /// Last log index present at start.
+    pub last_log_at_start: AtomicU64,
+    /// Applied index found in the database at start.
+    pub applied_at_start: AtomicU64,
+    /// Current applied index.
+    pub applied_index: AtomicU64,
+    pub batches: AtomicU64,
+}
+
+pub struct Applier {
+    path: PathBuf,
+    fk: bool,
+    conn: Option<(tokio_rusqlite::Connection, Hooks)>,
+    stats: Arc<ApplierStats>,
+}
+
+impl Applier {
+    pub fn new(path: PathBuf, fk: bool, stats: Arc<ApplierStats>) -> Self {
+        Applier { path, fk, conn: None, stats }
+    }
+
+    fn open(&mut self, ctx: &mut Context<Self>) {
+        let (path, fk) = (self.path.clone(), self.fk);
+        ctx.wait(
+            async move { open_writer(&path, fk).await }
+                .into_actor(self)
+                .map(|res, act, _| match res {
+                    Ok(c) => act.conn = Some(c),
+                    Err(e) => tracing::error!(error = %e, "cannot open the database"),
+                }),
+        );
+    }
+}
+
+async fn open_writer(path: &Path, fk: bool) -> Result<(tokio_rusqlite::Connection, Hooks), String> {
+    let conn = tokio_rusqlite::Connection::open(path).await.map_err(|e| e.to_string())?;
+    let hooks = flatten(ACTOR, conn.call_raw(move |c| guarded(ACTOR, || db::setup_writer(c, fk))).await)
+        .map_err(|e| e.to_string())?;
+    Ok((conn, hooks))
+}
+
+impl Actor for Applier {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.open(ctx);
+    }
+}
+
+impl Supervised for Applier {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        // Dropping the connection rolls back any transaction a failed batch left open.
+        self.conn = None;
+        note_restart(ACTOR);
+    }
+}
+
+/// Apply committed entries.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Response>, Fault>")]
+pub struct Apply(pub Vec<Entry>);
+
+/// The applied log id and membership recorded in the database.
+#[derive(Message)]
+#[rtype(result = "Result<(Option<LogId>, StoredMembership), Fault>")]
+pub struct AppliedState;
+
+/// Make everything applied so far durable (WAL fsync + checkpoint) before a snapshot lets the log
+/// be purged (design.md invariant 4).
+#[derive(Message)]
+#[rtype(result = "Result<(), Fault>")]
+pub struct MakeDurable;
+
+/// Replace the database with a verified snapshot copy and reopen.
+#[derive(Message)]
+#[rtype(result = "Result<(), Fault>")]
+pub struct ReplaceDb(pub PathBuf);
+
+fn read_state(db: &Db<'_>) -> rusqlite::Result<(Option<LogId>, StoredMembership)> {
+    let applied = match db.meta_get(KEY_APPLIED)? {
+        Some(b) => codec::decode::<Option<LogId>>(&b).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?,
+        None => None,
+    };
+    let membership = match db.meta_get(KEY_MEMBERSHIP)? {
+        Some(b) => codec::decode::<StoredMembership>(&b).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?,
+        None => StoredMembership::default(),
+    };
+    Ok((applied, membership))
+}
+
+fn apply_entries(
+    c: &rusqlite::Connection,
+    hooks: &Hooks,
+    entries: Vec<Entry>,
+    stats: &ApplierStats,
+) -> rusqlite::Result<Vec<Response>> {
+    let db = Db::new(c, hooks);
+    let (applied, mut membership) = read_state(&db)?;
+    db.internal(|c| c.execute_batch("BEGIN IMMEDIATE"))?;
+    let result = (|| {
+        let mut out = Vec::with_capacity(entries.len());
+        let mut last = applied;
+        let last_at_start = stats.last_log_at_start.load(Ordering::Relaxed);
+        for e in entries {
+            let index = e.log_id.index;
+            if Some(e.log_id) <= applied {
+                stats.reapplied_skipped.fetch_add(1, Ordering::Relaxed);
+                out.push(Response { raft_index: index, ..Default::default() });
+                continue;
+            }
+            let resp = match e.payload {
+                EntryPayload::Blank => Response { raft_index: index, ..Default::default() },
+                EntryPayload::Membership(m) => {
+                    membership = StoredMembership::new(Some(e.log_id), m);
+                    Response { raft_index: index, ..Default::default() }
+                }
+                EntryPayload::Normal(cmd) => {
+                    let (stmts, opts, seed, mode) = match &cmd {
+                        Command::Execute { stmts, opts, seed } => (stmts, opts, seed, Mode::Write),
+                        Command::Query { stmts, opts, seed } => (stmts, opts, seed, Mode::Query),
+                        Command::Request { stmts, opts, seed } => (stmts, opts, seed, Mode::Request),
+                    };
+                    db.seed(seed ^ index);
+                    Response { results: db.run(stmts, opts, mode, None), error: None, raft_index: index }
+                }
+            };
+            out.push(resp);
+            if index <= last_at_start {
+                stats.replayed_at_start.fetch_add(1, Ordering::Relaxed);
+            }
+            stats.applied_since_start.fetch_add(1, Ordering::Relaxed);
+            last = Some(e.log_id);
+        }
+        if last != applied {
+            let enc = |r: Result<Vec<u8>, codec::CodecError>| r.map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()));
+            db.meta_put(KEY_APPLIED, &enc(codec::encode(&last))?)?;
+            db.meta_put(KEY_MEMBERSHIP, &enc(codec::encode(&membership))?)?;
+        }
+        if let Some(l) = last {
+            stats.applied_index.store(l.index, Ordering::Relaxed);
+        }
+        Ok(out)
+    })();
+    match result {
+        Ok(out) => {
+            db.internal(|c| c.execute_batch("COMMIT"))?;
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            Ok(out)
+        }
+        Err(e) => {
+            let _ = db.internal(|c| c.execute_batch("ROLLBACK"));
+            Err(e)
+        }
+    }
+}
+
+macro_rules! with_conn {
+    ($self:ident, $ctx:ident, $f:expr) => {{
+        let conn = $self.conn.clone();
+        let fut = async move {
+            let (conn, hooks) = conn.ok_or(Fault::Unavailable(ACTOR))?;
+            let f = $f;
+            flatten(ACTOR, conn.call_raw(move |c| guarded(ACTOR, || f(c, &hooks))).await)
+        };
+        AtomicResponse::new(Box::pin(fut.into_actor($self).map(|res, _act, ctx| {
+            if let Err(f) = &res {
+                if f.needs_restart() {
+                    tracing::error!(fault = %f, "applier failed; restarting it");
+                    ctx.stop();
+                }
+            }
+            res
+        })))
+    }};
+}
+
+impl Handler<Apply> for Applier {
+    type Result = AtomicResponse<Self, Result<Vec<Response>, Fault>>;
+    fn handle(&mut self, msg: Apply, _ctx: &mut Context<Self>) -> Self::Result {
+        let stats = self.stats.clone();
+        with_conn!(self, _ctx, move |c: &mut rusqlite::Connection, h: &Hooks| apply_entries(c, h, msg.0, &stats))
+    }
+}
+
+impl Handler<AppliedState> for Applier {
+    type Result = AtomicResponse<Self, Result<(Option<LogId>, StoredMembership), Fault>>;
+    fn handle(&mut self, _msg: AppliedState, _ctx: &mut Context<Self>) -> Self::Result {
+        with_conn!(self, _ctx, move |c: &mut rusqlite::Connection, h: &Hooks| read_state(&Db::new(c, h)))
+    }
+}
+
+impl Handler<MakeDurable> for Applier {
+    type Result = AtomicResponse<Self, Result<(), Fault>>;
+    fn handle(&mut self, _msg: MakeDurable, _ctx: &mut Context<Self>) -> Self::Result {
+        with_conn!(self, _ctx, move |c: &mut rusqlite::Connection, h: &Hooks| {
+            // A checkpoint fsyncs the WAL before copying it back (synchronous=NORMAL semantics).
+            Db::new(c, h).internal(|c| c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())))
+        })
+    }
+}
+
+impl Handler<ReplaceDb> for Applier {
+    type Result = AtomicResponse<Self, Result<(), Fault>>;
+    fn handle(&mut self, msg: ReplaceDb, _ctx: &mut Context<Self>) -> Self::Result {
+        let old = self.conn.take();
+        let (path, fk) = (self.path.clone(), self.fk);
+        AtomicResponse::new(Box::pin(
+            async move {
+                if let Some((c, _)) = old {
+                    let _ = c.close().await;
+                }
+                swap_in(&msg.0, &path).map_err(|e| Fault::Storage { actor: ACTOR, msg: e.to_string() })?;
+                open_writer(&path, fk).await.map_err(|msg| Fault::Storage { actor: ACTOR, msg })
+            }
+            .into_actor(self)
+            .map(|res, act, ctx| match res {
+                Ok(c) => {
+                    act.conn = Some(c);
+                    Ok(())
+                }
+                Err(f) => {
+                    ctx.stop();
+                    Err(f)
+                }
+            }),
+        ))
+    }
+}
+
+/// Atomically replace `db` with a copy of `src`: copy to a temp file, fsync, drop the old WAL,
+/// rename, fsync the directory.
+fn swap_in(src: &Path, db: &Path) -> std::io::Result<()> {
+    let tmp = db.with_extension("sqlite.installing");
+    std::fs::copy(src, &tmp)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    for ext in ["sqlite-wal", "sqlite-shm"] {
+        let p = db.with_extension(ext);
+        if p.exists() {
+            std::fs::remove_file(p)?;
+        }
+    }
+    std::fs::rename(&tmp, db)?;
+    if let Some(dir) = db.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! The node's actors (design.md §2). Each runs under an actix `Supervisor`, so its `Addr` survives
+//! a restart; `supervise` holds the panic guard and the restart counters they share.
+
+pub mod applier;
+pub mod consensus;
+pub mod log_store;
+pub mod readers;
+pub mod supervise;

@@ -1,0 +1,84 @@
+//! Supervision helpers shared by every actor (design.md §2, dependencies.md §2).
+//!
+//! actix restarts a supervised actor only when it stops itself; a panic would tear its mailbox
+//! down for good. So every handler body, and every closure an actor ships to its SQLite thread,
+//! runs under [`guarded`]: a panic becomes a [`Fault`], the actor calls `ctx.stop()`, and its
+//! `Supervised::restarting` drops in-memory state and reloads it from disk. Restarts are counted
+//! per actor here so `/status` (and later `/metrics`) can show them.
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
+
+use thiserror::Error;
+
+/// Why an actor could not do what it was asked.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum Fault {
+    #[error("{actor} panicked: {msg}")]
+    Panic { actor: &'static str, msg: String },
+    #[error("{actor} storage error: {msg}")]
+    Storage { actor: &'static str, msg: String },
+    #[error("{0} is restarting, try again")]
+    Unavailable(&'static str),
+}
+
+impl Fault {
+    /// Faults after which the actor must restart (reload from disk) rather than go on.
+    pub fn needs_restart(&self) -> bool {
+        matches!(self, Fault::Panic { .. } | Fault::Storage { .. })
+    }
+}
+
+static RESTARTS: Mutex<BTreeMap<&'static str, u64>> = Mutex::new(BTreeMap::new());
+
+/// Record one restart of `actor`.
+pub fn note_restart(actor: &'static str) {
+    tracing::warn!(actor, "actor restarting; state is reloaded from disk");
+    if let Ok(mut m) = RESTARTS.lock() {
+        *m.entry(actor).or_insert(0) += 1;
+    }
+}
+
+/// Restarts so far, by actor.
+pub fn restarts() -> BTreeMap<&'static str, u64> {
+    RESTARTS.lock().map(|m| m.clone()).unwrap_or_default()
+}
+
+/// Run `f`, turning a panic into a [`Fault::Panic`].
+pub fn guarded<T>(actor: &'static str, f: impl FnOnce() -> T) -> Result<T, Fault> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        tracing::error!(actor, %msg, "panic caught in actor");
+        Fault::Panic { actor, msg }
+    })
+}
+
+/// Flatten the result of a guarded call on a tokio-rusqlite thread.
+pub fn flatten<T, E: std::fmt::Display>(
+    actor: &'static str,
+    r: Result<Result<Result<T, E>, Fault>, tokio_rusqlite::Error>,
+) -> Result<T, Fault> {
+    match r {
+        Ok(Ok(Ok(v))) => Ok(v),
+        Ok(Ok(Err(e))) => Err(Fault::Storage { actor, msg: e.to_string() }),
+        Ok(Err(f)) => Err(f),
+        Err(_) => Err(Fault::Unavailable(actor)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panics_become_faults() {
+        let r: Result<(), Fault> = guarded("t", || panic!("boom"));
+        assert_eq!(r, Err(Fault::Panic { actor: "t", msg: "boom".into() }));
+        assert_eq!(guarded("t", || 5), Ok(5));
+    }
+}

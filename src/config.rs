@@ -1,0 +1,619 @@
+//! Node configuration: rqlited's command-line flags (Go `flag` syntax), `RAFTLITE_*` environment
+//! variables and a TOML config file, merged with precedence flag > environment > file > default.
+//!
+//! Every flag of spec §12 is known here. Flags whose feature has not landed yet are accepted and
+//! produce one warning each (`Config::inert_flags_set`), so existing rqlited command lines work.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq)]
+pub enum ConfigError {
+    #[error("flag provided but not defined: -{0}")]
+    UnknownFlag(String),
+    #[error("flag needs an argument: -{0}")]
+    MissingValue(String),
+    #[error("invalid value {value:?} for flag -{flag}: {reason}")]
+    BadValue { flag: String, value: String, reason: String },
+    #[error("only one data directory may be given, found extra argument {0:?}")]
+    ExtraArgument(String),
+    #[error("config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Bool,
+    Str,
+    Int,
+    Dur,
+}
+
+/// One known flag. `live` is false for flags accepted for compatibility whose feature is not
+/// implemented yet; setting one logs a warning.
+struct FlagDef {
+    name: &'static str,
+    kind: Kind,
+    default: &'static str,
+    help: &'static str,
+    live: bool,
+}
+
+const fn f(name: &'static str, kind: Kind, default: &'static str, help: &'static str, live: bool) -> FlagDef {
+    FlagDef { name, kind, default, help, live }
+}
+
+use Kind::*;
+
+/// rqlited's flags (spec §12) plus raftlite's own (`-config`, `-http-max-body`, `-log-format`).
+static FLAGS: &[FlagDef] = &[
+    f("config", Str, "", "TOML configuration file (raftlite)", true),
+    f("version", Bool, "false", "Show version information and exit", true),
+    f("node-id", Str, "", "Unique ID for node. If not set, set to advertised Raft address", true),
+    f("http-addr", Str, "localhost:4001", "HTTP server bind address", true),
+    f("http-adv-addr", Str, "", "Advertised HTTP address. If not set, same as HTTP server bind address", true),
+    f("raft-addr", Str, "localhost:4002", "Raft communication bind address", true),
+    f("raft-adv-addr", Str, "", "Advertised Raft communication address. If not set, same as Raft bind address", true),
+    f("http-allow-origin", Str, "", "Value to set for Access-Control-Allow-Origin HTTP header", true),
+    f("http-max-body", Int, "67108864", "Largest accepted request body in bytes; larger bodies get 413 (raftlite)", true),
+    f("log-format", Str, "text", "Log format: text or json (raftlite)", true),
+    f("log-level", Str, "info", "Log level for raftlite itself: error, warn, info, debug, trace (raftlite)", true),
+    f("join", Str, "", "Comma-delimited list of Raft addresses of nodes to join", false),
+    f("join-attempts", Int, "5", "Number of join attempts to make", false),
+    f("join-interval", Dur, "3s", "Period between join attempts", false),
+    f("join-as", Str, "", "Username in authentication file to join as", false),
+    f("bootstrap-expect", Int, "0", "Minimum number of nodes required for a bootstrap", false),
+    f("bootstrap-expect-timeout", Dur, "120s", "Maximum time for bootstrap process", false),
+    f("disco-mode", Str, "", "Choose clustering discovery mode", false),
+    f("disco-key", Str, "rqlite", "Key prefix for cluster discovery service", false),
+    f("disco-config", Str, "", "Set discovery config, or path to cluster discovery config file", false),
+    f("raft-non-voter", Bool, "false", "Configure as non-voting node", false),
+    f("raft-cluster-remove-shutdown", Bool, "false", "Node removes itself from cluster on graceful shutdown", false),
+    f("raft-shutdown-stepdown", Bool, "true", "If leader, stepdown before shutting down", false),
+    f("raft-remove-shutdown", Bool, "false", "Shutdown Raft if node removed from cluster", false),
+    f("raft-reap-node-timeout", Dur, "0h", "Time after which a non-reachable voting node will be reaped", false),
+    f("raft-reap-read-only-node-timeout", Dur, "0h", "Time after which a non-reachable non-voting node will be reaped", false),
+    f("cluster-connect-timeout", Dur, "30s", "Timeout for initial connection to other nodes", false),
+    f("raft-snap", Int, "8192", "Number of outstanding log entries which triggers Raft snapshot", true),
+    f("raft-snap-wal-size", Int, "4194304", "SQLite WAL file size in bytes which triggers Raft snapshot", false),
+    f("raft-snap-int", Dur, "10s", "Snapshot threshold check interval", false),
+    f("raft-heartbeat-timeout", Dur, "1s", "Raft heartbeat timeout", true),
+    f("raft-election-timeout", Dur, "1s", "Raft election timeout", true),
+    f("raft-commit-timeout", Dur, "50ms", "Raft commit timeout", false),
+    f("raft-leader-lease-timeout", Dur, "0s", "Raft leader lease timeout. Use 0s for Raft default", false),
+    f("raft-apply-timeout", Dur, "10s", "Raft apply timeout", true),
+    f("raft-log-level", Str, "WARN", "Minimum log level for Raft module", true),
+    f("compress-snap-transport", Bool, "false", "Compress snapshots sent between nodes", false),
+    f("fk", Bool, "false", "Enable SQLite foreign key constraints", true),
+    f("db-max-ro-conns", Int, "256", "Maximum number of read-only connections to the SQLite database", true),
+    f("auto-vacuum-int", Dur, "0s", "Period between automatic VACUUMs. It not set, not enabled", false),
+    f("auto-optimize-int", Dur, "24h", "Period between automatic 'PRAGMA optimize'. Set to 0h to disable", false),
+    f("extensions-path", Str, "", "Comma-delimited list of paths to directories, zipfiles, or tar.gz files containing SQLite extensions", false),
+    f("write-queue-capacity", Int, "1024", "Write queue capacity", false),
+    f("write-queue-batch-size", Int, "128", "Write queue batch size", false),
+    f("write-queue-timeout", Dur, "50ms", "Write queue timeout", false),
+    f("write-queue-tx", Bool, "false", "Use a transaction when processing a queued write", false),
+    f("auth", Str, "", "Path to authentication and authorization file. If not set, not enabled", false),
+    f("http-cert", Str, "", "Path to HTTPS X.509 certificate", false),
+    f("http-key", Str, "", "Path to HTTPS X.509 private key", false),
+    f("http-ca-cert", Str, "", "Path to X.509 CA certificate for HTTPS", false),
+    f("http-verify-client", Bool, "false", "Enable mutual TLS for HTTPS", false),
+    f("http-verify-common-name", Str, "", "Verify client certificate common name", false),
+    f("node-cert", Str, "", "Path to X.509 certificate for node-to-node mutual authentication and encryption", false),
+    f("node-key", Str, "", "Path to X.509 private key for node-to-node mutual authentication and encryption", false),
+    f("node-ca-cert", Str, "", "Path to X.509 CA certificate for node-to-node encryption", false),
+    f("node-no-verify", Bool, "false", "Skip verification of any node-node certificate", false),
+    f("node-verify-client", Bool, "false", "Enable mutual TLS for node-to-node communication", false),
+    f("node-verify-server-name", Str, "", "Hostname to verify on certificate returned by a node", false),
+    f("node-verify-common-name", Str, "", "Verify node client certificate common name", false),
+    f("auto-backup", Str, "", "Path to automatic backup configuration file. If not set, not enabled", false),
+    f("auto-restore", Str, "", "Path to automatic restore configuration file. If not set, not enabled", false),
+    f("cdc-config", Str, "", "CDC config", false),
+    f("otlp-endpoint", Str, "", "OTLP endpoint", false),
+    f("otlp-interval", Dur, "30s", "OTLP push interval", false),
+    f("otlp-insecure", Bool, "false", "OTLP without TLS", false),
+    f("otlp-no-verify", Bool, "false", "Skip OTLP server certificate verification", false),
+    f("otlp-ca-cert", Str, "", "OTLP CA certificate", false),
+    f("otlp-cert", Str, "", "OTLP client certificate", false),
+    f("otlp-key", Str, "", "OTLP client key", false),
+    f("cpu-profile", Str, "", "Path to file for CPU profiling information", false),
+    f("mem-profile", Str, "", "Path to file for memory profiling information", false),
+    f("trace-profile", Str, "", "Path to file for trace profiling information", false),
+];
+
+fn def(name: &str) -> Option<&'static FlagDef> {
+    FLAGS.iter().find(|d| d.name == name)
+}
+
+/// Parse a Go duration string (`300ms`, `1.5h`, `2h45m`, `-1s`, `0`).
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let orig = s;
+    let mut s = s.trim();
+    if let Some(rest) = s.strip_prefix('+') {
+        s = rest;
+    }
+    if s.starts_with('-') {
+        let rest = &s[1..];
+        let d = parse_go_duration(rest)?;
+        if d.is_zero() {
+            return Ok(d);
+        }
+        return Err(format!("negative duration {orig:?}"));
+    }
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err(format!("invalid duration {orig:?}"));
+    }
+    let mut total = 0f64;
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        while i < bytes.len() && (bytes[i].is_ascii_digit() || bytes[i] == b'.') {
+            i += 1;
+        }
+        if start == i {
+            return Err(format!("invalid duration {orig:?}"));
+        }
+        let num: f64 = s[start..i].parse().map_err(|_| format!("invalid duration {orig:?}"))?;
+        let ustart = i;
+        while i < bytes.len() && !(bytes[i].is_ascii_digit() || bytes[i] == b'.') {
+            i += 1;
+        }
+        let unit = &s[ustart..i];
+        let nanos_per = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            "" => return Err(format!("missing unit in duration {orig:?}")),
+            _ => return Err(format!("unknown unit {unit:?} in duration {orig:?}")),
+        };
+        total += num * nanos_per;
+    }
+    if !total.is_finite() || total > u64::MAX as f64 {
+        return Err(format!("invalid duration {orig:?}"));
+    }
+    Ok(Duration::from_nanos(total as u64))
+}
+
+fn parse_go_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+fn check_value(d: &FlagDef, value: &str) -> Result<(), ConfigError> {
+    let bad = |reason: String| ConfigError::BadValue {
+        flag: d.name.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    match d.kind {
+        Bool => parse_go_bool(value).map(|_| ()).ok_or_else(|| bad("parse error".into())),
+        Int => value.parse::<i64>().map(|_| ()).map_err(|e| bad(e.to_string())),
+        Dur => parse_go_duration(value).map(|_| ()).map_err(bad),
+        Str => Ok(()),
+    }
+}
+
+/// Where a setting came from, for the "no effect yet" warnings and for `/status`.
+#[derive(Clone, Debug, PartialEq)]
+enum Source {
+    File,
+    Env,
+    Flag,
+}
+
+/// Raw settings, keyed by flag name, before they are turned into a typed [`Config`].
+#[derive(Default, Debug)]
+struct Settings {
+    values: BTreeMap<String, (String, Source)>,
+    data_dir: Option<(String, Source)>,
+}
+
+impl Settings {
+    fn set(&mut self, name: &str, value: String, src: Source) -> Result<(), ConfigError> {
+        let d = def(name).ok_or_else(|| ConfigError::UnknownFlag(name.to_string()))?;
+        check_value(d, &value)?;
+        self.values.insert(name.to_string(), (value, src));
+        Ok(())
+    }
+
+    fn get(&self, name: &str) -> &str {
+        match self.values.get(name) {
+            Some((v, _)) => v,
+            None => def(name).map(|d| d.default).unwrap_or(""),
+        }
+    }
+
+    fn bool(&self, name: &str) -> bool {
+        parse_go_bool(self.get(name)).unwrap_or(false)
+    }
+
+    fn int(&self, name: &str) -> i64 {
+        self.get(name).parse().unwrap_or(0)
+    }
+
+    fn dur(&self, name: &str) -> Duration {
+        parse_go_duration(self.get(name)).unwrap_or_default()
+    }
+}
+
+/// Parse Go-style command-line arguments (without the program name) into flag settings.
+fn parse_args(args: &[String], settings: &mut Settings) -> Result<(), ConfigError> {
+    let mut i = 0;
+    let mut positional: Vec<String> = Vec::new();
+    while i < args.len() {
+        let arg = &args[i];
+        i += 1;
+        if positional.is_empty() && arg.starts_with('-') && arg.len() > 1 {
+            if arg == "--" {
+                positional.extend(args[i..].iter().cloned());
+                break;
+            }
+            let body = arg.trim_start_matches('-');
+            if arg.starts_with("---") || body.is_empty() {
+                return Err(ConfigError::Invalid(format!("bad flag syntax: {arg}")));
+            }
+            let (name, inline) = match body.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (body, None),
+            };
+            if name == "h" || name == "help" {
+                return Err(ConfigError::Invalid(usage()));
+            }
+            let d = def(name).ok_or_else(|| ConfigError::UnknownFlag(name.to_string()))?;
+            let value = match (d.kind, inline) {
+                (_, Some(v)) => v,
+                (Bool, None) => "true".to_string(),
+                (_, None) => {
+                    let v = args.get(i).ok_or_else(|| ConfigError::MissingValue(name.to_string()))?;
+                    i += 1;
+                    v.clone()
+                }
+            };
+            settings.set(name, value, Source::Flag)?;
+        } else {
+            positional.push(arg.clone());
+        }
+    }
+    match positional.len() {
+        0 => {}
+        1 => settings.data_dir = Some((positional[0].clone(), Source::Flag)),
+        _ => return Err(ConfigError::ExtraArgument(positional[1].clone())),
+    }
+    Ok(())
+}
+
+/// Apply `RAFTLITE_<FLAG_NAME>` environment variables (dashes become underscores).
+fn apply_env(vars: &[(String, String)], settings: &mut Settings) -> Result<(), ConfigError> {
+    for (k, v) in vars {
+        let Some(rest) = k.strip_prefix("RAFTLITE_") else { continue };
+        let name = rest.to_ascii_lowercase().replace('_', "-");
+        if name == "data-dir" {
+            settings.data_dir = Some((v.clone(), Source::Env));
+            continue;
+        }
+        if def(&name).is_some() && name != "config" {
+            settings.set(&name, v.clone(), Source::Env)?;
+        }
+    }
+    Ok(())
+}
+
+/// Apply a TOML file: top-level keys are flag names (`http-addr` or `http_addr`), plus `data-dir`.
+fn apply_file(path: &str, text: &str, settings: &mut Settings) -> Result<(), ConfigError> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
+        path: path.to_string(),
+        reason: e.to_string(),
+    })?;
+    for (k, v) in table {
+        let name = k.replace('_', "-");
+        let value = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string()))
+                .collect::<Vec<_>>()
+                .join(","),
+            other => {
+                return Err(ConfigError::File {
+                    path: path.to_string(),
+                    reason: format!("key {k}: unsupported value {other}"),
+                })
+            }
+        };
+        if name == "data-dir" {
+            settings.data_dir = Some((value, Source::File));
+            continue;
+        }
+        if name == "config" {
+            return Err(ConfigError::File {
+                path: path.to_string(),
+                reason: "a config file cannot name another config file".into(),
+            });
+        }
+        settings.set(&name, value, Source::File).map_err(|e| ConfigError::File {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// The usage text printed by `-h`.
+pub fn usage() -> String {
+    let mut out = String::from("Usage: raftlited [flags] <data directory>\n\n");
+    for d in FLAGS {
+        let ty = match d.kind {
+            Bool => "",
+            Str => " string",
+            Int => " int",
+            Dur => " duration",
+        };
+        out.push_str(&format!("  -{}{}\n    \t{}", d.name, ty, d.help));
+        if !d.default.is_empty() && d.default != "false" {
+            out.push_str(&format!(" (default {:?})", d.default));
+        }
+        if !d.live {
+            out.push_str(" [accepted; no effect yet]");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The typed configuration of one node.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub node_id: String,
+    pub http_addr: String,
+    pub http_adv_addr: String,
+    pub raft_addr: String,
+    pub raft_adv_addr: String,
+    pub http_allow_origin: String,
+    pub max_body_bytes: u64,
+    pub log_format: String,
+    pub log_level: String,
+    pub raft_log_level: String,
+    pub raft_snap: u64,
+    pub raft_heartbeat_timeout: Duration,
+    pub raft_election_timeout: Duration,
+    pub raft_apply_timeout: Duration,
+    pub fk: bool,
+    pub db_max_ro_conns: usize,
+    pub show_version: bool,
+    /// Flags that were set but whose feature has not landed yet (one warning each at start).
+    pub inert_flags_set: Vec<String>,
+    /// The command line, for `/status`.
+    pub cmdline: Vec<String>,
+}
+
+/// Default data directory when none is given: under the current directory.
+pub const DEFAULT_DATA_DIR: &str = "raftlite-data";
+
+impl Config {
+    /// Build the configuration from the command line (without the program name), the process
+    /// environment and the config file named by `-config` (or `RAFTLITE_CONFIG`).
+    pub fn load(args: &[String], env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let mut flags = Settings::default();
+        parse_args(args, &mut flags)?;
+        let config_path = match flags.values.get("config") {
+            Some((p, _)) => Some(p.clone()),
+            None => env.iter().find(|(k, _)| k == "RAFTLITE_CONFIG").map(|(_, v)| v.clone()),
+        };
+
+        let mut merged = Settings::default();
+        if let Some(path) = config_path.filter(|p| !p.is_empty()) {
+            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::File {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            apply_file(&path, &text, &mut merged)?;
+        }
+        apply_env(env, &mut merged)?;
+        for (k, v) in flags.values {
+            merged.values.insert(k, v);
+        }
+        if flags.data_dir.is_some() {
+            merged.data_dir = flags.data_dir;
+        }
+        Self::from_settings(merged, args)
+    }
+
+    fn from_settings(s: Settings, args: &[String]) -> Result<Config, ConfigError> {
+        let http_addr = s.get("http-addr").to_string();
+        let raft_addr = s.get("raft-addr").to_string();
+        for (flag, addr) in [("http-addr", &http_addr), ("raft-addr", &raft_addr)] {
+            if addr.contains("://") {
+                return Err(ConfigError::Invalid(format!("-{flag} must not include a scheme: {addr}")));
+            }
+            if !addr.contains(':') {
+                return Err(ConfigError::Invalid(format!("-{flag} must be host:port, got {addr}")));
+            }
+        }
+        if http_addr == raft_addr {
+            return Err(ConfigError::Invalid("-http-addr and -raft-addr must differ".into()));
+        }
+        let or = |v: &str, d: &str| if v.is_empty() { d.to_string() } else { v.to_string() };
+        let http_adv_addr = or(s.get("http-adv-addr"), &http_addr);
+        let raft_adv_addr = or(s.get("raft-adv-addr"), &raft_addr);
+        if http_adv_addr == raft_adv_addr {
+            return Err(ConfigError::Invalid("advertised HTTP and Raft addresses must differ".into()));
+        }
+        let node_id = or(s.get("node-id"), &raft_adv_addr);
+        let max_body = s.int("http-max-body");
+        if max_body <= 0 {
+            return Err(ConfigError::Invalid("-http-max-body must be positive".into()));
+        }
+        let ro = s.int("db-max-ro-conns");
+        if ro <= 0 {
+            return Err(ConfigError::Invalid("-db-max-ro-conns must be positive".into()));
+        }
+        let raft_snap = s.int("raft-snap");
+        if raft_snap <= 0 {
+            return Err(ConfigError::Invalid("-raft-snap must be positive".into()));
+        }
+        let format = s.get("log-format").to_string();
+        if format != "text" && format != "json" {
+            return Err(ConfigError::Invalid(format!("-log-format must be text or json, got {format}")));
+        }
+        let heartbeat = s.dur("raft-heartbeat-timeout");
+        let election = s.dur("raft-election-timeout");
+        if heartbeat.is_zero() || election.is_zero() {
+            return Err(ConfigError::Invalid("Raft timeouts must be positive".into()));
+        }
+        let inert_flags_set = s
+            .values
+            .iter()
+            .filter(|(name, _)| def(name).map(|d| !d.live).unwrap_or(false))
+            .map(|(name, _)| name.clone())
+            .collect();
+        Ok(Config {
+            data_dir: PathBuf::from(
+                s.data_dir.clone().map(|(d, _)| d).unwrap_or_else(|| DEFAULT_DATA_DIR.to_string()),
+            ),
+            node_id,
+            http_addr,
+            http_adv_addr,
+            raft_addr,
+            raft_adv_addr,
+            http_allow_origin: s.get("http-allow-origin").to_string(),
+            max_body_bytes: max_body as u64,
+            log_format: format,
+            log_level: s.get("log-level").to_string(),
+            raft_log_level: s.get("raft-log-level").to_string(),
+            raft_snap: raft_snap as u64,
+            raft_heartbeat_timeout: heartbeat,
+            raft_election_timeout: election,
+            raft_apply_timeout: s.dur("raft-apply-timeout"),
+            fk: s.bool("fk"),
+            db_max_ro_conns: ro as usize,
+            show_version: s.bool("version"),
+            inert_flags_set,
+            cmdline: std::iter::once("raftlited".to_string()).chain(args.iter().cloned()).collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_go_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_go_duration("0h"), Ok(Duration::ZERO));
+        assert_eq!(parse_go_duration("10us"), Ok(Duration::from_micros(10)));
+        assert!(parse_go_duration("").is_err());
+        assert!(parse_go_duration("5").is_err());
+        assert!(parse_go_duration("5x").is_err());
+        assert!(parse_go_duration("abc").is_err());
+    }
+
+    #[test]
+    fn go_flag_syntax() {
+        let c = Config::load(
+            &args("-node-id 2 -http-addr=127.0.0.1:5001 --raft-addr 127.0.0.1:5002 -fk -raft-election-timeout 500ms data2"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.node_id, "2");
+        assert_eq!(c.http_addr, "127.0.0.1:5001");
+        assert_eq!(c.raft_addr, "127.0.0.1:5002");
+        assert!(c.fk);
+        assert_eq!(c.raft_election_timeout, Duration::from_millis(500));
+        assert_eq!(c.data_dir, PathBuf::from("data2"));
+    }
+
+    #[test]
+    fn defaults_and_node_id() {
+        let c = Config::load(&[], &[]).unwrap();
+        assert_eq!(c.http_addr, "localhost:4001");
+        assert_eq!(c.raft_addr, "localhost:4002");
+        assert_eq!(c.node_id, "localhost:4002");
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(c.max_body_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn bool_forms() {
+        assert!(Config::load(&args("-fk=true d"), &[]).unwrap().fk);
+        assert!(!Config::load(&args("-fk=false d"), &[]).unwrap().fk);
+        // A bare `-fk false` is Go syntax for "-fk, then positional false": two positionals.
+        assert_eq!(
+            Config::load(&args("-fk false d"), &[]).unwrap_err(),
+            ConfigError::ExtraArgument("d".into())
+        );
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(Config::load(&args("-nope 1"), &[]).unwrap_err(), ConfigError::UnknownFlag("nope".into()));
+        assert_eq!(Config::load(&args("-node-id"), &[]).unwrap_err(), ConfigError::MissingValue("node-id".into()));
+        assert!(matches!(
+            Config::load(&args("-raft-snap-int 10 d"), &[]).unwrap_err(),
+            ConfigError::BadValue { .. }
+        ));
+        assert!(Config::load(&args("-http-addr http://x:1"), &[]).is_err());
+        assert!(Config::load(&args("d1 d2"), &[]).is_err());
+    }
+
+    #[test]
+    fn inert_flags_are_reported() {
+        let c = Config::load(&args("-write-queue-tx -auth a.json d"), &[]).unwrap();
+        assert_eq!(c.inert_flags_set, vec!["auth".to_string(), "write-queue-tx".to_string()]);
+    }
+
+    #[test]
+    fn precedence_flag_env_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "node_id = \"file\"\nhttp-addr = \"127.0.0.1:7001\"\nraft_addr = \"127.0.0.1:7002\"\nfk = true\ndata_dir = \"fromfile\"\n",
+        )
+        .unwrap();
+        let env = vec![("RAFTLITE_HTTP_ADDR".to_string(), "127.0.0.1:8001".to_string())];
+        let c = Config::load(&args(&format!("-config {} -node-id flag", path.display())), &env).unwrap();
+        assert_eq!(c.node_id, "flag");
+        assert_eq!(c.http_addr, "127.0.0.1:8001");
+        assert_eq!(c.raft_addr, "127.0.0.1:7002");
+        assert!(c.fk);
+        assert_eq!(c.data_dir, PathBuf::from("fromfile"));
+    }
+
+    #[test]
+    fn shipped_configs_parse() {
+        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) == Some("toml") {
+                let a = vec!["-config".to_string(), path.display().to_string()];
+                Config::load(&a, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+        }
+    }
+}

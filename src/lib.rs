@@ -1,0 +1,7 @@
+//! raftlite: a replicated relational database. SQLite stores the data, Raft (openraft) keeps every
+//! copy identical, and clients talk rqlite's HTTP API.
+
+pub mod actors;
+pub mod config;
+pub mod raft;
+pub mod store;

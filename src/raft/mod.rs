@@ -1,0 +1,75 @@
+//! openraft's type configuration for raftlite, and the thin adapters openraft owns: they hold
+//! `Addr`s and send typed messages to the actors that own the real resources (design.md §2).
+
+pub mod log_adapter;
+pub mod network;
+pub mod sm_adapter;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::command::{Command, Response};
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Command,
+        R = Response,
+        NodeId = u64,
+        Node = NodeInfo,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = tokio::fs::File,
+        Responder = openraft::impls::OneshotResponder<TypeConfig>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<u64>;
+pub type StoredMembership = openraft::StoredMembership<u64, NodeInfo>;
+pub type StorageError = openraft::StorageError<u64>;
+pub type Entry = openraft::Entry<TypeConfig>;
+
+/// What the cluster knows about a node: its rqlite-style string id and its two addresses.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: String,
+    pub raft_addr: String,
+    pub api_addr: String,
+}
+
+impl fmt::Display for NodeInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.id, self.raft_addr)
+    }
+}
+
+/// openraft wants a numeric id; rqlite ids are strings ("1", "node-a", "host:4002").
+/// A decimal id is used as is; anything else is hashed with FNV-1a (stable across builds).
+pub fn numeric_id(id: &str) -> u64 {
+    if let Ok(n) = id.parse::<u64>() {
+        return n;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Convert any error into openraft's `AnyError`.
+pub fn any_err(e: impl fmt::Display) -> openraft::AnyError {
+    openraft::AnyError::error(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert_eq!(numeric_id("7"), 7);
+        assert_eq!(numeric_id("localhost:4002"), numeric_id("localhost:4002"));
+        assert_ne!(numeric_id("a"), numeric_id("b"));
+    }
+}

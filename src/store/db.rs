@@ -1,0 +1,573 @@
+//! The SQLite state-machine database: opening the writer and the read-only connections with the
+//! hardening of reliability.md §4.3, executing a request's statements with rqlite's semantics
+//! (spec §4, §5, §7), and the meta table that records the applied log position in the same
+//! transaction as the effects (design.md invariant 2).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fallible_iterator::FallibleIterator;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
+
+use crate::store::command::{ExecOptions, Param, Rows, Statement, StmtResult, Value};
+use crate::store::sql;
+
+/// Table holding the applied log id and membership. Protected from client writes by the authorizer.
+pub const META_TABLE: &str = "_raftlite_meta";
+const SAVEPOINT: &str = "_raftlite_tx";
+
+/// Progress-handler granularity, in SQLite VM instructions.
+const PROGRESS_OPS: i32 = 1000;
+/// How many progress ticks one millisecond of `db_timeout` buys on the write path. Writes are
+/// limited by work, not by the clock, so every replica stops (or not) at the same instruction.
+pub const TICKS_PER_MS: u64 = 20;
+
+/// Shared switches of one connection's hooks.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Set while raftlite itself runs statements (transaction control, meta writes).
+    internal: Arc<AtomicBool>,
+    /// Remaining progress ticks for the current statement (0 = unlimited).
+    budget: Arc<AtomicU64>,
+    /// Wall-clock deadline for reads, as nanoseconds since `epoch` (0 = none).
+    deadline_ns: Arc<AtomicU64>,
+    epoch: Option<Instant>,
+    interrupted: Arc<AtomicBool>,
+}
+
+/// How to treat each statement.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mode {
+    /// `/db/execute`: write results, or rows for RETURNING.
+    Write,
+    /// `/db/query`: rows; anything that writes is refused.
+    Query,
+    /// `/db/request`: classified per statement with `sqlite3_stmt_readonly`.
+    Request,
+}
+
+/// A view of one connection plus its hook state: what statements run through.
+pub struct Db<'a> {
+    pub conn: &'a Connection,
+    hooks: &'a Hooks,
+}
+
+fn harden(conn: &Connection, hooks: &Hooks) -> rusqlite::Result<()> {
+    use rusqlite::config::DbConfig;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_EXPR_DEPTH, 1000)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_VARIABLE_NUMBER, 32766)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_TRIGGER_DEPTH, 100)?;
+    let internal = hooks.internal.clone();
+    conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+        if internal.load(Ordering::Relaxed) {
+            return Authorization::Allow;
+        }
+        authorize(&ctx.action)
+    }))?;
+    let h = hooks.clone();
+    conn.progress_handler(PROGRESS_OPS, Some(move || h.tick()))?;
+    Ok(())
+}
+
+/// The authorizer for client statements.
+fn authorize(action: &AuthAction<'_>) -> Authorization {
+    let meta = |t: &str| t.eq_ignore_ascii_case(META_TABLE);
+    match action {
+        AuthAction::Attach { .. } | AuthAction::Detach { .. } => Authorization::Deny,
+        AuthAction::Function { function_name } if function_name.eq_ignore_ascii_case("load_extension") => {
+            Authorization::Deny
+        }
+        // The applier owns the transaction; a client COMMIT or ROLLBACK would end it.
+        AuthAction::Transaction { .. } => Authorization::Deny,
+        AuthAction::Savepoint { savepoint_name, .. } if savepoint_name.starts_with("_raftlite") => Authorization::Deny,
+        AuthAction::Insert { table_name }
+        | AuthAction::Delete { table_name }
+        | AuthAction::DropTable { table_name }
+        | AuthAction::CreateIndex { table_name, .. }
+        | AuthAction::CreateTrigger { table_name, .. }
+        | AuthAction::AlterTable { table_name, .. }
+        | AuthAction::Update { table_name, .. }
+            if meta(table_name) =>
+        {
+            Authorization::Deny
+        }
+        _ => Authorization::Allow,
+    }
+}
+
+impl Hooks {
+    /// Progress callback: true interrupts the running statement.
+    fn tick(&self) -> bool {
+        let left = self.budget.load(Ordering::Relaxed);
+        if left == 1 {
+            self.interrupted.store(true, Ordering::Relaxed);
+            return true;
+        }
+        if left > 1 {
+            self.budget.store(left - 1, Ordering::Relaxed);
+        }
+        let dl = self.deadline_ns.load(Ordering::Relaxed);
+        if dl != 0 {
+            if let Some(epoch) = self.epoch {
+                if epoch.elapsed().as_nanos() as u64 > dl {
+                    self.interrupted.store(true, Ordering::Relaxed);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+/// Prepare a freshly opened writer connection (WAL mode, meta table, hardening).
+pub fn setup_writer(conn: &Connection, fk: bool) -> rusqlite::Result<Hooks> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // The Raft log is the source of truth; a power loss may roll back the last commits of
+    // this file, together with their applied index, and they are re-applied from the log.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", if fk { "ON" } else { "OFF" })?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch(&format!("CREATE TABLE IF NOT EXISTS {META_TABLE} (k TEXT PRIMARY KEY, v BLOB NOT NULL)"))?;
+    let hooks = Hooks { epoch: Some(Instant::now()), ..Hooks::default() };
+    harden(conn, &hooks)?;
+    register_seeded_functions(conn)?;
+    Ok(hooks)
+}
+
+/// Flags for read-only connections.
+pub fn reader_flags() -> OpenFlags {
+    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI
+}
+
+/// Prepare a freshly opened read-only connection (`query_only`, hardening).
+pub fn setup_reader(conn: &Connection, fk: bool) -> rusqlite::Result<Hooks> {
+    conn.pragma_update(None, "query_only", "ON")?;
+    conn.pragma_update(None, "foreign_keys", if fk { "ON" } else { "OFF" })?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let hooks = Hooks { epoch: Some(Instant::now()), ..Hooks::default() };
+    harden(conn, &hooks)?;
+    Ok(hooks)
+}
+
+/// Open a writer connection synchronously (tests, tools).
+pub fn open_writer(path: &Path, fk: bool) -> rusqlite::Result<(Connection, Hooks)> {
+    let conn = Connection::open(path)?;
+    let hooks = setup_writer(&conn, fk)?;
+    Ok((conn, hooks))
+}
+
+impl<'a> Db<'a> {
+    pub fn new(conn: &'a Connection, hooks: &'a Hooks) -> Self {
+        Db { conn, hooks }
+    }
+
+    /// Run raftlite's own SQL with the authorizer switched off.
+    pub fn internal<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+        self.hooks.internal.store(true, Ordering::Relaxed);
+        let r = f(&self.conn);
+        self.hooks.internal.store(false, Ordering::Relaxed);
+        r
+    }
+
+    /// Read a meta value.
+    pub fn meta_get(&self, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+        self.internal(|c| {
+            let mut st = c.prepare_cached(&format!("SELECT v FROM {META_TABLE} WHERE k = ?1"))?;
+            let mut rows = st.query([key])?;
+            match rows.next()? {
+                Some(r) => Ok(Some(r.get(0)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Write a meta value (inside the caller's transaction).
+    pub fn meta_put(&self, key: &str, value: &[u8]) -> rusqlite::Result<()> {
+        self.internal(|c| {
+            c.prepare_cached(&format!("INSERT OR REPLACE INTO {META_TABLE}(k, v) VALUES (?1, ?2)"))?
+                .execute(rusqlite::params![key, value])?;
+            Ok(())
+        })
+    }
+
+    /// Execute a request's statements. `deadline` limits reads by the clock; writes are limited
+    /// by `opts.step_budget` so that every replica behaves the same.
+    pub fn run(&self, stmts: &[Statement], opts: &ExecOptions, mode: Mode, deadline: Option<Duration>) -> Vec<StmtResult> {
+        let mut results = Vec::with_capacity(stmts.len());
+        if opts.transaction {
+            if let Err(e) = self.internal(|c| c.execute_batch(&format!("SAVEPOINT {SAVEPOINT}"))) {
+                results.push(StmtResult::Error { error: e.to_string(), time: 0.0 });
+                return results;
+            }
+        }
+        let mut failed = false;
+        for st in stmts {
+            if sql::is_blank(&st.sql) {
+                continue;
+            }
+            let start = Instant::now();
+            self.arm(opts.step_budget, deadline);
+            let mut r = self.run_one(st, mode, opts.qualify_columns);
+            let timed_out = self.hooks.interrupted.swap(false, Ordering::Relaxed);
+            self.arm(0, None);
+            let time = start.elapsed().as_secs_f64();
+            if let StmtResult::Error { error, .. } = &mut r {
+                if timed_out {
+                    *error = if mode == Mode::Query { "query timeout" } else { "execute timeout" }.to_string();
+                }
+            }
+            set_time(&mut r, time);
+            let is_err = matches!(r, StmtResult::Error { .. });
+            results.push(r);
+            if is_err && opts.transaction {
+                failed = true;
+                break;
+            }
+        }
+        if opts.transaction {
+            let end = if failed {
+                format!("ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}")
+            } else {
+                format!("RELEASE {SAVEPOINT}")
+            };
+            if let Err(e) = self.internal(|c| c.execute_batch(&end)) {
+                results.push(StmtResult::Error { error: e.to_string(), time: 0.0 });
+            }
+        }
+        results
+    }
+
+    /// A read connection must never be left inside a transaction: it would pin an old snapshot.
+    pub fn end_read(&self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.internal(|c| c.execute_batch("ROLLBACK"));
+        }
+    }
+
+    fn arm(&self, budget: u64, deadline: Option<Duration>) {
+        self.hooks.budget.store(if budget == 0 { 0 } else { budget + 1 }, Ordering::Relaxed);
+        let dl = match (deadline, self.hooks.epoch) {
+            (Some(d), Some(e)) if !d.is_zero() => (e.elapsed() + d).as_nanos() as u64,
+            _ => 0,
+        };
+        self.hooks.deadline_ns.store(dl, Ordering::Relaxed);
+    }
+
+    fn run_one(&self, st: &Statement, mode: Mode, qualify: bool) -> StmtResult {
+        if let Some(why) = sql::forbidden(&st.sql) {
+            return err(why);
+        }
+        match self.run_batch(st, mode, qualify) {
+            Ok(r) => r,
+            Err(e) => err(&sqlite_message(&e)),
+        }
+    }
+
+    /// A statement string may hold several `;`-separated statements (text/plain bodies): run them
+    /// all; the result reflects the last one.
+    fn run_batch(&self, st: &Statement, mode: Mode, qualify: bool) -> rusqlite::Result<StmtResult> {
+        let mut batch = rusqlite::Batch::new(self.conn, &st.sql);
+        let mut last = StmtResult::Write { last_insert_id: 0, rows_affected: 0, time: 0.0 };
+        while let Some(mut stmt) = batch.next()? {
+            bind(&mut stmt, &st.params)?;
+            let as_rows = match mode {
+                Mode::Write => st.returning,
+                Mode::Query => {
+                    if !stmt.readonly() {
+                        return Ok(err("attempt to change database via query operation"));
+                    }
+                    true
+                }
+                Mode::Request => stmt.readonly() || st.returning,
+            };
+            last = if as_rows {
+                StmtResult::Rows(collect_rows(&mut stmt, qualify)?)
+            } else {
+                let mut rows = stmt.raw_query();
+                while rows.next()?.is_some() {}
+                drop(rows);
+                StmtResult::Write {
+                    last_insert_id: self.conn.last_insert_rowid(),
+                    rows_affected: self.conn.changes() as i64,
+                    time: 0.0,
+                }
+            };
+        }
+        Ok(last)
+    }
+
+    /// Restore the seeded `random()` state for one log entry (see `register_seeded_functions`).
+    pub fn seed(&self, seed: u64) {
+        SEED.with(|s| s.set(seed));
+    }
+}
+
+fn err(msg: &str) -> StmtResult {
+    StmtResult::Error { error: msg.to_string(), time: 0.0 }
+}
+
+fn set_time(r: &mut StmtResult, t: f64) {
+    match r {
+        StmtResult::Write { time, .. } | StmtResult::Error { time, .. } => *time = t,
+        StmtResult::Rows(rows) => rows.time = t,
+    }
+}
+
+/// SQLite's own message for an error, without rusqlite's decoration.
+pub fn sqlite_message(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::SqliteFailure(f, Some(msg)) => {
+            if f.code == rusqlite::ErrorCode::OperationInterrupted {
+                "interrupted".to_string()
+            } else {
+                msg.clone()
+            }
+        }
+        rusqlite::Error::SqliteFailure(f, None) => f.to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn to_sql(v: &Value) -> rusqlite::types::Value {
+    use rusqlite::types::Value as V;
+    match v {
+        Value::Null => V::Null,
+        Value::Integer(i) => V::Integer(*i),
+        Value::Real(f) => V::Real(*f),
+        Value::Bool(b) => V::Integer(*b as i64),
+        Value::Text(s) => V::Text(s.clone()),
+        Value::Blob(b) => V::Blob(b.clone()),
+    }
+}
+
+fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[Param]) -> rusqlite::Result<()> {
+    if params.is_empty() {
+        return Ok(());
+    }
+    let count = stmt.parameter_count();
+    let mut pos = 0usize;
+    for p in params {
+        match p {
+            Param::Positional(v) => {
+                pos += 1;
+                if pos > count {
+                    return Err(rusqlite::Error::InvalidParameterCount(pos, count));
+                }
+                stmt.raw_bind_parameter(pos, to_sql(v))?;
+            }
+            Param::Named(name, v) => {
+                let idx = if name.starts_with([':', '@', '$']) {
+                    stmt.parameter_index(name)?
+                } else {
+                    let mut found = None;
+                    for prefix in [":", "@", "$"] {
+                        if let Some(i) = stmt.parameter_index(&format!("{prefix}{name}"))? {
+                            found = Some(i);
+                            break;
+                        }
+                    }
+                    found
+                };
+                match idx {
+                    Some(i) => stmt.raw_bind_parameter(i, to_sql(v))?,
+                    None => return Err(rusqlite::Error::InvalidParameterName(name.clone())),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn collect_rows(stmt: &mut rusqlite::Statement<'_>, qualify: bool) -> rusqlite::Result<Rows> {
+    let columns: Vec<String> = if qualify {
+        stmt.columns_with_metadata()
+            .iter()
+            .map(|c| match c.table_name() {
+                Some(t) => format!("{t}.{}", c.name()),
+                None => c.name().to_string(),
+            })
+            .collect()
+    } else {
+        stmt.column_names().into_iter().map(str::to_string).collect()
+    };
+    let declared: Vec<Option<String>> = stmt
+        .columns()
+        .iter()
+        .map(|c| c.decl_type().map(|t| t.to_ascii_lowercase()))
+        .collect();
+    let n = columns.len();
+    let mut values: Vec<Vec<Value>> = Vec::new();
+    let mut rows = stmt.raw_query();
+    while let Some(row) = rows.next()? {
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            out.push(match row.get_ref(i)? {
+                ValueRef::Null => Value::Null,
+                ValueRef::Integer(v) => Value::Integer(v),
+                ValueRef::Real(v) => Value::Real(v),
+                ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+                ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+            });
+        }
+        values.push(out);
+    }
+    let types = (0..n)
+        .map(|i| match &declared[i] {
+            Some(t) => t.clone(),
+            None => match values.first().map(|r| &r[i]) {
+                Some(Value::Integer(_)) | Some(Value::Bool(_)) => "integer".into(),
+                Some(Value::Real(_)) => "real".into(),
+                Some(Value::Text(_)) => "text".into(),
+                Some(Value::Blob(_)) => "blob".into(),
+                Some(Value::Null) | None => String::new(),
+            },
+        })
+        .collect();
+    Ok(Rows { columns, types, values, time: 0.0 })
+}
+
+thread_local! {
+    /// The PRNG state of the writer connection's thread. The applier seeds it from the log entry,
+    /// so `random()` calls that were not rewritten (e.g. `ORDER BY random()`) agree on every replica.
+    static SEED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// splitmix64: tiny, fixed forever, so replicas running different builds agree.
+fn next_random() -> u64 {
+    SEED.with(|s| {
+        let mut z = s.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        s.set(z);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    })
+}
+
+fn register_seeded_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function("random", 0, FunctionFlags::SQLITE_UTF8, |_| Ok(next_random() as i64))?;
+    conn.create_scalar_function("randomblob", 1, FunctionFlags::SQLITE_UTF8, |ctx| {
+        let n = ctx.get::<i64>(0).unwrap_or(1).clamp(1, 1 << 24) as usize;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            out.extend_from_slice(&next_random().to_le_bytes());
+        }
+        out.truncate(n);
+        Ok(out)
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer() -> (tempfile::TempDir, Connection, Hooks) {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, h) = open_writer(&dir.path().join("db.sqlite"), false).unwrap();
+        (dir, c, h)
+    }
+
+    fn s(sql: &str) -> Statement {
+        Statement::new(sql)
+    }
+
+    #[test]
+    fn write_and_query() {
+        let (_d, c, h) = writer();
+        let db = Db::new(&c, &h);
+        let o = ExecOptions::default();
+        let r = db.run(
+            &[s("CREATE TABLE foo (id INTEGER PRIMARY KEY, name TEXT)"), {
+                let mut st = s("INSERT INTO foo(name) VALUES(?)");
+                st.params.push(Param::Positional(Value::Text("fiona".into())));
+                st
+            }],
+            &o,
+            Mode::Write,
+            None,
+        );
+        assert!(matches!(r[0], StmtResult::Write { last_insert_id: 0, rows_affected: 0, .. }));
+        assert!(matches!(r[1], StmtResult::Write { last_insert_id: 1, rows_affected: 1, .. }));
+        let q = db.run(&[s("SELECT * FROM foo")], &o, Mode::Query, None);
+        match &q[0] {
+            StmtResult::Rows(rows) => {
+                assert_eq!(rows.columns, vec!["id", "name"]);
+                assert_eq!(rows.types, vec!["integer", "text"]);
+                assert_eq!(rows.values, vec![vec![Value::Integer(1), Value::Text("fiona".into())]]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let q = db.run(&[s("INSERT INTO foo(name) VALUES('x')")], &o, Mode::Query, None);
+        assert!(matches!(&q[0], StmtResult::Error { error, .. } if error == "attempt to change database via query operation"));
+    }
+
+    #[test]
+    fn transaction_rolls_back_on_first_error() {
+        let (_d, c, h) = writer();
+        let db = Db::new(&c, &h);
+        let tx = ExecOptions { transaction: true, ..Default::default() };
+        db.run(&[s("CREATE TABLE t (x INTEGER NOT NULL)")], &ExecOptions::default(), Mode::Write, None);
+        let r = db.run(
+            &[s("INSERT INTO t VALUES(1)"), s("INSERT INTO t VALUES(NULL)"), s("INSERT INTO t VALUES(3)")],
+            &tx,
+            Mode::Write,
+            None,
+        );
+        assert_eq!(r.len(), 2);
+        assert!(matches!(&r[1], StmtResult::Error { error, .. } if error.contains("NOT NULL")));
+        let q = db.run(&[s("SELECT COUNT(*) FROM t")], &ExecOptions::default(), Mode::Query, None);
+        assert!(matches!(&q[0], StmtResult::Rows(rows) if rows.values[0][0] == Value::Integer(0)));
+    }
+
+    #[test]
+    fn guarded_statements() {
+        let (_d, c, h) = writer();
+        let db = Db::new(&c, &h);
+        let o = ExecOptions::default();
+        for bad in ["ATTACH DATABASE 'x.db' AS x", "VACUUM INTO 'y.db'", "SELECT load_extension('z')", "COMMIT"] {
+            let r = db.run(&[s(bad)], &o, Mode::Write, None);
+            assert!(matches!(&r[0], StmtResult::Error { .. }), "{bad}: {r:?}");
+        }
+        let r = db.run(&[s(&format!("DELETE FROM {META_TABLE}"))], &o, Mode::Write, None);
+        assert!(matches!(&r[0], StmtResult::Error { error, .. } if error.contains("not authorized")));
+    }
+
+    #[test]
+    fn step_budget_stops_runaway_writes_deterministically() {
+        let (_d, c, h) = writer();
+        let db = Db::new(&c, &h);
+        db.run(&[s("CREATE TABLE t (x)")], &ExecOptions::default(), Mode::Write, None);
+        let o = ExecOptions { step_budget: 50, ..Default::default() };
+        let r = db.run(
+            &[s("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) INSERT INTO t SELECT x FROM c")],
+            &o,
+            Mode::Write,
+            None,
+        );
+        assert!(matches!(&r[0], StmtResult::Error { error, .. } if error == "execute timeout"), "{r:?}");
+    }
+
+    #[test]
+    fn seeded_random_is_deterministic() {
+        let (_d, c, h) = writer();
+        let a = Db::new(&c, &h);
+        a.seed(99);
+        let r1 = a.run(&[s("SELECT random()")], &ExecOptions::default(), Mode::Request, None);
+        a.seed(99);
+        let r2 = a.run(&[s("SELECT random()")], &ExecOptions::default(), Mode::Request, None);
+        assert_eq!(r1[0], {
+            let mut x = r2[0].clone();
+            set_time(&mut x, match &r1[0] { StmtResult::Rows(r) => r.time, _ => 0.0 });
+            x
+        });
+    }
+}

@@ -1,0 +1,8 @@
+//! Storage: the replicated command format, its codec, SQL preprocessing, the SQLite state-machine
+//! database and the Raft log file.
+
+pub mod codec;
+pub mod command;
+pub mod db;
+pub mod log_db;
+pub mod sql;
