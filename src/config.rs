@@ -60,7 +60,13 @@ static FLAGS: &[FlagDef] = &[
     f("raft-addr", Str, "localhost:4002", "Raft communication bind address", true),
     f("raft-adv-addr", Str, "", "Advertised Raft communication address. If not set, same as Raft bind address", true),
     f("http-allow-origin", Str, "", "Value to set for Access-Control-Allow-Origin HTTP header", true),
-    f("http-max-body", Int, "67108864", "Largest accepted request body in bytes; larger bodies get 413 (raftlite)", true),
+    f(
+        "http-max-body",
+        Int,
+        "67108864",
+        "Largest accepted request body in bytes; larger bodies get 413 (raftlite)",
+        true,
+    ),
     f("log-format", Str, "text", "Log format: text or json (raftlite)", true),
     f("log-level", Str, "info", "Log level for raftlite itself: error, warn, info, debug, trace (raftlite)", true),
     f("join", Str, "", "Comma-delimited list of Raft addresses of nodes to join", false),
@@ -77,7 +83,13 @@ static FLAGS: &[FlagDef] = &[
     f("raft-shutdown-stepdown", Bool, "true", "If leader, stepdown before shutting down", false),
     f("raft-remove-shutdown", Bool, "false", "Shutdown Raft if node removed from cluster", false),
     f("raft-reap-node-timeout", Dur, "0h", "Time after which a non-reachable voting node will be reaped", false),
-    f("raft-reap-read-only-node-timeout", Dur, "0h", "Time after which a non-reachable non-voting node will be reaped", false),
+    f(
+        "raft-reap-read-only-node-timeout",
+        Dur,
+        "0h",
+        "Time after which a non-reachable non-voting node will be reaped",
+        false,
+    ),
     f("cluster-connect-timeout", Dur, "30s", "Timeout for initial connection to other nodes", false),
     f("raft-snap", Int, "8192", "Number of outstanding log entries which triggers Raft snapshot", true),
     f("raft-snap-wal-size", Int, "4194304", "SQLite WAL file size in bytes which triggers Raft snapshot", false),
@@ -93,7 +105,13 @@ static FLAGS: &[FlagDef] = &[
     f("db-max-ro-conns", Int, "256", "Maximum number of read-only connections to the SQLite database", true),
     f("auto-vacuum-int", Dur, "0s", "Period between automatic VACUUMs. It not set, not enabled", false),
     f("auto-optimize-int", Dur, "24h", "Period between automatic 'PRAGMA optimize'. Set to 0h to disable", false),
-    f("extensions-path", Str, "", "Comma-delimited list of paths to directories, zipfiles, or tar.gz files containing SQLite extensions", false),
+    f(
+        "extensions-path",
+        Str,
+        "",
+        "Comma-delimited list of paths to directories, zipfiles, or tar.gz files containing SQLite extensions",
+        false,
+    ),
     f("write-queue-capacity", Int, "1024", "Write queue capacity", false),
     f("write-queue-batch-size", Int, "128", "Write queue batch size", false),
     f("write-queue-timeout", Dur, "50ms", "Write queue timeout", false),
@@ -137,8 +155,7 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     if let Some(rest) = s.strip_prefix('+') {
         s = rest;
     }
-    if s.starts_with('-') {
-        let rest = &s[1..];
+    if let Some(rest) = s.strip_prefix('-') {
         let d = parse_go_duration(rest)?;
         if d.is_zero() {
             return Ok(d);
@@ -195,11 +212,7 @@ fn parse_go_bool(s: &str) -> Option<bool> {
 }
 
 fn check_value(d: &FlagDef, value: &str) -> Result<(), ConfigError> {
-    let bad = |reason: String| ConfigError::BadValue {
-        flag: d.name.to_string(),
-        value: value.to_string(),
-        reason,
-    };
+    let bad = |reason: String| ConfigError::BadValue { flag: d.name.to_string(), value: value.to_string(), reason };
     match d.kind {
         Bool => parse_go_bool(value).map(|_| ()).ok_or_else(|| bad("parse error".into())),
         Int => value.parse::<i64>().map(|_| ()).map_err(|e| bad(e.to_string())),
@@ -315,10 +328,9 @@ fn apply_env(vars: &[(String, String)], settings: &mut Settings) -> Result<(), C
 
 /// Apply a TOML file: top-level keys are flag names (`http-addr` or `http_addr`), plus `data-dir`.
 fn apply_file(path: &str, text: &str, settings: &mut Settings) -> Result<(), ConfigError> {
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
-        path: path.to_string(),
-        reason: e.to_string(),
-    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::File { path: path.to_string(), reason: e.to_string() })?;
     for (k, v) in table {
         let name = k.replace('_', "-");
         let value = match v {
@@ -347,10 +359,9 @@ fn apply_file(path: &str, text: &str, settings: &mut Settings) -> Result<(), Con
                 reason: "a config file cannot name another config file".into(),
             });
         }
-        settings.set(&name, value, Source::File).map_err(|e| ConfigError::File {
-            path: path.to_string(),
-            reason: e.to_string(),
-        })?;
+        settings
+            .set(&name, value, Source::File)
+            .map_err(|e| ConfigError::File { path: path.to_string(), reason: e.to_string() })?;
     }
     Ok(())
 }
@@ -420,10 +431,8 @@ impl Config {
 
         let mut merged = Settings::default();
         if let Some(path) = config_path.filter(|p| !p.is_empty()) {
-            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::File {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::File { path: path.clone(), reason: e.to_string() })?;
             apply_file(&path, &text, &mut merged)?;
         }
         apply_env(env, &mut merged)?;
@@ -485,9 +494,7 @@ impl Config {
             .map(|(name, _)| name.clone())
             .collect();
         Ok(Config {
-            data_dir: PathBuf::from(
-                s.data_dir.clone().map(|(d, _)| d).unwrap_or_else(|| DEFAULT_DATA_DIR.to_string()),
-            ),
+            data_dir: PathBuf::from(s.data_dir.clone().map(|(d, _)| d).unwrap_or_else(|| DEFAULT_DATA_DIR.to_string())),
             node_id,
             http_addr,
             http_adv_addr,
@@ -564,20 +571,14 @@ mod tests {
         assert!(Config::load(&args("-fk=true d"), &[]).unwrap().fk);
         assert!(!Config::load(&args("-fk=false d"), &[]).unwrap().fk);
         // A bare `-fk false` is Go syntax for "-fk, then positional false": two positionals.
-        assert_eq!(
-            Config::load(&args("-fk false d"), &[]).unwrap_err(),
-            ConfigError::ExtraArgument("d".into())
-        );
+        assert_eq!(Config::load(&args("-fk false d"), &[]).unwrap_err(), ConfigError::ExtraArgument("d".into()));
     }
 
     #[test]
     fn errors() {
         assert_eq!(Config::load(&args("-nope 1"), &[]).unwrap_err(), ConfigError::UnknownFlag("nope".into()));
         assert_eq!(Config::load(&args("-node-id"), &[]).unwrap_err(), ConfigError::MissingValue("node-id".into()));
-        assert!(matches!(
-            Config::load(&args("-raft-snap-int 10 d"), &[]).unwrap_err(),
-            ConfigError::BadValue { .. }
-        ));
+        assert!(matches!(Config::load(&args("-raft-snap-int 10 d"), &[]).unwrap_err(), ConfigError::BadValue { .. }));
         assert!(Config::load(&args("-http-addr http://x:1"), &[]).is_err());
         assert!(Config::load(&args("d1 d2"), &[]).is_err());
     }

@@ -3,5 +3,7 @@
 
 pub mod actors;
 pub mod config;
+pub mod http;
+pub mod node;
 pub mod raft;
 pub mod store;

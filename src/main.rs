@@ -1,3 +1,81 @@
-fn main() {
-    println!("Hello, world!");
+//! `raftlited`: the raftlite server. Parses rqlited's flags (plus `-config`), sets up logging,
+//! and runs one node on an actix System over a multi-thread tokio runtime (design.md §2).
+
+use std::process::ExitCode;
+
+use raftlite::config::{Config, ConfigError};
+use raftlite::node;
+
+fn init_logging(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let raft_level = cfg.raft_log_level.to_ascii_lowercase();
+    let filter = EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{},openraft={raft_level}", cfg.log_level)));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cfg.log_format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let cfg = match Config::load(&args, &env) {
+        Ok(c) => c,
+        Err(ConfigError::Invalid(msg)) if msg.starts_with("Usage") => {
+            print!("{msg}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("raftlited: {e}");
+            eprintln!("run 'raftlited -h' for the flags");
+            return ExitCode::from(2);
+        }
+    };
+    if cfg.show_version {
+        println!("raftlited {} (rqlite HTTP API compatible; sqlite {})", raftlite::http::VERSION, rusqlite::version());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&cfg);
+    for flag in &cfg.inert_flags_set {
+        tracing::warn!(flag = %format!("-{flag}"), "flag accepted for compatibility but has no effect yet");
+    }
+
+    let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    let system = actix::System::with_tokio_rt(move || {
+        runtime().unwrap_or_else(|e| panic!("cannot build the tokio runtime: {e}"))
+    });
+    let code = system.block_on(async move {
+        let node = match node::start(cfg).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!("cannot start: {e}");
+                eprintln!("raftlited: cannot start: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!("node ready");
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        node.shutdown().await;
+        ExitCode::SUCCESS
+    });
+    code
 }

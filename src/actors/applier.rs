@@ -29,8 +29,8 @@ pub struct ApplierStats {
     pub replayed_at_start: AtomicU64,
     /// Entries offered again at or below the applied index and skipped (must stay 0).
     pub reapplied_skipped: AtomicU64,
-    /// Last log index present at start.
-    pub last_log_at_start: AtomicU64,
+    /// One past the last log index present at start (0: the log was empty).
+    pub replay_bound: AtomicU64,
     /// Applied index found in the database at start.
     pub applied_at_start: AtomicU64,
     /// Current applied index.
@@ -52,14 +52,10 @@ impl Applier {
 
     fn open(&mut self, ctx: &mut Context<Self>) {
         let (path, fk) = (self.path.clone(), self.fk);
-        ctx.wait(
-            async move { open_writer(&path, fk).await }
-                .into_actor(self)
-                .map(|res, act, _| match res {
-                    Ok(c) => act.conn = Some(c),
-                    Err(e) => tracing::error!(error = %e, "cannot open the database"),
-                }),
-        );
+        ctx.wait(async move { open_writer(&path, fk).await }.into_actor(self).map(|res, act, _| match res {
+            Ok(c) => act.conn = Some(c),
+            Err(e) => tracing::error!(error = %e, "cannot open the database"),
+        }));
     }
 }
 
@@ -112,7 +108,9 @@ fn read_state(db: &Db<'_>) -> rusqlite::Result<(Option<LogId>, StoredMembership)
         None => None,
     };
     let membership = match db.meta_get(KEY_MEMBERSHIP)? {
-        Some(b) => codec::decode::<StoredMembership>(&b).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?,
+        Some(b) => {
+            codec::decode::<StoredMembership>(&b).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?
+        }
         None => StoredMembership::default(),
     };
     Ok((applied, membership))
@@ -130,7 +128,7 @@ fn apply_entries(
     let result = (|| {
         let mut out = Vec::with_capacity(entries.len());
         let mut last = applied;
-        let last_at_start = stats.last_log_at_start.load(Ordering::Relaxed);
+        let replay_bound = stats.replay_bound.load(Ordering::Relaxed);
         for e in entries {
             let index = e.log_id.index;
             if Some(e.log_id) <= applied {
@@ -155,14 +153,16 @@ fn apply_entries(
                 }
             };
             out.push(resp);
-            if index <= last_at_start {
+            if index < replay_bound {
                 stats.replayed_at_start.fetch_add(1, Ordering::Relaxed);
             }
             stats.applied_since_start.fetch_add(1, Ordering::Relaxed);
             last = Some(e.log_id);
         }
         if last != applied {
-            let enc = |r: Result<Vec<u8>, codec::CodecError>| r.map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()));
+            let enc = |r: Result<Vec<u8>, codec::CodecError>| {
+                r.map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))
+            };
             db.meta_put(KEY_APPLIED, &enc(codec::encode(&last))?)?;
             db.meta_put(KEY_MEMBERSHIP, &enc(codec::encode(&membership))?)?;
         }

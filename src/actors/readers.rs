@@ -78,6 +78,11 @@ pub struct Query {
     pub deadline: Option<Duration>,
 }
 
+/// Are all these statements read-only? (`/db/request` routing.)
+#[derive(Message)]
+#[rtype(result = "Result<bool, Fault>")]
+pub struct Classify(pub Vec<Statement>);
+
 /// Reopen every connection (after the database file was replaced).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -116,6 +121,24 @@ impl Handler<Query> for Readers {
                 res
             }),
         )
+    }
+}
+
+impl Handler<Classify> for Readers {
+    type Result = ResponseFuture<Result<bool, Fault>>;
+
+    fn handle(&mut self, q: Classify, _ctx: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool.clone();
+        let next = self.next.clone();
+        Box::pin(async move {
+            let pool = pool.ok_or(Fault::Unavailable(ACTOR))?;
+            let (conn, hooks) = &pool[next.fetch_add(1, Ordering::Relaxed) % pool.len()];
+            let hooks = hooks.clone();
+            let r = conn
+                .call_raw(move |c| guarded(ACTOR, || Ok::<_, rusqlite::Error>(Db::new(c, &hooks).all_readonly(&q.0))))
+                .await;
+            flatten(ACTOR, r)
+        })
     }
 }
 

@@ -210,7 +210,7 @@ fn value(v: &Value, ty: &str, shape: Shape) -> J {
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 fn time_from_unix(v: i64) -> String {
-    let t = if v > 1_000_000_000_000 || v < -1_000_000_000_000 {
+    let t = if !(-1_000_000_000_000..=1_000_000_000_000).contains(&v) {
         chrono::DateTime::from_timestamp_millis(v)
     } else {
         chrono::DateTime::from_timestamp(v, 0)
@@ -260,7 +260,8 @@ fn rfc3339(t: &chrono::DateTime<chrono::FixedOffset>) -> String {
 fn rows_json(r: &Rows, shape: Shape) -> J {
     let mut o = J::obj();
     if shape.associative {
-        let types: BTreeMap<&str, &str> = r.columns.iter().map(String::as_str).zip(r.types.iter().map(String::as_str)).collect();
+        let types: BTreeMap<&str, &str> =
+            r.columns.iter().map(String::as_str).zip(r.types.iter().map(String::as_str)).collect();
         o.put("types", J::Obj(types.iter().map(|(k, v)| (k.to_string(), J::s(*v))).collect()));
         let rows = r
             .values
@@ -326,7 +327,13 @@ pub fn result_json(r: &StmtResult, shape: Shape) -> J {
 }
 
 /// The envelope `{"results":[…],"error":…,"time":…,"raft_index":…}`.
-pub fn envelope(results: &[StmtResult], error: Option<&str>, time: Option<f64>, raft_index: Option<u64>, shape: Shape) -> J {
+pub fn envelope(
+    results: &[StmtResult],
+    error: Option<&str>,
+    time: Option<f64>,
+    raft_index: Option<u64>,
+    shape: Shape,
+) -> J {
     let mut o = J::obj();
     o.put("results", J::Arr(results.iter().map(|r| result_json(r, shape)).collect()));
     if let Some(e) = error {

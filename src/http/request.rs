@@ -237,10 +237,7 @@ fn hex_blob(s: &str) -> Option<Vec<u8>> {
     if inner.len() % 2 != 0 {
         return None;
     }
-    (0..inner.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(inner.get(i..i + 2)?, 16).ok())
-        .collect()
+    (0..inner.len()).step_by(2).map(|i| u8::from_str_radix(inner.get(i..i + 2)?, 16).ok()).collect()
 }
 
 #[cfg(test)]
@@ -270,7 +267,10 @@ mod tests {
     fn bodies() {
         let s = parse_json_statements(br#"["CREATE TABLE t(x)", ["INSERT INTO t VALUES(?, ?)", 1, "x'0aff'"], ["INSERT INTO t VALUES(:a)", {"a": [1,2]}]]"#).unwrap();
         assert_eq!(s.len(), 3);
-        assert_eq!(s[1].params, vec![Param::Positional(Value::Integer(1)), Param::Positional(Value::Blob(vec![10, 255]))]);
+        assert_eq!(
+            s[1].params,
+            vec![Param::Positional(Value::Integer(1)), Param::Positional(Value::Blob(vec![10, 255]))]
+        );
         assert_eq!(s[2].params, vec![Param::Named("a".into(), Value::Blob(vec![1, 2]))]);
         let big = parse_json_statements(br#"[["SELECT ?", 18446744073709551615, 9007199254740993, 1.5]]"#).unwrap();
         assert_eq!(big[0].params[1], Param::Positional(Value::Integer(9007199254740993)));
@@ -279,7 +279,10 @@ mod tests {
         assert_eq!(parse_json_statements(b"{}").unwrap_err().0, "invalid request");
         assert_eq!(parse_json_statements(b"[1]").unwrap_err().0, "invalid request");
         assert!(parse_json_statements(br#"[["SELECT ?", [256]]]"#).unwrap_err().0.starts_with("unsupported type"));
-        assert!(parse_json_statements(br#"[["SELECT ?", {"a": {"b": 1}}]]"#).unwrap_err().0.starts_with("unsupported type"));
+        assert!(parse_json_statements(br#"[["SELECT ?", {"a": {"b": 1}}]]"#)
+            .unwrap_err()
+            .0
+            .starts_with("unsupported type"));
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert_eq!(parse_json_statements(deep.as_bytes()).unwrap_err().0, "invalid JSON body");
         assert_eq!(parse_json_statements(&[b'[', b'"', 0xff, b'"', b']']).unwrap_err().0, "invalid JSON body");

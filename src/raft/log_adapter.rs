@@ -2,6 +2,9 @@
 //! sends typed requests to the `LogStore` actor. The flush callback fires only after the actor
 //! reports the append committed (fsynced), never before (design.md invariant 1).
 
+// `StorageError` is the error type openraft's storage traits prescribe.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::time::Duration;
@@ -45,7 +48,9 @@ impl LogAdapter {
 
     async fn meta<T: serde::de::DeserializeOwned>(&self, key: &'static str) -> Result<Option<T>, StorageError> {
         match self.call(|| LogRequest::GetMeta(key)).await {
-            Ok(LogReply::Meta(Some(b))) => codec::decode(&b).map(Some).map_err(|e| StorageIOError::read(any_err(e)).into()),
+            Ok(LogReply::Meta(Some(b))) => {
+                codec::decode(&b).map(Some).map_err(|e| StorageIOError::read(any_err(e)).into())
+            }
             Ok(_) => Ok(None),
             Err(e) => Err(StorageIOError::read(any_err(e)).into()),
         }
@@ -70,7 +75,10 @@ fn decode_entries(rows: Vec<(u64, Vec<u8>)>) -> Result<Vec<Entry>, StorageError>
 }
 
 impl RaftLogReader<TypeConfig> for LogAdapter {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(&mut self, range: RB) -> Result<Vec<Entry>, StorageError> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
         let start = match range.start_bound() {
             Bound::Included(s) => *s,
             Bound::Excluded(s) => s.saturating_add(1),

@@ -37,7 +37,11 @@ impl NoPeer {
 }
 
 impl RaftNetwork<TypeConfig> for NoPeer {
-    async fn append_entries(&mut self, _rpc: AppendEntriesRequest<TypeConfig>, _o: RPCOption) -> Rpc<AppendEntriesResponse<u64>> {
+    async fn append_entries(
+        &mut self,
+        _rpc: AppendEntriesRequest<TypeConfig>,
+        _o: RPCOption,
+    ) -> Rpc<AppendEntriesResponse<u64>> {
         Err(self.err())
     }
     async fn install_snapshot(

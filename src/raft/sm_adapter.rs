@@ -39,7 +39,12 @@ fn snap_err(e: impl std::fmt::Display) -> StorageError {
 
 impl SmAdapter {
     /// `snap_dir` is created, and temp files a crash left there are removed.
-    pub fn new(applier: Addr<Applier>, readers: Option<Addr<Readers>>, db_path: PathBuf, snap_dir: PathBuf) -> std::io::Result<Self> {
+    pub fn new(
+        applier: Addr<Applier>,
+        readers: Option<Addr<Readers>>,
+        db_path: PathBuf,
+        snap_dir: PathBuf,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&snap_dir)?;
         for e in std::fs::read_dir(&snap_dir)? {
             let p = e?.path();
@@ -70,7 +75,8 @@ fn file_crc(path: &Path) -> std::io::Result<u32> {
 
 /// Read the applied id and membership recorded inside a database file.
 fn state_in_file(path: &Path) -> Result<(Option<LogId>, StoredMembership), String> {
-    let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| e.to_string())?;
+    let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| e.to_string())?;
     let get = |k: &str| -> Result<Option<Vec<u8>>, String> {
         let mut st = c.prepare(&format!("SELECT v FROM {META_TABLE} WHERE k = ?1")).map_err(|e| e.to_string())?;
         let mut rows = st.query([k]).map_err(|e| e.to_string())?;
@@ -120,7 +126,8 @@ fn build_copy(db: &Path, dir: &Path) -> Result<SnapshotMeta<u64, NodeInfo>, Stri
     let tmp = dir.join(format!("building-{}.tmp", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     {
-        let src = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| e.to_string())?;
+        let src = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| e.to_string())?;
         let mut dst = rusqlite::Connection::open(&tmp).map_err(|e| e.to_string())?;
         // One step copies every page inside one read transaction: a consistent image.
         let b = rusqlite::backup::Backup::new(&src, &mut dst).map_err(|e| e.to_string())?;
@@ -156,10 +163,8 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
         // Invariant 4: the database must be durable before the log behind this snapshot is purged.
         self.sm.applier.send(MakeDurable).await.map_err(snap_err)?.map_err(snap_err)?;
         let (db, dir) = (self.sm.db_path.clone(), self.sm.snap_dir.clone());
-        let meta = tokio::task::spawn_blocking(move || build_copy(&db, &dir))
-            .await
-            .map_err(snap_err)?
-            .map_err(snap_err)?;
+        let meta =
+            tokio::task::spawn_blocking(move || build_copy(&db, &dir)).await.map_err(snap_err)?.map_err(snap_err)?;
         tracing::info!(snapshot = %meta.snapshot_id, "snapshot built");
         let f = tokio::fs::File::open(snapshot_file(&self.sm.snap_dir, &meta.snapshot_id)).await.map_err(snap_err)?;
         Ok(Snapshot { meta, snapshot: Box::new(f) })
@@ -203,17 +208,16 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
         let p = self.snap_dir.join(format!("incoming-{}.tmp", rand::random::<u64>()));
-        let f = tokio::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&p)
-            .await
-            .map_err(snap_err)?;
+        let f =
+            tokio::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&p).await.map_err(snap_err)?;
         Ok(Box::new(f))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta<u64, NodeInfo>, mut snapshot: Box<tokio::fs::File>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, NodeInfo>,
+        mut snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
         // Persist the streamed bytes as our own snapshot copy, then verify before using them.
         let tmp = self.snap_dir.join(format!("installing-{}.tmp", rand::random::<u64>()));
         {
@@ -233,7 +237,10 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
             let (applied, _) = state_in_file(&tmp)?;
             if applied != expected.last_log_id {
                 let _ = std::fs::remove_file(&tmp);
-                return Err(format!("snapshot {id} holds applied {applied:?}, metadata says {:?}", expected.last_log_id));
+                return Err(format!(
+                    "snapshot {id} holds applied {applied:?}, metadata says {:?}",
+                    expected.last_log_id
+                ));
             }
             let path = snapshot_file(&dir, &id);
             std::fs::rename(&tmp, &path).map_err(|e| e.to_string())?;

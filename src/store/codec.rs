@@ -26,10 +26,7 @@ pub enum CodecError {
 }
 
 fn opts() -> impl Options {
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .with_little_endian()
-        .with_limit(MAX_DECODE_BYTES)
+    bincode::DefaultOptions::new().with_fixint_encoding().with_little_endian().with_limit(MAX_DECODE_BYTES)
 }
 
 /// Encode a value behind the version byte.

@@ -38,6 +38,9 @@ pub struct Hooks {
     deadline_ns: Arc<AtomicU64>,
     epoch: Option<Instant>,
     interrupted: Arc<AtomicBool>,
+    /// The `rows_affected` clients see: SQLite's connection-level `changes()` as it stood after
+    /// the last client statement, unaffected by raftlite's own meta writes.
+    reported_changes: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// How to treat each statement.
@@ -135,7 +138,9 @@ pub fn setup_writer(conn: &Connection, fk: bool) -> rusqlite::Result<Hooks> {
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", if fk { "ON" } else { "OFF" })?;
     conn.busy_timeout(Duration::from_secs(5))?;
-    conn.execute_batch(&format!("CREATE TABLE IF NOT EXISTS {META_TABLE} (k TEXT PRIMARY KEY, v BLOB NOT NULL)"))?;
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {META_TABLE} (k TEXT PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID"
+    ))?;
     let hooks = Hooks { epoch: Some(Instant::now()), ..Hooks::default() };
     harden(conn, &hooks)?;
     register_seeded_functions(conn)?;
@@ -172,7 +177,7 @@ impl<'a> Db<'a> {
     /// Run raftlite's own SQL with the authorizer switched off.
     pub fn internal<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
         self.hooks.internal.store(true, Ordering::Relaxed);
-        let r = f(&self.conn);
+        let r = f(self.conn);
         self.hooks.internal.store(false, Ordering::Relaxed);
         r
     }
@@ -200,7 +205,13 @@ impl<'a> Db<'a> {
 
     /// Execute a request's statements. `deadline` limits reads by the clock; writes are limited
     /// by `opts.step_budget` so that every replica behaves the same.
-    pub fn run(&self, stmts: &[Statement], opts: &ExecOptions, mode: Mode, deadline: Option<Duration>) -> Vec<StmtResult> {
+    pub fn run(
+        &self,
+        stmts: &[Statement],
+        opts: &ExecOptions,
+        mode: Mode,
+        deadline: Option<Duration>,
+    ) -> Vec<StmtResult> {
         let mut results = Vec::with_capacity(stmts.len());
         if opts.transaction {
             if let Err(e) = self.internal(|c| c.execute_batch(&format!("SAVEPOINT {SAVEPOINT}"))) {
@@ -243,6 +254,24 @@ impl<'a> Db<'a> {
             }
         }
         results
+    }
+
+    /// True if every statement is read-only (a statement that fails to prepare counts as a read,
+    /// so its error comes back from the read path, as rqlite does).
+    pub fn all_readonly(&self, stmts: &[Statement]) -> bool {
+        stmts.iter().all(|st| {
+            let mut batch = rusqlite::Batch::new(self.conn, &st.sql);
+            loop {
+                match batch.next() {
+                    Ok(Some(s)) => {
+                        if !s.readonly() {
+                            return false;
+                        }
+                    }
+                    Ok(None) | Err(_) => return true,
+                }
+            }
+        })
     }
 
     /// A read connection must never be left inside a transaction: it would pin an old snapshot.
@@ -291,12 +320,20 @@ impl<'a> Db<'a> {
             last = if as_rows {
                 StmtResult::Rows(collect_rows(&mut stmt, qualify)?)
             } else {
+                let (changes0, total0) = (self.conn.changes(), self.conn.total_changes());
                 let mut rows = stmt.raw_query();
                 while rows.next()?.is_some() {}
                 drop(rows);
+                // DDL leaves changes() as it was; DML sets it (to 0 too). Meta writes in between
+                // must not show, so the client-visible value is carried in the hooks.
+                let (changes, total) = (self.conn.changes(), self.conn.total_changes());
+                if total != total0 || changes != changes0 {
+                    self.hooks.reported_changes.store(changes as i64, Ordering::Relaxed);
+                }
                 StmtResult::Write {
+                    // Inserts into the WITHOUT ROWID meta table do not touch last_insert_rowid.
                     last_insert_id: self.conn.last_insert_rowid(),
-                    rows_affected: self.conn.changes() as i64,
+                    rows_affected: self.hooks.reported_changes.load(Ordering::Relaxed),
                     time: 0.0,
                 }
             };
@@ -398,11 +435,8 @@ fn collect_rows(stmt: &mut rusqlite::Statement<'_>, qualify: bool) -> rusqlite::
     } else {
         stmt.column_names().into_iter().map(str::to_string).collect()
     };
-    let declared: Vec<Option<String>> = stmt
-        .columns()
-        .iter()
-        .map(|c| c.decl_type().map(|t| t.to_ascii_lowercase()))
-        .collect();
+    let declared: Vec<Option<String>> =
+        stmt.columns().iter().map(|c| c.decl_type().map(|t| t.to_ascii_lowercase())).collect();
     let n = columns.len();
     let mut values: Vec<Vec<Value>> = Vec::new();
     let mut rows = stmt.raw_query();
@@ -507,7 +541,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let q = db.run(&[s("INSERT INTO foo(name) VALUES('x')")], &o, Mode::Query, None);
-        assert!(matches!(&q[0], StmtResult::Error { error, .. } if error == "attempt to change database via query operation"));
+        assert!(
+            matches!(&q[0], StmtResult::Error { error, .. } if error == "attempt to change database via query operation")
+        );
     }
 
     #[test]
@@ -566,7 +602,13 @@ mod tests {
         let r2 = a.run(&[s("SELECT random()")], &ExecOptions::default(), Mode::Request, None);
         assert_eq!(r1[0], {
             let mut x = r2[0].clone();
-            set_time(&mut x, match &r1[0] { StmtResult::Rows(r) => r.time, _ => 0.0 });
+            set_time(
+                &mut x,
+                match &r1[0] {
+                    StmtResult::Rows(r) => r.time,
+                    _ => 0.0,
+                },
+            );
             x
         });
     }

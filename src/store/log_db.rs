@@ -92,7 +92,8 @@ impl LogDb {
 
     /// Entries with `start <= index < end`, checksums verified.
     pub fn range(conn: &Connection, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, LogDbError> {
-        let mut st = conn.prepare_cached("SELECT idx, crc, entry FROM log WHERE idx >= ?1 AND idx < ?2 ORDER BY idx")?;
+        let mut st =
+            conn.prepare_cached("SELECT idx, crc, entry FROM log WHERE idx >= ?1 AND idx < ?2 ORDER BY idx")?;
         let end = end.min(i64::MAX as u64) as i64;
         let mut rows = st.query(params![start.min(i64::MAX as u64) as i64, end])?;
         let mut out = Vec::new();
@@ -110,7 +111,8 @@ impl LogDb {
 
     /// The last entry's bytes, if any.
     pub fn last(conn: &Connection) -> Result<Option<(u64, Vec<u8>)>, LogDbError> {
-        let r = conn.query_row("SELECT idx, entry FROM log ORDER BY idx DESC LIMIT 1", [], |r| {
+        let r = conn
+            .query_row("SELECT idx, entry FROM log ORDER BY idx DESC LIMIT 1", [], |r| {
                 Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
             })
             .optional()?;
@@ -138,9 +140,7 @@ impl LogDb {
     }
 
     pub fn get_meta(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>, LogDbError> {
-        Ok(conn
-            .query_row("SELECT v FROM meta WHERE k = ?1", [key], |r| r.get(0))
-            .optional()?)
+        Ok(conn.query_row("SELECT v FROM meta WHERE k = ?1", [key], |r| r.get(0)).optional()?)
     }
 
     /// Size of the log file and its WAL, in bytes.

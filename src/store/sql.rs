@@ -168,10 +168,8 @@ impl Entropy for SystemEntropy {
 
 /// The Julian day number of the current wall-clock time.
 pub fn julian_day_now() -> f64 {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as f64)
-        .unwrap_or(0.0);
+    let ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as f64).unwrap_or(0.0);
     ms / 86_400_000.0 + 2_440_587.5
 }
 
@@ -209,10 +207,8 @@ pub fn rewrite(sql: &str, opts: RewriteOptions, ent: &mut dyn Entropy) -> Proces
         let next = |k: usize| toks.get(i + k).copied();
         match t.kind {
             Tok::Punct(b'(') => order_by.push(false),
-            Tok::Punct(b')') => {
-                if order_by.len() > 1 {
-                    order_by.pop();
-                }
+            Tok::Punct(b')') if order_by.len() > 1 => {
+                order_by.pop();
             }
             Tok::Punct(b';') => order_by = vec![false],
             Tok::Word => {
@@ -333,15 +329,22 @@ pub fn has_disallowed_pragma(sql: &str) -> bool {
         }
         let Some(name) = stmt.get(k) else { return false };
         let name = text(sql, name).trim_matches(|c| c == '"' || c == '`').to_ascii_lowercase();
-        let assigns = stmt
-            .get(k + 1)
-            .map(|t| t.kind == Tok::Punct(b'=') || t.kind == Tok::Punct(b'('))
-            .unwrap_or(false);
+        let assigns =
+            stmt.get(k + 1).map(|t| t.kind == Tok::Punct(b'=') || t.kind == Tok::Punct(b'(')).unwrap_or(false);
         match name.as_str() {
             "wal_checkpoint" => true,
-            "journal_mode" | "wal_autocheckpoint" | "synchronous" | "query_only" | "locking_mode"
-            | "writable_schema" | "mmap_size" | "temp_store_directory" | "data_store_directory"
-            | "trusted_schema" | "cell_size_check" | "page_size" => assigns,
+            "journal_mode"
+            | "wal_autocheckpoint"
+            | "synchronous"
+            | "query_only"
+            | "locking_mode"
+            | "writable_schema"
+            | "mmap_size"
+            | "temp_store_directory"
+            | "data_store_directory"
+            | "trusted_schema"
+            | "cell_size_check"
+            | "page_size" => assigns,
             _ => false,
         }
     })
@@ -415,7 +418,8 @@ mod tests {
             rw("SELECT random() FROM t ORDER BY random() LIMIT random()"),
             "SELECT 42 FROM t ORDER BY random() LIMIT 42"
         );
-        let o = rewrite("INSERT INTO t VALUES(random())", RewriteOptions { no_random: true, no_time: false }, &mut Fixed);
+        let o =
+            rewrite("INSERT INTO t VALUES(random())", RewriteOptions { no_random: true, no_time: false }, &mut Fixed);
         assert_eq!(o.sql, "INSERT INTO t VALUES(random())");
     }
 

@@ -1,0 +1,76 @@
+//! The HTTP API (spec §2–§10): request parsing, result rendering, the endpoint handlers and the
+//! warp server that carries them. The server starts before the store is open, so `/status` and
+//! `/readyz?noleader` answer at once; everything that needs the store waits for [`Core`].
+
+pub mod api;
+pub mod render;
+pub mod request;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use actix::Addr;
+use warp::Filter;
+
+use crate::actors::applier::ApplierStats;
+use crate::actors::consensus::Consensus;
+use crate::actors::log_store::LogStore;
+use crate::actors::readers::Readers;
+use crate::config::Config;
+use crate::raft::Raft;
+
+/// Version stamped into `X-RQLITE-VERSION` and `/status`.
+pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+
+/// The parts of a node that exist once the store is open.
+pub struct Core {
+    pub consensus: Addr<Consensus>,
+    pub readers: Addr<Readers>,
+    pub log_store: Addr<LogStore>,
+    pub raft: Raft,
+    pub stats: Arc<ApplierStats>,
+    pub node_id: u64,
+    pub db_path: PathBuf,
+    pub log_path: PathBuf,
+}
+
+/// Everything a request handler can reach.
+pub struct AppState {
+    pub cfg: Config,
+    pub started: chrono::DateTime<chrono::Utc>,
+    pub started_instant: Instant,
+    pub core: OnceLock<Core>,
+}
+
+impl AppState {
+    pub fn new(cfg: Config) -> Arc<AppState> {
+        Arc::new(AppState { cfg, started: chrono::Utc::now(), started_instant: Instant::now(), core: OnceLock::new() })
+    }
+}
+
+/// Serve the API on an already bound listener until the task is dropped.
+pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) {
+    let st = warp::any().map(move || state.clone());
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    let route = st
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(query)
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(|state, method, path: warp::path::FullPath, query: String, headers, body| async move {
+            api::dispatch(state, method, path.as_str().to_string(), query, headers, body).await
+        });
+    warp::serve(route).incoming(listener).run().await;
+}
+
+/// Resolve `host:port` (e.g. `localhost:4001`) to a bindable address.
+pub fn resolve(addr: &str) -> std::io::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    addr.to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("cannot resolve {addr}")))
+}

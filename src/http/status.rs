@@ -1,0 +1,223 @@
+//! `/status` and `/nodes` (spec §10): what the node knows about itself and its cluster, as JSON,
+//! with `key=a.b.c` selection and `pretty`.
+
+// Early answers are warp `Response`s; their size is warp's.
+#![allow(clippy::result_large_err)]
+
+use std::sync::atomic::Ordering;
+
+use openraft::{RaftMetrics, ServerState};
+use serde_json::{json, Value};
+use warp::reply::Response;
+
+use super::render::J;
+use super::request::Params;
+use super::{AppState, Core, VERSION};
+use crate::actors::log_store::{LogReply, LogRequest};
+use crate::actors::supervise;
+use crate::raft::NodeInfo;
+
+type Metrics = RaftMetrics<u64, NodeInfo>;
+
+fn file_size(p: &std::path::Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+fn dir_size(p: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn state_name(s: ServerState) -> &'static str {
+    match s {
+        ServerState::Leader => "Leader",
+        ServerState::Follower => "Follower",
+        ServerState::Candidate => "Candidate",
+        ServerState::Learner => "Follower",
+        ServerState::Shutdown => "Shutdown",
+    }
+}
+
+fn api_url(addr: &str) -> String {
+    format!("http://{addr}")
+}
+
+async fn store_json(state: &AppState, core: &Core) -> Value {
+    let m: Metrics = core.raft.metrics().borrow().clone();
+    let st = &core.stats;
+    let leader = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+    let log_size = match core.log_store.send(LogRequest::SizeBytes).await {
+        Ok(Ok(LogReply::Size(n))) => n,
+        _ => 0,
+    };
+    let nodes: Vec<Value> = m
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, n)| {
+            json!({
+                "id": n.id, "addr": n.raft_addr, "api_addr": api_url(&n.api_addr),
+                "suffrage": if m.membership_config.membership().voter_ids().any(|v| v == *id) { "Voter" } else { "Nonvoter" },
+            })
+        })
+        .collect();
+    let wal = core.db_path.with_extension("sqlite-wal");
+    let data_dir = &state.cfg.data_dir;
+    json!({
+        "open": true,
+        "ready": m.current_leader.is_some(),
+        "node_id": state.cfg.node_id,
+        "addr": state.cfg.raft_adv_addr,
+        "leader": {
+            "node_id": leader.as_ref().map(|l| l.id.clone()).unwrap_or_default(),
+            "addr": leader.as_ref().map(|l| l.raft_addr.clone()).unwrap_or_default(),
+        },
+        "fsm_index": m.last_applied.map(|l| l.index).unwrap_or(0),
+        "fsm_term": m.last_applied.map(|l| l.leader_id.term).unwrap_or(0),
+        "db_applied_index": st.applied_index.load(Ordering::Relaxed),
+        "applied_index_at_start": st.applied_at_start.load(Ordering::Relaxed),
+        "last_log_index_at_start": st.replay_bound.load(Ordering::Relaxed).saturating_sub(1),
+        "entries_applied_since_start": st.applied_since_start.load(Ordering::Relaxed),
+        "entries_replayed_at_start": st.replayed_at_start.load(Ordering::Relaxed),
+        "entries_reapplied": st.reapplied_skipped.load(Ordering::Relaxed),
+        "apply_batches": st.batches.load(Ordering::Relaxed),
+        "snapshot_threshold": state.cfg.raft_snap,
+        "apply_timeout": format!("{:?}", state.cfg.raft_apply_timeout),
+        "heartbeat_timeout": format!("{:?}", state.cfg.raft_heartbeat_timeout),
+        "election_timeout": format!("{:?}", state.cfg.raft_election_timeout),
+        "nodes": nodes,
+        "dir": data_dir.display().to_string(),
+        "dir_size": dir_size(data_dir),
+        "sqlite3": {
+            "path": core.db_path.display().to_string(),
+            "size": file_size(&core.db_path),
+            "wal_size": file_size(&wal),
+            "db_size": file_size(&core.db_path) + file_size(&wal),
+            "version": rusqlite::version(),
+            "fk_constraints": if state.cfg.fk { "enabled" } else { "disabled" },
+        },
+        "raft": {
+            "state": state_name(m.state),
+            "term": m.current_term,
+            "commit_index": m.last_applied.map(|l| l.index).unwrap_or(0),
+            "applied_index": m.last_applied.map(|l| l.index).unwrap_or(0),
+            "last_log_index": m.last_log_index.unwrap_or(0),
+            "last_snapshot_index": m.snapshot.map(|l| l.index).unwrap_or(0),
+            "purged_index": m.purged.map(|l| l.index).unwrap_or(0),
+            "num_peers": m.membership_config.membership().nodes().count().saturating_sub(1),
+            "voter": m.membership_config.membership().voter_ids().any(|v| v == core.node_id),
+            "log_size": log_size,
+            "log_path": core.log_path.display().to_string(),
+            "latest_configuration": format!("{}", m.membership_config.membership()),
+        },
+    })
+}
+
+fn select(mut v: Value, key: Option<&str>) -> Value {
+    let Some(key) = key.filter(|k| !k.is_empty()) else { return v };
+    for part in key.split('.') {
+        v = match v {
+            Value::Object(mut o) => match o.remove(part) {
+                Some(x) => x,
+                None => return json!({}),
+            },
+            _ => return json!({}),
+        };
+    }
+    v
+}
+
+/// `GET /status`.
+pub async fn status(state: &AppState, p: &Params) -> Result<J, Response> {
+    let store = match state.core.get() {
+        Some(core) => store_json(state, core).await,
+        None => json!({"open": false, "ready": false, "node_id": state.cfg.node_id, "addr": state.cfg.raft_adv_addr}),
+    };
+    let now = chrono::Utc::now();
+    let restarts: serde_json::Map<String, Value> =
+        supervise::restarts().into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    let doc = json!({
+        "store": store,
+        "node": {
+            "start_time": state.started.to_rfc3339(),
+            "current_time": now.to_rfc3339(),
+            "uptime": format!("{:?}", state.started_instant.elapsed()),
+        },
+        "build": {
+            "version": VERSION,
+            "compiler": "rustc",
+            "branch": "main",
+            "commit": option_env!("RAFTLITE_COMMIT").unwrap_or("unknown"),
+        },
+        "http": {
+            "bind_addr": state.cfg.http_addr,
+            "adv_addr": state.cfg.http_adv_addr,
+            "auth": "disabled",
+            "allow_origin": state.cfg.http_allow_origin,
+            "max_body_bytes": state.cfg.max_body_bytes,
+        },
+        "runtime": {
+            "GOOS": std::env::consts::OS,
+            "GOARCH": std::env::consts::ARCH,
+            "num_cpu": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            "version": "rust",
+        },
+        "os": {
+            "pid": std::process::id(),
+            "executable": std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
+            "hostname": std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_default(),
+        },
+        "actors": { "restarts": restarts },
+        "cmdline": state.cfg.cmdline,
+    });
+    Ok(J::from_serde(&select(doc, p.get("key"))))
+}
+
+/// One node object as `/nodes` and `/leader` show it.
+pub fn node_json(_state: &AppState, core: &Core, m: &Metrics, id: u64) -> Option<J> {
+    let mem = m.membership_config.membership();
+    let n = mem.get_node(&id)?;
+    let local = id == core.node_id;
+    let mut o = J::obj();
+    o.put("id", J::s(n.id.clone()));
+    o.put("api_addr", J::s(api_url(&n.api_addr)));
+    o.put("addr", J::s(n.raft_addr.clone()));
+    o.put("version", J::s(if local { VERSION } else { "" }));
+    o.put("voter", J::Bool(mem.voter_ids().any(|v| v == id)));
+    // Probing other nodes over the cluster service arrives with clustering; this node is local.
+    o.put("reachable", J::Bool(local));
+    o.put("leader", J::Bool(m.current_leader == Some(id)));
+    o.put("time", J::Float(0.0));
+    o.put("time_s", J::s("0s"));
+    if !local {
+        o.put("error", J::s("probing other nodes is not available in this version"));
+    }
+    Some(o)
+}
+
+/// `GET /nodes` (legacy map, or `ver=2` list).
+pub fn nodes(state: &AppState, p: &Params) -> Result<J, Response> {
+    let Some(core) = state.core.get() else {
+        return Err(super::api::text(state, http::StatusCode::SERVICE_UNAVAILABLE, "store not open"));
+    };
+    let m: Metrics = core.raft.metrics().borrow().clone();
+    let mem = m.membership_config.membership();
+    let mut ids: Vec<u64> =
+        if p.has("nonvoters") { mem.nodes().map(|(id, _)| *id).collect() } else { mem.voter_ids().collect() };
+    ids.sort_by_key(|id| mem.get_node(id).map(|n| n.id.clone()).unwrap_or_default());
+    let items: Vec<(String, J)> =
+        ids.iter().filter_map(|id| Some((mem.get_node(id)?.id.clone(), node_json(state, core, &m, *id)?))).collect();
+    if p.get("ver") == Some("2") {
+        let mut o = J::obj();
+        o.put("nodes", J::Arr(items.into_iter().map(|(_, j)| j).collect()));
+        Ok(o)
+    } else {
+        Ok(J::Obj(items))
+    }
+}
