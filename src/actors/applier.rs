@@ -116,6 +116,62 @@ fn read_state(db: &Db<'_>) -> rusqlite::Result<(Option<LogId>, StoredMembership)
     Ok((applied, membership))
 }
 
+/// What one pass over a batch produced, or which statement forced a re-run.
+enum Pass {
+    Done(Vec<Response>, Option<LogId>, StoredMembership),
+    /// Statement `stmt` of the entry at position `entry` was interrupted and SQLite rolled the
+    /// whole transaction back.
+    Rerun {
+        entry: usize,
+        stmt: usize,
+    },
+}
+
+fn apply_pass(
+    db: &Db<'_>,
+    entries: &[Entry],
+    applied: Option<LogId>,
+    mut membership: StoredMembership,
+    timed_out: &[(usize, usize)],
+) -> Pass {
+    let mut out = Vec::with_capacity(entries.len());
+    let mut last = applied;
+    for (pos, e) in entries.iter().enumerate() {
+        let index = e.log_id.index;
+        if Some(e.log_id) <= applied {
+            out.push(Response { raft_index: index, ..Default::default() });
+            continue;
+        }
+        let resp = match &e.payload {
+            EntryPayload::Blank => Response { raft_index: index, ..Default::default() },
+            EntryPayload::Membership(m) => {
+                membership = StoredMembership::new(Some(e.log_id), m.clone());
+                Response { raft_index: index, ..Default::default() }
+            }
+            EntryPayload::Normal(cmd) => {
+                let (stmts, opts, seed, mode) = match cmd {
+                    Command::Execute { stmts, opts, seed } => (stmts, opts, seed, Mode::Write),
+                    Command::Query { stmts, opts, seed } => (stmts, opts, seed, Mode::Query),
+                    Command::Request { stmts, opts, seed } => (stmts, opts, seed, Mode::Request),
+                };
+                db.seed(seed ^ index);
+                let skip: Vec<usize> = timed_out.iter().filter(|(p, _)| *p == pos).map(|(_, s)| *s).collect();
+                match db.run_in_batch(stmts, opts, mode, &skip) {
+                    Ok(results) => Response { results, error: None, raft_index: index },
+                    Err(stmt) => return Pass::Rerun { entry: pos, stmt },
+                }
+            }
+        };
+        out.push(resp);
+        last = Some(e.log_id);
+    }
+    Pass::Done(out, last, membership)
+}
+
+fn storage_error(msg: &str) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(msg.into())
+}
+
 fn apply_entries(
     c: &rusqlite::Connection,
     hooks: &Hooks,
@@ -123,63 +179,54 @@ fn apply_entries(
     stats: &ApplierStats,
 ) -> rusqlite::Result<Vec<Response>> {
     let db = Db::new(c, hooks);
-    let (applied, mut membership) = read_state(&db)?;
-    db.internal(|c| c.execute_batch("BEGIN IMMEDIATE"))?;
-    let result = (|| {
-        let mut out = Vec::with_capacity(entries.len());
-        let mut last = applied;
-        let replay_bound = stats.replay_bound.load(Ordering::Relaxed);
-        for e in entries {
-            let index = e.log_id.index;
-            if Some(e.log_id) <= applied {
-                stats.reapplied_skipped.fetch_add(1, Ordering::Relaxed);
-                out.push(Response { raft_index: index, ..Default::default() });
-                continue;
-            }
-            let resp = match e.payload {
-                EntryPayload::Blank => Response { raft_index: index, ..Default::default() },
-                EntryPayload::Membership(m) => {
-                    membership = StoredMembership::new(Some(e.log_id), m);
-                    Response { raft_index: index, ..Default::default() }
+    let (applied, membership) = read_state(&db)?;
+    let changes_at_start = db.reported_changes();
+    let mut timed_out: Vec<(usize, usize)> = Vec::new();
+    loop {
+        db.internal(|c| c.execute_batch("BEGIN IMMEDIATE"))?;
+        match apply_pass(&db, &entries, applied, membership.clone(), &timed_out) {
+            Pass::Rerun { entry, stmt } => {
+                // SQLite already rolled the transaction back; start the batch over.
+                if !c.is_autocommit() {
+                    let _ = db.internal(|c| c.execute_batch("ROLLBACK"));
                 }
-                EntryPayload::Normal(cmd) => {
-                    let (stmts, opts, seed, mode) = match &cmd {
-                        Command::Execute { stmts, opts, seed } => (stmts, opts, seed, Mode::Write),
-                        Command::Query { stmts, opts, seed } => (stmts, opts, seed, Mode::Query),
-                        Command::Request { stmts, opts, seed } => (stmts, opts, seed, Mode::Request),
-                    };
-                    db.seed(seed ^ index);
-                    Response { results: db.run(stmts, opts, mode, None), error: None, raft_index: index }
-                }
-            };
-            out.push(resp);
-            if index < replay_bound {
-                stats.replayed_at_start.fetch_add(1, Ordering::Relaxed);
+                db.set_reported_changes(changes_at_start);
+                timed_out.push((entry, stmt));
             }
-            stats.applied_since_start.fetch_add(1, Ordering::Relaxed);
-            last = Some(e.log_id);
-        }
-        if last != applied {
-            let enc = |r: Result<Vec<u8>, codec::CodecError>| {
-                r.map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))
-            };
-            db.meta_put(KEY_APPLIED, &enc(codec::encode(&last))?)?;
-            db.meta_put(KEY_MEMBERSHIP, &enc(codec::encode(&membership))?)?;
-        }
-        if let Some(l) = last {
-            stats.applied_index.store(l.index, Ordering::Relaxed);
-        }
-        Ok(out)
-    })();
-    match result {
-        Ok(out) => {
-            db.internal(|c| c.execute_batch("COMMIT"))?;
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-            Ok(out)
-        }
-        Err(e) => {
-            let _ = db.internal(|c| c.execute_batch("ROLLBACK"));
-            Err(e)
+            Pass::Done(out, last, membership) => {
+                let result = (|| {
+                    // The effects and the applied index must commit together (invariant 2).
+                    if c.is_autocommit() {
+                        return Err(storage_error("the batch transaction was rolled back unexpectedly"));
+                    }
+                    if last != applied {
+                        let enc = |r: Result<Vec<u8>, codec::CodecError>| r.map_err(|e| storage_error(&e.to_string()));
+                        db.meta_put(KEY_APPLIED, &enc(codec::encode(&last))?)?;
+                        db.meta_put(KEY_MEMBERSHIP, &enc(codec::encode(&membership))?)?;
+                    }
+                    db.internal(|c| c.execute_batch("COMMIT"))
+                })();
+                if let Err(e) = result {
+                    let _ = db.internal(|c| c.execute_batch("ROLLBACK"));
+                    return Err(e);
+                }
+                let replay_bound = stats.replay_bound.load(Ordering::Relaxed);
+                for e in &entries {
+                    if Some(e.log_id) <= applied {
+                        stats.reapplied_skipped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    if e.log_id.index < replay_bound {
+                        stats.replayed_at_start.fetch_add(1, Ordering::Relaxed);
+                    }
+                    stats.applied_since_start.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(l) = last {
+                    stats.applied_index.store(l.index, Ordering::Relaxed);
+                }
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                return Ok(out);
+            }
         }
     }
 }

@@ -203,8 +203,8 @@ impl<'a> Db<'a> {
         })
     }
 
-    /// Execute a request's statements. `deadline` limits reads by the clock; writes are limited
-    /// by `opts.step_budget` so that every replica behaves the same.
+    /// Execute a request's statements on a connection that is not inside a transaction of ours
+    /// (the read pool). `deadline` limits each statement by the clock.
     pub fn run(
         &self,
         stmts: &[Statement],
@@ -212,30 +212,67 @@ impl<'a> Db<'a> {
         mode: Mode,
         deadline: Option<Duration>,
     ) -> Vec<StmtResult> {
+        // Outside an enclosing transaction nothing can be rolled back behind our back.
+        self.run_inner(stmts, opts, mode, deadline, &[], false).unwrap_or_default()
+    }
+
+    /// Execute a log entry's statements inside the applier's batch transaction. Writes are limited
+    /// by `opts.step_budget` (work, not time), so every replica stops at the same instruction.
+    ///
+    /// SQLite may answer an interrupted write by rolling back the *whole* enclosing transaction.
+    /// When that happens this returns `Err(i)` (statement `i` was interrupted): the caller re-runs
+    /// the batch from its start with `i` listed in `timed_out`, which then reports
+    /// `execute timeout` without running. Every other statement runs exactly once on the same
+    /// state, whatever the batch boundaries, so replicas agree.
+    pub fn run_in_batch(
+        &self,
+        stmts: &[Statement],
+        opts: &ExecOptions,
+        mode: Mode,
+        timed_out: &[usize],
+    ) -> Result<Vec<StmtResult>, usize> {
+        self.run_inner(stmts, opts, mode, None, timed_out, true)
+    }
+
+    fn run_inner(
+        &self,
+        stmts: &[Statement],
+        opts: &ExecOptions,
+        mode: Mode,
+        deadline: Option<Duration>,
+        timed_out: &[usize],
+        in_batch: bool,
+    ) -> Result<Vec<StmtResult>, usize> {
         let mut results = Vec::with_capacity(stmts.len());
         if opts.transaction {
             if let Err(e) = self.internal(|c| c.execute_batch(&format!("SAVEPOINT {SAVEPOINT}"))) {
                 results.push(StmtResult::Error { error: e.to_string(), time: 0.0 });
-                return results;
+                return Ok(results);
             }
         }
+        let timeout_text = if mode == Mode::Query { "query timeout" } else { "execute timeout" };
         let mut failed = false;
-        for st in stmts {
+        for (i, st) in stmts.iter().enumerate() {
             if sql::is_blank(&st.sql) {
                 continue;
             }
             let start = Instant::now();
-            self.arm(opts.step_budget, deadline);
-            let mut r = self.run_one(st, mode, opts.qualify_columns);
-            let timed_out = self.hooks.interrupted.swap(false, Ordering::Relaxed);
-            self.arm(0, None);
-            let time = start.elapsed().as_secs_f64();
-            if let StmtResult::Error { error, .. } = &mut r {
-                if timed_out {
-                    *error = if mode == Mode::Query { "query timeout" } else { "execute timeout" }.to_string();
+            let mut r = if timed_out.contains(&i) {
+                err(timeout_text)
+            } else {
+                self.arm(opts.step_budget, deadline);
+                let r = self.run_one(st, mode, opts.qualify_columns);
+                let interrupted = self.hooks.interrupted.swap(false, Ordering::Relaxed);
+                self.arm(0, None);
+                if interrupted && in_batch && self.conn.is_autocommit() {
+                    return Err(i);
                 }
-            }
-            set_time(&mut r, time);
+                match r {
+                    StmtResult::Error { .. } if interrupted => err(timeout_text),
+                    other => other,
+                }
+            };
+            set_time(&mut r, start.elapsed().as_secs_f64());
             let is_err = matches!(r, StmtResult::Error { .. });
             results.push(r);
             if is_err && opts.transaction {
@@ -253,7 +290,16 @@ impl<'a> Db<'a> {
                 results.push(StmtResult::Error { error: e.to_string(), time: 0.0 });
             }
         }
-        results
+        Ok(results)
+    }
+
+    /// The client-visible `changes()` value (saved and restored around a re-run batch).
+    pub fn reported_changes(&self) -> i64 {
+        self.hooks.reported_changes.load(Ordering::Relaxed)
+    }
+
+    pub fn set_reported_changes(&self, v: i64) {
+        self.hooks.reported_changes.store(v, Ordering::Relaxed)
     }
 
     /// True if every statement is read-only (a statement that fails to prepare counts as a read,
