@@ -17,7 +17,7 @@ use super::{any_err, Entry, LogId, StorageError, TypeConfig};
 use crate::actors::log_store::{LogReply, LogRequest, LogStore};
 use crate::actors::supervise::Fault;
 use crate::store::codec;
-use crate::store::log_db::{KEY_COMMITTED, KEY_PURGED, KEY_VOTE};
+use crate::store::log_db::{KEY_PURGED, KEY_VOTE};
 
 #[derive(Clone)]
 pub struct LogAdapter {
@@ -123,13 +123,8 @@ impl RaftLogStorage<TypeConfig> for LogAdapter {
         self.meta(KEY_VOTE).await
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.put_meta(KEY_COMMITTED, &committed, false).await
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.meta::<Option<LogId>>(KEY_COMMITTED).await?.flatten())
-    }
+    // `save_committed` is left at openraft's default (not persisted): the committed index is a hint
+    // that a leader re-establishes, and persisting it would cost a second fsync per write.
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
