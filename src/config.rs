@@ -69,18 +69,18 @@ static FLAGS: &[FlagDef] = &[
     ),
     f("log-format", Str, "text", "Log format: text or json (raftlite)", true),
     f("log-level", Str, "info", "Log level for raftlite itself: error, warn, info, debug, trace (raftlite)", true),
-    f("join", Str, "", "Comma-delimited list of Raft addresses of nodes to join", false),
-    f("join-attempts", Int, "5", "Number of join attempts to make", false),
-    f("join-interval", Dur, "3s", "Period between join attempts", false),
+    f("join", Str, "", "Comma-delimited list of Raft addresses of nodes to join", true),
+    f("join-attempts", Int, "5", "Number of join attempts to make", true),
+    f("join-interval", Dur, "3s", "Period between join attempts", true),
     f("join-as", Str, "", "Username in authentication file to join as", false),
-    f("bootstrap-expect", Int, "0", "Minimum number of nodes required for a bootstrap", false),
-    f("bootstrap-expect-timeout", Dur, "120s", "Maximum time for bootstrap process", false),
+    f("bootstrap-expect", Int, "0", "Minimum number of nodes required for a bootstrap", true),
+    f("bootstrap-expect-timeout", Dur, "120s", "Maximum time for bootstrap process", true),
     f("disco-mode", Str, "", "Choose clustering discovery mode", false),
     f("disco-key", Str, "rqlite", "Key prefix for cluster discovery service", false),
     f("disco-config", Str, "", "Set discovery config, or path to cluster discovery config file", false),
-    f("raft-non-voter", Bool, "false", "Configure as non-voting node", false),
-    f("raft-cluster-remove-shutdown", Bool, "false", "Node removes itself from cluster on graceful shutdown", false),
-    f("raft-shutdown-stepdown", Bool, "true", "If leader, stepdown before shutting down", false),
+    f("raft-non-voter", Bool, "false", "Configure as non-voting node", true),
+    f("raft-cluster-remove-shutdown", Bool, "false", "Node removes itself from cluster on graceful shutdown", true),
+    f("raft-shutdown-stepdown", Bool, "true", "If leader, stepdown before shutting down", true),
     f("raft-remove-shutdown", Bool, "false", "Shutdown Raft if node removed from cluster", false),
     f("raft-reap-node-timeout", Dur, "0h", "Time after which a non-reachable voting node will be reaped", false),
     f(
@@ -90,7 +90,7 @@ static FLAGS: &[FlagDef] = &[
         "Time after which a non-reachable non-voting node will be reaped",
         false,
     ),
-    f("cluster-connect-timeout", Dur, "30s", "Timeout for initial connection to other nodes", false),
+    f("cluster-connect-timeout", Dur, "30s", "Timeout for initial connection to other nodes", true),
     f("raft-snap", Int, "8192", "Number of outstanding log entries which triggers Raft snapshot", true),
     f("raft-snap-wal-size", Int, "4194304", "SQLite WAL file size in bytes which triggers Raft snapshot", false),
     f("raft-snap-int", Dur, "10s", "Snapshot threshold check interval", false),
@@ -409,6 +409,15 @@ pub struct Config {
     pub fk: bool,
     pub db_max_ro_conns: usize,
     pub show_version: bool,
+    /// Raft addresses of nodes to join (`-join a,b,c`).
+    pub join: Vec<String>,
+    pub join_attempts: u32,
+    pub join_interval: Duration,
+    pub bootstrap_expect: usize,
+    pub bootstrap_expect_timeout: Duration,
+    pub non_voter: bool,
+    pub remove_on_shutdown: bool,
+    pub stepdown_on_shutdown: bool,
     /// Flags that were set but whose feature has not landed yet (one warning each at start).
     pub inert_flags_set: Vec<String>,
     /// The command line, for `/status`.
@@ -487,6 +496,14 @@ impl Config {
         if heartbeat.is_zero() || election.is_zero() {
             return Err(ConfigError::Invalid("Raft timeouts must be positive".into()));
         }
+        if s.bool("raft-non-voter") && s.int("bootstrap-expect") > 0 {
+            return Err(ConfigError::Invalid("non-voters cannot use -bootstrap-expect".into()));
+        }
+        for a in s.get("join").split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            if a.contains("://") {
+                return Err(ConfigError::Invalid(format!("-join takes Raft addresses (host:port), not URLs: {a}")));
+            }
+        }
         let inert_flags_set = s
             .values
             .iter()
@@ -512,6 +529,14 @@ impl Config {
             fk: s.bool("fk"),
             db_max_ro_conns: ro as usize,
             show_version: s.bool("version"),
+            join: s.get("join").split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect(),
+            join_attempts: s.int("join-attempts").max(1) as u32,
+            join_interval: s.dur("join-interval"),
+            bootstrap_expect: s.int("bootstrap-expect").max(0) as usize,
+            bootstrap_expect_timeout: s.dur("bootstrap-expect-timeout"),
+            non_voter: s.bool("raft-non-voter"),
+            remove_on_shutdown: s.bool("raft-cluster-remove-shutdown"),
+            stepdown_on_shutdown: s.bool("raft-shutdown-stepdown"),
             inert_flags_set,
             cmdline: std::iter::once("raftlited".to_string()).chain(args.iter().cloned()).collect(),
         })
@@ -585,7 +610,8 @@ mod tests {
 
     #[test]
     fn inert_flags_are_reported() {
-        let c = Config::load(&args("-write-queue-tx -auth a.json d"), &[]).unwrap();
+        let c = Config::load(&args("-write-queue-tx -auth a.json -join 127.0.0.1:4002 d"), &[]).unwrap();
+        assert_eq!(c.join, vec!["127.0.0.1:4002".to_string()]);
         assert_eq!(c.inert_flags_set, vec!["auth".to_string(), "write-queue-tx".to_string()]);
     }
 

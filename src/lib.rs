@@ -2,6 +2,7 @@
 //! copy identical, and clients talk rqlite's HTTP API.
 
 pub mod actors;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod node;

@@ -14,6 +14,9 @@ use crate::actors::applier::{AppliedState, Applier, ApplierStats};
 use crate::actors::consensus::Consensus;
 use crate::actors::http_front::HttpFront;
 use crate::actors::log_store::LogStore;
+use crate::actors::membership::{ClusterStats, Membership};
+use crate::cluster::client::{bind_ip, Peers};
+use crate::cluster::{join, JoinRequest};
 use crate::actors::readers::Readers;
 use crate::config::Config;
 use crate::http::{self, AppState, Core};
@@ -88,20 +91,78 @@ fn check_identity(dir: &Path, node_id: &str) -> Result<(), StartError> {
 
 /// openraft's configuration from rqlite's timing flags. hashicorp/raft's "heartbeat timeout" is
 /// how long a follower waits for its leader; the leader sends heartbeats ten times as often.
+/// openraft makes a follower wait out a leader lease (`election_timeout_max`) plus a random
+/// election timeout in `[min, max]`, so with `max = T` and `min = T/2` a follower starts an
+/// election 1.5–2 × T after the leader's last heartbeat.
 pub fn raft_config(cfg: &Config) -> Result<openraft::Config, StartError> {
     let hb = cfg.raft_heartbeat_timeout.as_millis() as u64;
-    let el = (cfg.raft_election_timeout.as_millis() as u64).max(hb).max(20);
+    let el = (cfg.raft_election_timeout.as_millis() as u64).max(hb).max(40);
     let c = openraft::Config {
         cluster_name: "raftlite".into(),
-        heartbeat_interval: (hb / 10).clamp(5, el / 2),
-        election_timeout_min: el,
-        election_timeout_max: el * 2,
+        heartbeat_interval: (hb / 10).clamp(5, el / 4),
+        election_timeout_min: el / 2,
+        election_timeout_max: el,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.raft_snap),
         max_in_snapshot_log_to_keep: cfg.raft_snap / 4,
         max_payload_entries: 512,
         ..Default::default()
     };
     c.validate().map_err(|e| StartError::Raft(e.to_string()))
+}
+
+/// Bring the node into a cluster: bootstrap a new single-node cluster, join one (`-join`), or
+/// form one with others (`-bootstrap-expect`). A node with existing state rejoins idempotently.
+async fn join_or_bootstrap(cfg: &Config, raft: &Raft, peers: &Arc<Peers>, node_id: u64, me: NodeInfo) -> Result<(), StartError> {
+    let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
+    let req = JoinRequest { id: me.id.clone(), raft_addr: me.raft_addr.clone(), api_addr: me.api_addr.clone(), voter: !cfg.non_voter };
+    let targets: Vec<String> = cfg.join.iter().filter(|t| **t != cfg.raft_adv_addr).cloned().collect();
+    if initialized {
+        let m = raft.metrics().borrow().clone();
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        let sole = voters == [node_id] && m.membership_config.membership().nodes().count() == 1;
+        if sole && !targets.is_empty() && cfg.bootstrap_expect == 0 {
+            return Err(StartError::Raft(
+                "this node is the only member of its own cluster and cannot join another; wipe its data directory to join".into(),
+            ));
+        }
+        if sole {
+            // The only voter needs no election timeout to know it will win.
+            let _ = raft.trigger().elect().await;
+        } else if !targets.is_empty() {
+            // Rejoining is idempotent; it also updates our address if it changed.
+            let (p, t, a, i) = (peers.clone(), targets.clone(), cfg.join_attempts, cfg.join_interval);
+            tokio::spawn(async move {
+                if let Err(e) = join::join(&p, &t, &req, a, i).await {
+                    tracing::warn!(error = %e, "rejoin");
+                }
+            });
+        }
+        return Ok(());
+    }
+    if cfg.bootstrap_expect > 0 {
+        let (p, r, t, i, to) = (peers.clone(), raft.clone(), cfg.join.clone(), cfg.join_interval, cfg.bootstrap_expect_timeout);
+        tokio::spawn(async move {
+            if let Err(e) = join::bootstrap_expect(&p, &r, &t, &req, i, to).await {
+                tracing::error!(error = %e, "cannot form the cluster");
+                eprintln!("raftlited: {e}");
+                std::process::exit(1);
+            }
+        });
+        return Ok(());
+    }
+    if !targets.is_empty() {
+        let leader = join::join(peers, &targets, &req, cfg.join_attempts, cfg.join_interval).await.map_err(StartError::Raft)?;
+        tracing::info!(via = %leader, "joined the cluster");
+        return Ok(());
+    }
+    if cfg.non_voter {
+        return Err(StartError::Raft("a new non-voting node needs -join".into()));
+    }
+    let mut members = BTreeMap::new();
+    members.insert(node_id, me);
+    raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
+    tracing::info!(node_id = %cfg.node_id, "bootstrapped a new single-node cluster");
+    Ok(())
 }
 
 /// A running node.
@@ -118,15 +179,17 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     std::fs::create_dir_all(dir.join("raft")).map_err(io)?;
     check_identity(&dir, &cfg.node_id)?;
 
-    let addr =
-        http::resolve(&cfg.http_addr).map_err(|source| StartError::Listen { addr: cfg.http_addr.clone(), source })?;
-    let listener = std::net::TcpListener::bind(addr)
-        .map_err(|source| StartError::Listen { addr: cfg.http_addr.clone(), source })?;
+    let bind = |a: &str| {
+        http::resolve(a)
+            .and_then(std::net::TcpListener::bind)
+            .map_err(|source| StartError::Listen { addr: a.to_string(), source })
+    };
+    let (api, internode) = (bind(&cfg.http_addr)?, bind(&cfg.raft_addr)?);
     let state = AppState::new(cfg.clone());
     let st = state.clone();
     // Keep the address: an actix actor stops once no `Addr` to it is left.
-    let http_front = Supervisor::start(move |_| HttpFront::new(st, listener));
-    tracing::info!(addr = %cfg.http_addr, "HTTP API listening");
+    let http_front = Supervisor::start(move |_| HttpFront::new(st, api, internode));
+    tracing::info!(http = %cfg.http_addr, raft = %cfg.raft_addr, "listening");
 
     // Verify the log (checksums, no holes) before anything uses it: corruption refuses to start.
     let log_path = dir.join("raft").join("log.sqlite");
@@ -159,41 +222,61 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let log_store = Supervisor::start(move |_| LogStore::new(lp));
 
     let node_id = numeric_id(&cfg.node_id);
+    let peers = Arc::new(Peers::new(bind_ip(&cfg.raft_adv_addr)));
     let sm = SmAdapter::new(applier, Some(readers.clone()), db_path.clone(), dir.join("snapshots")).map_err(io)?;
-    let raft = Raft::new(node_id, Arc::new(raft_config(&cfg)?), Network, LogAdapter::new(log_store.clone()), sm)
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+    let raft = Raft::new(
+        node_id,
+        Arc::new(raft_config(&cfg)?),
+        Network::new(peers.clone()),
+        LogAdapter::new(log_store.clone()),
+        sm,
+    )
+    .await
+    .map_err(|e| StartError::Raft(e.to_string()))?;
 
-    let me =
-        NodeInfo { id: cfg.node_id.clone(), raft_addr: cfg.raft_adv_addr.clone(), api_addr: cfg.http_adv_addr.clone() };
-    let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
-    if !initialized {
-        let mut members = BTreeMap::new();
-        members.insert(node_id, me);
-        raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
-        tracing::info!(node_id = %cfg.node_id, "bootstrapped a new single-node cluster");
-    } else {
-        // The only voter needs no election timeout to know it will win: ask for the election now.
-        let m = raft.metrics().borrow().clone();
-        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
-        if voters == [node_id] {
-            let _ = raft.trigger().elect().await;
-        }
-    }
-
+    let me = NodeInfo { id: cfg.node_id.clone(), raft_addr: cfg.raft_adv_addr.clone(), api_addr: cfg.http_adv_addr.clone() };
+    let cluster_stats = Arc::new(ClusterStats::default());
+    let (r, m, cs, expect) = (raft.clone(), me.clone(), cluster_stats.clone(), cfg.bootstrap_expect);
+    let membership = Supervisor::start(move |_| Membership::new(r, node_id, m, expect, cs));
     let r = raft.clone();
     let apply_timeout = cfg.raft_apply_timeout;
     let consensus = Supervisor::start(move |_| Consensus::new(r, apply_timeout));
-    let core = Core { consensus, readers, log_store, raft: raft.clone(), stats, node_id, db_path, log_path };
+    let core = Core {
+        consensus,
+        readers,
+        log_store,
+        raft: raft.clone(),
+        stats,
+        node_id,
+        db_path,
+        log_path,
+        membership,
+        peers: peers.clone(),
+        cluster_stats,
+    };
     if state.core.set(core).is_err() {
         return Err(StartError::Raft("store opened twice".into()));
     }
+    join_or_bootstrap(&cfg, &raft, &peers, node_id, me).await?;
     Ok(Node { state, raft, http_front })
 }
 
 impl Node {
-    /// Graceful stop: Raft first (no new entries), then the actors with the System.
+    /// Graceful stop: optionally leave the cluster (`-raft-cluster-remove-shutdown`) or hand over
+    /// leadership (`-raft-shutdown-stepdown`), then stop Raft.
     pub async fn shutdown(self) {
+        let cfg = &self.state.cfg;
+        if let Some(core) = self.state.core.get() {
+            if cfg.remove_on_shutdown {
+                if let Err(e) = crate::http::api::remove_node(core, &cfg.node_id).await {
+                    tracing::warn!(error = %e, "could not remove this node on shutdown");
+                }
+            } else if cfg.stepdown_on_shutdown {
+                if let Err(e) = crate::http::api::transfer_leadership(core, None, true).await {
+                    tracing::debug!(error = %e, "no leadership transfer on shutdown");
+                }
+            }
+        }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }

@@ -1,6 +1,7 @@
-//! The `HttpFront` actor: owns the HTTP API server. The listener is bound once at start (so a busy
-//! port is a clear startup error); the actor serves it on a tokio task and, if restarted, aborts
-//! that task and serves the same listener again, without dropping the socket.
+//! The `HttpFront` actor: owns the HTTP API server and the inter-node server. The listeners are
+//! bound once at start (so a busy port is a clear startup error); the actor serves them on tokio
+//! tasks and, if restarted, aborts those tasks and serves the same listeners again, without
+//! dropping the sockets.
 
 use std::sync::Arc;
 
@@ -13,35 +14,41 @@ const ACTOR: &str = "http_front";
 
 pub struct HttpFront {
     state: Arc<AppState>,
-    listener: Arc<std::net::TcpListener>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    api: Arc<std::net::TcpListener>,
+    internode: Arc<std::net::TcpListener>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl HttpFront {
-    pub fn new(state: Arc<AppState>, listener: std::net::TcpListener) -> Self {
-        HttpFront { state, listener: Arc::new(listener), task: None }
+    pub fn new(state: Arc<AppState>, api: std::net::TcpListener, internode: std::net::TcpListener) -> Self {
+        HttpFront { state, api: Arc::new(api), internode: Arc::new(internode), tasks: Vec::new() }
     }
+}
+
+fn tokio_listener(l: &std::net::TcpListener) -> std::io::Result<tokio::net::TcpListener> {
+    let l = l.try_clone()?;
+    l.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(l)
 }
 
 impl Actor for HttpFront {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let listener = self.listener.try_clone().and_then(|l| {
-            l.set_nonblocking(true)?;
-            tokio::net::TcpListener::from_std(l)
-        });
-        match listener {
-            Ok(l) => self.task = Some(tokio::spawn(http::serve(self.state.clone(), l))),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serve the HTTP listener");
+        match (tokio_listener(&self.api), tokio_listener(&self.internode)) {
+            (Ok(api), Ok(inter)) => {
+                self.tasks.push(tokio::spawn(http::serve(self.state.clone(), api)));
+                self.tasks.push(tokio::spawn(http::internode::serve(self.state.clone(), inter)));
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot serve the listeners");
                 ctx.stop();
             }
         }
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        if let Some(t) = self.task.take() {
+        for t in self.tasks.drain(..) {
             t.abort();
         }
     }
@@ -49,7 +56,7 @@ impl Actor for HttpFront {
 
 impl Supervised for HttpFront {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        if let Some(t) = self.task.take() {
+        for t in self.tasks.drain(..) {
             t.abort();
         }
         note_restart(ACTOR);

@@ -20,8 +20,10 @@ use super::request::{parse_json_statements, BadRequest, Level, Params};
 use super::{status, AppState, Core, VERSION};
 use crate::actors::consensus::{LinearizableBarrier, Propose, ProposeError};
 use crate::actors::readers::{Classify, Query};
+use crate::cluster::ClusterReply;
 use crate::store::command::{Command, ExecOptions, Statement, StmtResult};
 use crate::store::db::{Mode, TICKS_PER_MS};
+use crate::raft::{numeric_id, NodeInfo};
 use crate::store::sql::{self, RewriteOptions, SystemEntropy};
 
 /// Build a response with rqlite's common headers.
@@ -97,10 +99,10 @@ where
     }
 }
 
-type BodyStream<B> = std::pin::Pin<Box<dyn Stream<Item = Result<B, warp::Error>> + Send>>;
+pub(crate) type BodyStream<B> = std::pin::Pin<Box<dyn Stream<Item = Result<B, warp::Error>> + Send>>;
 
 /// Read the body, refusing (413) as soon as it is known to exceed `cap`.
-async fn read_body<B: Buf>(headers: &HeaderMap, mut body: BodyStream<B>, cap: u64) -> Result<Vec<u8>, StatusCode> {
+pub(crate) async fn read_body<B: Buf>(headers: &HeaderMap, mut body: BodyStream<B>, cap: u64) -> Result<Vec<u8>, StatusCode> {
     if let Some(len) =
         headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
     {
@@ -172,9 +174,10 @@ async fn route<B: Buf + Send>(
         (is(&[Method::GET]), "readyz")
     } else if p == "/leader" {
         (is(&get_post), "leader")
+    } else if prefix(p, "/remove") {
+        (is(&[Method::DELETE]), "remove")
     } else if prefix(p, "/db/backup")
         || prefix(p, "/db/load")
-        || prefix(p, "/remove")
         || prefix(p, "/debug/")
         || matches!(p, "/boot" | "/snapshot" | "/reap" | "/licenses")
     {
@@ -185,13 +188,33 @@ async fn route<B: Buf + Send>(
     if !allowed {
         return empty(&state, StatusCode::METHOD_NOT_ALLOWED);
     }
+    let body = match kind {
+        "execute" | "query" | "request" | "sql" | "remove" | "leader" => {
+            match read_body(&headers, body, state.cfg.max_body_bytes).await {
+                Ok(b) => b,
+                Err(StatusCode::PAYLOAD_TOO_LARGE) => {
+                    return text(
+                        &state,
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!("request body larger than {} bytes", state.cfg.max_body_bytes),
+                    )
+                }
+                Err(code) => return text(&state, code, "cannot read request body"),
+            }
+        }
+        _ => Vec::new(),
+    };
+    let fwd = Fwd { method: method.clone(), path: p.to_string(), query: query.clone(), headers: headers.clone(), body };
     match kind {
         "status" => {
             return status::status(&state, &params).await.map_or_else(|r| r, |j| json(&state, &j, params.pretty))
         }
         "readyz" => return readyz(&state, &params).await,
-        "nodes" => return status::nodes(&state, &params).map_or_else(|r| r, |j| json(&state, &j, params.pretty)),
-        "leader" => return leader(&state, &method, &params),
+        "nodes" => {
+            return status::nodes(&state, &params).await.map_or_else(|r| r, |j| json(&state, &j, params.pretty))
+        }
+        "leader" => return leader(&state, &params, &fwd).await,
+        "remove" => return remove(&state, &params, &fwd).await,
         "later" => {
             return text(
                 &state,
@@ -201,31 +224,20 @@ async fn route<B: Buf + Send>(
         }
         _ => {}
     }
-    let body = match read_body(&headers, body, state.cfg.max_body_bytes).await {
-        Ok(b) => b,
-        Err(StatusCode::PAYLOAD_TOO_LARGE) => {
-            return text(
-                &state,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("request body larger than {} bytes", state.cfg.max_body_bytes),
-            )
-        }
-        Err(code) => return text(&state, code, "cannot read request body"),
-    };
     let plain = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim_start().to_ascii_lowercase().starts_with("text/plain"))
         .unwrap_or(false);
-    let stmts = match statements(&method, kind, &params, plain, &body) {
+    let stmts = match statements(&method, kind, &params, plain, &fwd.body) {
         Ok(s) => s,
         Err(e) => return bad_request(&state, e),
     };
     match kind {
         "sql" => sql_endpoint(&state, &params, stmts),
-        "execute" => execute(&state, &params, stmts, p, &query).await,
-        "query" => query_endpoint(&state, &params, stmts, p, &query).await,
-        _ => request(&state, &params, stmts, p, &query).await,
+        "execute" => execute(&state, &params, stmts, &fwd).await,
+        "query" => query_endpoint(&state, &params, stmts, &fwd).await,
+        _ => request(&state, &params, stmts, &fwd).await,
     }
 }
 
@@ -300,41 +312,95 @@ fn core(state: &AppState) -> Result<&Core, Response> {
     state.core.get().ok_or_else(|| text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open"))
 }
 
-/// Answer for a leader-only request on a node that is not the leader.
-fn not_leader(
-    state: &AppState,
-    p: &Params,
-    leader: Option<crate::raft::NodeInfo>,
-    path: &str,
-    query: &str,
-) -> Response {
-    match leader {
-        Some(l) if p.redirect => {
-            let q = if query.is_empty() { String::new() } else { format!("?{query}") };
-            let loc = format!("http://{}{path}{q}", l.api_addr);
-            let mut r = empty(state, StatusCode::MOVED_PERMANENTLY);
-            if let Ok(v) = http::HeaderValue::from_str(&loc) {
-                r.headers_mut().insert(http::header::LOCATION, v);
-            }
-            r
-        }
-        Some(l) => text(
-            state,
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("not leader: the leader is {} (use ?redirect, forwarding arrives with clustering)", l.api_addr),
-        ),
-        None => text(state, StatusCode::SERVICE_UNAVAILABLE, "leader not found"),
-    }
+/// The original request, kept so a follower can forward it to the leader unchanged.
+pub(crate) struct Fwd {
+    method: Method,
+    path: String,
+    query: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
 }
 
-async fn propose(state: &AppState, p: &Params, cmd: Command, started: Instant, path: &str, query: &str) -> Response {
+/// Marks a request a follower forwarded, so it is never forwarded twice.
+const FORWARDED: &str = "X-Raftlite-Forwarded";
+
+/// Answer for a leader-only request on a node that is not the leader: 301 to the leader with
+/// `redirect`, otherwise forward it to the leader (with the client's credentials) and relay the
+/// answer; `503 leader not found` when there is none.
+async fn not_leader(state: &AppState, p: &Params, leader: Option<NodeInfo>, fwd: &Fwd) -> Response {
+    let Some(l) = leader else {
+        return text(state, StatusCode::SERVICE_UNAVAILABLE, "leader not found");
+    };
+    if p.redirect {
+        let q = if fwd.query.is_empty() { String::new() } else { format!("?{}", fwd.query) };
+        let loc = format!("http://{}{}{q}", l.api_addr, fwd.path);
+        let mut r = empty(state, StatusCode::MOVED_PERMANENTLY);
+        if let Ok(v) = http::HeaderValue::from_str(&loc) {
+            r.headers_mut().insert(http::header::LOCATION, v);
+        }
+        return r;
+    }
+    if fwd.headers.contains_key(FORWARDED) {
+        return text(state, StatusCode::SERVICE_UNAVAILABLE, "leader not found");
+    }
+    let Some(core) = state.core.get() else {
+        return text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
+    };
+    forward(state, core, &l, fwd, p.timeout).await
+}
+
+async fn forward(state: &AppState, core: &Core, leader: &NodeInfo, fwd: &Fwd, timeout: Duration) -> Response {
+    let q = if fwd.query.is_empty() { String::new() } else { format!("?{}", fwd.query) };
+    let url = format!("http://{}{}{q}", leader.api_addr, fwd.path);
+    let mut rb = core.peers.client(&leader.api_addr).request(fwd.method.clone(), url).timeout(timeout).header(FORWARDED, "1");
+    for h in [http::header::CONTENT_TYPE, http::header::AUTHORIZATION] {
+        if let Some(v) = fwd.headers.get(&h) {
+            rb = rb.header(h, v.clone());
+        }
+    }
+    let resp = match rb.body(fwd.body.clone()).send().await {
+        Ok(r) => r,
+        Err(e) => return text(state, StatusCode::SERVICE_UNAVAILABLE, &format!("forwarding to leader failed: {e}")),
+    };
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let ct = resp.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let location = resp.headers().get(http::header::LOCATION).cloned();
+    let body = match resp.bytes().await {
+        Ok(b) => b,
+        Err(e) => return text(state, StatusCode::SERVICE_UNAVAILABLE, &format!("forwarding to leader failed: {e}")),
+    };
+    let mut r = respond(state, status, ct.as_deref(), body.to_vec());
+    if let Some(l) = location {
+        r.headers_mut().insert(http::header::LOCATION, l);
+    }
+    if status.is_success() {
+        if let Ok(v) = http::HeaderValue::from_str(&leader.raft_addr) {
+            r.headers_mut().insert("X-RQLITE-SERVED-BY", v);
+        }
+    }
+    r
+}
+
+/// True if this node leads but has not heard from a quorum for longer than an election timeout:
+/// it may already have been replaced, so linearizable and strong reads must fail now, not later.
+fn lost_quorum(state: &AppState, core: &Core) -> bool {
+    let m = core.raft.metrics().borrow().clone();
+    let voters = m.membership_config.membership().voter_ids().count();
+    if m.current_leader != Some(core.node_id) || voters < 2 {
+        return false;
+    }
+    let limit = state.cfg.raft_election_timeout.max(state.cfg.raft_heartbeat_timeout).as_millis() as u64;
+    m.millis_since_quorum_ack.map(|ms| ms > limit).unwrap_or(true)
+}
+
+async fn propose(state: &AppState, p: &Params, cmd: Command, started: Instant, fwd: &Fwd) -> Response {
     let core = match core(state) {
         Ok(c) => c,
         Err(r) => return r,
     };
     match core.consensus.send(Propose(cmd)).await {
         Ok(Ok(resp)) => result_envelope(state, p, &resp.results, resp.error.as_deref(), started, Some(resp.raft_index)),
-        Ok(Err(ProposeError::NotLeader { leader })) => not_leader(state, p, leader, path, query),
+        Ok(Err(ProposeError::NotLeader { leader })) => not_leader(state, p, leader, fwd).await,
         Ok(Err(e)) => result_envelope(state, p, &[], Some(&e.to_string()), started, None),
         Err(e) => text(state, StatusCode::SERVICE_UNAVAILABLE, &format!("consensus unavailable: {e}")),
     }
@@ -344,7 +410,7 @@ fn disallowed(stmts: &[Statement]) -> bool {
     stmts.iter().any(|s| sql::has_disallowed_pragma(&s.sql))
 }
 
-async fn execute(state: &AppState, p: &Params, mut stmts: Vec<Statement>, path: &str, query: &str) -> Response {
+async fn execute(state: &AppState, p: &Params, mut stmts: Vec<Statement>, fwd: &Fwd) -> Response {
     let started = Instant::now();
     if stmts.is_empty() {
         return result_envelope(state, p, &[], None, started, None);
@@ -354,7 +420,7 @@ async fn execute(state: &AppState, p: &Params, mut stmts: Vec<Statement>, path: 
     }
     preprocess(p, &mut stmts);
     let cmd = Command::Execute { stmts, opts: exec_options(p), seed: rand::random() };
-    propose(state, p, cmd, started, path, query).await
+    propose(state, p, cmd, started, fwd).await
 }
 
 /// Resolve `auto` and decide whether this node may serve a read at `level` locally.
@@ -363,17 +429,22 @@ async fn read_gate(
     core: &Core,
     p: &Params,
     level: Level,
-    path: &str,
-    query: &str,
+    fwd: &Fwd,
 ) -> Result<(), Response> {
     let m = core.raft.metrics().borrow().clone();
     let is_leader = m.current_leader == Some(core.node_id);
     let leader_node = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+    let voter = m.membership_config.membership().voter_ids().any(|v| v == core.node_id);
+    let level = match level {
+        Level::Auto if voter => Level::Weak,
+        Level::Auto => Level::None,
+        l => l,
+    };
     match level {
         Level::None | Level::Auto => {
             if let Some(fresh) = p.freshness.filter(|_| !is_leader) {
-                let stale = m.millis_since_quorum_ack.map(|ms| Duration::from_millis(ms) > fresh).unwrap_or(true);
-                if stale && level == Level::None {
+                let stale = state.since_leader_contact().map(|d| d > fresh).unwrap_or(true);
+                if stale {
                     return Err(result_envelope(state, p, &[], Some("stale read"), Instant::now(), None));
                 }
             }
@@ -383,15 +454,21 @@ async fn read_gate(
             if is_leader {
                 Ok(())
             } else {
-                Err(not_leader(state, p, leader_node, path, query))
+                Err(not_leader(state, p, leader_node, fwd).await)
             }
+        }
+        Level::Linearizable if lost_quorum(state, core) => {
+            Err(text(state, StatusCode::SERVICE_UNAVAILABLE, "leader has lost its quorum"))
         }
         Level::Linearizable => match core.consensus.send(LinearizableBarrier(p.linearizable_timeout)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(ProposeError::NotLeader { leader })) => Err(not_leader(state, p, leader, path, query)),
-            Ok(Err(e)) => Err(result_envelope(state, p, &[], Some(&e.to_string()), Instant::now(), None)),
+            Ok(Err(ProposeError::NotLeader { leader })) => Err(not_leader(state, p, leader, fwd).await),
+            Ok(Err(e)) => Err(text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
             Err(e) => Err(text(state, StatusCode::SERVICE_UNAVAILABLE, &format!("consensus unavailable: {e}"))),
         },
+        Level::Strong if lost_quorum(state, core) => {
+            Err(text(state, StatusCode::SERVICE_UNAVAILABLE, "leader has lost its quorum"))
+        }
         Level::Strong => Ok(()),
     }
 }
@@ -412,7 +489,7 @@ async fn local_read(
     }
 }
 
-async fn query_endpoint(state: &AppState, p: &Params, mut stmts: Vec<Statement>, path: &str, query: &str) -> Response {
+async fn query_endpoint(state: &AppState, p: &Params, mut stmts: Vec<Statement>, fwd: &Fwd) -> Response {
     let started = Instant::now();
     if stmts.is_empty() {
         return result_envelope(state, p, &[], None, started, None);
@@ -424,18 +501,18 @@ async fn query_endpoint(state: &AppState, p: &Params, mut stmts: Vec<Statement>,
         Ok(c) => c,
         Err(r) => return r,
     };
-    if let Err(r) = read_gate(state, core, p, p.level, path, query).await {
+    if let Err(r) = read_gate(state, core, p, p.level, fwd).await {
         return r;
     }
     if p.level == Level::Strong {
         preprocess(p, &mut stmts);
         let cmd = Command::Query { stmts, opts: exec_options(p), seed: rand::random() };
-        return propose(state, p, cmd, started, path, query).await;
+        return propose(state, p, cmd, started, fwd).await;
     }
     local_read(state, core, p, stmts, Mode::Query, started).await
 }
 
-async fn request(state: &AppState, p: &Params, mut stmts: Vec<Statement>, path: &str, query: &str) -> Response {
+async fn request(state: &AppState, p: &Params, mut stmts: Vec<Statement>, fwd: &Fwd) -> Response {
     let started = Instant::now();
     if disallowed(&stmts) {
         return result_envelope(state, p, &[], Some("disallowed pragma"), started, None);
@@ -450,14 +527,14 @@ async fn request(state: &AppState, p: &Params, mut stmts: Vec<Statement>, path: 
         Err(e) => return text(state, StatusCode::SERVICE_UNAVAILABLE, &format!("readers unavailable: {e}")),
     };
     if all_reads && p.level != Level::Strong {
-        if let Err(r) = read_gate(state, core, p, p.level, path, query).await {
+        if let Err(r) = read_gate(state, core, p, p.level, fwd).await {
             return r;
         }
         return local_read(state, core, p, stmts, Mode::Request, started).await;
     }
     preprocess(p, &mut stmts);
     let cmd = Command::Request { stmts, opts: exec_options(p), seed: rand::random() };
-    propose(state, p, cmd, started, path, query).await
+    propose(state, p, cmd, started, fwd).await
 }
 
 /// `/db/sql`: show what the rewriter does, without executing anything.
@@ -509,21 +586,119 @@ async fn readyz(state: &AppState, p: &Params) -> Response {
     }
 }
 
-fn leader(state: &AppState, method: &Method, p: &Params) -> Response {
+/// `DELETE /remove` with `{"id":"<node id>"}`.
+async fn remove(state: &AppState, p: &Params, fwd: &Fwd) -> Response {
+    let id = match serde_json::from_slice::<serde_json::Value>(&fwd.body) {
+        Ok(serde_json::Value::Object(o)) if o.len() == 1 => match o.get("id") {
+            Some(serde_json::Value::String(id)) => id.clone(),
+            _ => return text(state, StatusCode::BAD_REQUEST, "invalid request: want {\"id\":\"<node id>\"}"),
+        },
+        _ => return text(state, StatusCode::BAD_REQUEST, "invalid request: want {\"id\":\"<node id>\"}"),
+    };
+    let core = match core(state) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match core.membership.send(crate::actors::membership::Remove(id)).await {
+        Ok(ClusterReply::Ok) => empty(state, StatusCode::OK),
+        Ok(ClusterReply::NotLeader { .. }) => {
+            let m = core.raft.metrics().borrow().clone();
+            let leader = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+            not_leader(state, p, leader, fwd).await
+        }
+        Ok(ClusterReply::Error(e)) => text(state, StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Ok(other) => text(state, StatusCode::INTERNAL_SERVER_ERROR, &format!("{other:?}")),
+        Err(e) => text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+/// Remove `id` from the cluster through whichever node leads (used on shutdown).
+pub async fn remove_node(core: &Core, id: &str) -> Result<(), String> {
+    let m = core.raft.metrics().borrow().clone();
+    let leader = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+    let leader = leader.ok_or("no leader")?;
+    let req = crate::cluster::RemoveRequest { id: id.to_string() };
+    match core.peers.call::<_, ClusterReply>(&leader.raft_addr, "/cluster/remove", &req, Duration::from_secs(10)).await {
+        Ok(ClusterReply::Ok) => Ok(()),
+        Ok(other) => Err(format!("{other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Hand leadership to `target` (or the most up-to-date other voter): the target, once caught up,
+/// starts an election it wins. With `wait`, return once leadership has moved.
+pub async fn transfer_leadership(core: &Core, target: Option<u64>, wait: bool) -> Result<(), String> {
+    let m = core.raft.metrics().borrow().clone();
+    if m.current_leader != Some(core.node_id) {
+        return Err("not leader".into());
+    }
+    let mem = m.membership_config.membership().clone();
+    let last = m.last_log_index.unwrap_or(0);
+    let progress = |id: &u64| m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index).unwrap_or(0);
+    let target = match target {
+        Some(t) if t == core.node_id => return Ok(()),
+        Some(t) if mem.voter_ids().any(|v| v == t) => t,
+        Some(_) => return Err("target is not a voter".into()),
+        None => mem.voter_ids().filter(|v| *v != core.node_id).max_by_key(progress).ok_or("no other voter")?,
+    };
+    let node = mem.get_node(&target).cloned().ok_or("target unknown")?;
+    // Let the target catch up first so that it can win.
+    let _ = core
+        .raft
+        .wait(Some(Duration::from_secs(5)))
+        .metrics(
+            |m| m.replication.as_ref().and_then(|r| r.get(&target).cloned().flatten()).map(|l| l.index >= last).unwrap_or(false),
+            "target caught up",
+        )
+        .await;
+    match core.peers.call::<_, ClusterReply>(&node.raft_addr, "/cluster/elect", &(), Duration::from_secs(5)).await {
+        Ok(ClusterReply::Ok) => {}
+        Ok(other) => return Err(format!("{other:?}")),
+        Err(e) => return Err(e.to_string()),
+    }
+    if wait {
+        core.raft
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.current_leader.is_some() && m.current_leader != Some(core.node_id), "leadership moved")
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// `GET /leader` names the leader; `POST /leader` transfers leadership.
+async fn leader(state: &AppState, p: &Params, fwd: &Fwd) -> Response {
     let core = match core(state) {
         Ok(c) => c,
         Err(r) => return r,
     };
     let m = core.raft.metrics().borrow().clone();
-    if *method == Method::POST {
-        let voters = m.membership_config.membership().voter_ids().count();
-        if voters < 2 {
-            return text(state, StatusCode::SERVICE_UNAVAILABLE, "not enough voters to transfer leadership");
+    let leader_node = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+    if fwd.method == Method::POST {
+        if m.current_leader != Some(core.node_id) {
+            return not_leader(state, p, leader_node, fwd).await;
         }
-        return text(state, StatusCode::NOT_IMPLEMENTED, "leadership transfer arrives with clustering");
+        let json_body = fwd
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.starts_with("application/json"))
+            .unwrap_or(false);
+        let target = if json_body && !fwd.body.is_empty() {
+            match serde_json::from_slice::<serde_json::Value>(&fwd.body) {
+                Ok(v) => v.get("id").and_then(|i| i.as_str()).map(numeric_id),
+                Err(_) => return text(state, StatusCode::BAD_REQUEST, "invalid JSON body"),
+            }
+        } else {
+            None
+        };
+        return match transfer_leadership(core, target, p.has("wait")).await {
+            Ok(()) => empty(state, StatusCode::OK),
+            Err(e) => text(state, StatusCode::SERVICE_UNAVAILABLE, &e),
+        };
     }
     match m.current_leader {
-        Some(id) => match status::node_json(state, core, &m, id) {
+        Some(id) => match status::probe_node(core, &m, id, p.timeout).await {
             Some(j) => json(state, &j, p.pretty),
             None => text(state, StatusCode::SERVICE_UNAVAILABLE, "leader not found"),
         },

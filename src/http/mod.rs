@@ -3,12 +3,14 @@
 //! `/readyz?noleader` answer at once; everything that needs the store waits for [`Core`].
 
 pub mod api;
+pub mod internode;
 pub mod render;
 pub mod request;
 pub mod status;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -18,6 +20,8 @@ use warp::Filter;
 use crate::actors::applier::ApplierStats;
 use crate::actors::consensus::Consensus;
 use crate::actors::log_store::LogStore;
+use crate::actors::membership::{ClusterStats, Membership};
+use crate::cluster::client::Peers;
 use crate::actors::readers::Readers;
 use crate::config::Config;
 use crate::raft::Raft;
@@ -35,6 +39,9 @@ pub struct Core {
     pub node_id: u64,
     pub db_path: PathBuf,
     pub log_path: PathBuf,
+    pub membership: Addr<Membership>,
+    pub peers: Arc<Peers>,
+    pub cluster_stats: Arc<ClusterStats>,
 }
 
 /// Everything a request handler can reach.
@@ -43,11 +50,33 @@ pub struct AppState {
     pub started: chrono::DateTime<chrono::Utc>,
     pub started_instant: Instant,
     pub core: OnceLock<Core>,
+    /// Milliseconds after `started_instant` of the last AppendEntries accepted from a leader
+    /// (0: never). Followers use it for `freshness`.
+    last_leader_contact_ms: AtomicU64,
 }
 
 impl AppState {
     pub fn new(cfg: Config) -> Arc<AppState> {
-        Arc::new(AppState { cfg, started: chrono::Utc::now(), started_instant: Instant::now(), core: OnceLock::new() })
+        Arc::new(AppState {
+            cfg,
+            started: chrono::Utc::now(),
+            started_instant: Instant::now(),
+            core: OnceLock::new(),
+            last_leader_contact_ms: AtomicU64::new(0),
+        })
+    }
+
+    pub fn note_leader_contact(&self) {
+        let ms = self.started_instant.elapsed().as_millis() as u64;
+        self.last_leader_contact_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// Time since the leader last reached this node, if it ever did.
+    pub fn since_leader_contact(&self) -> Option<std::time::Duration> {
+        match self.last_leader_contact_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.started_instant.elapsed().saturating_sub(std::time::Duration::from_millis(ms))),
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use super::request::Params;
 use super::{AppState, Core, VERSION};
 use crate::actors::log_store::{LogReply, LogRequest};
 use crate::actors::supervise;
+use crate::cluster::ClusterReply;
 use crate::raft::NodeInfo;
 
 type Metrics = RaftMetrics<u64, NodeInfo>;
@@ -87,6 +88,10 @@ async fn store_json(state: &AppState, core: &Core) -> Value {
         "entries_replayed_at_start": st.replayed_at_start.load(Ordering::Relaxed),
         "entries_reapplied": st.reapplied_skipped.load(Ordering::Relaxed),
         "apply_batches": st.batches.load(Ordering::Relaxed),
+        "num_ignored_joins": core.cluster_stats.num_ignored_joins.load(Ordering::Relaxed),
+        "num_removed_before_joins": core.cluster_stats.num_removed_before_joins.load(Ordering::Relaxed),
+        "num_join_req": core.cluster_stats.num_join_req.load(Ordering::Relaxed),
+        "num_notify_req": core.cluster_stats.num_notify_req.load(Ordering::Relaxed),
         "snapshot_threshold": state.cfg.raft_snap,
         "apply_timeout": format!("{:?}", state.cfg.raft_apply_timeout),
         "heartbeat_timeout": format!("{:?}", state.cfg.raft_heartbeat_timeout),
@@ -111,6 +116,7 @@ async fn store_json(state: &AppState, core: &Core) -> Value {
             "last_snapshot_index": m.snapshot.map(|l| l.index).unwrap_or(0),
             "purged_index": m.purged.map(|l| l.index).unwrap_or(0),
             "num_peers": m.membership_config.membership().nodes().count().saturating_sub(1),
+            "last_contact": state.since_leader_contact().map(|d| format!("{d:?}")).unwrap_or_else(|| "never".into()),
             "voter": m.membership_config.membership().voter_ids().any(|v| v == core.node_id),
             "log_size": log_size,
             "log_path": core.log_path.display().to_string(),
@@ -179,30 +185,39 @@ pub async fn status(state: &AppState, p: &Params) -> Result<J, Response> {
     Ok(J::from_serde(&select(doc, p.get("key"))))
 }
 
-/// One node object as `/nodes` and `/leader` show it.
-pub fn node_json(_state: &AppState, core: &Core, m: &Metrics, id: u64) -> Option<J> {
+/// One node object as `/nodes` and `/leader` show it, probed over the cluster service.
+pub async fn probe_node(core: &Core, m: &Metrics, id: u64, timeout: std::time::Duration) -> Option<J> {
     let mem = m.membership_config.membership();
-    let n = mem.get_node(&id)?;
-    let local = id == core.node_id;
+    let n = mem.get_node(&id)?.clone();
+    let started = std::time::Instant::now();
+    let probe = core
+        .peers
+        .call::<_, ClusterReply>(&n.raft_addr, "/cluster/meta", &(), timeout.min(std::time::Duration::from_secs(30)))
+        .await;
+    let elapsed = started.elapsed();
     let mut o = J::obj();
     o.put("id", J::s(n.id.clone()));
-    o.put("api_addr", J::s(api_url(&n.api_addr)));
+    let (api, version, error) = match probe {
+        Ok(ClusterReply::Meta(meta)) => (meta.api_addr, meta.version, None),
+        Ok(other) => (n.api_addr.clone(), String::new(), Some(format!("unexpected answer {other:?}"))),
+        Err(e) => (n.api_addr.clone(), String::new(), Some(e.to_string())),
+    };
+    o.put("api_addr", J::s(api_url(&api)));
     o.put("addr", J::s(n.raft_addr.clone()));
-    o.put("version", J::s(if local { VERSION } else { "" }));
+    o.put("version", J::s(version));
     o.put("voter", J::Bool(mem.voter_ids().any(|v| v == id)));
-    // Probing other nodes over the cluster service arrives with clustering; this node is local.
-    o.put("reachable", J::Bool(local));
+    o.put("reachable", J::Bool(error.is_none()));
     o.put("leader", J::Bool(m.current_leader == Some(id)));
-    o.put("time", J::Float(0.0));
-    o.put("time_s", J::s("0s"));
-    if !local {
-        o.put("error", J::s("probing other nodes is not available in this version"));
+    o.put("time", J::Float(elapsed.as_secs_f64()));
+    o.put("time_s", J::s(format!("{elapsed:?}")));
+    if let Some(e) = error {
+        o.put("error", J::s(e));
     }
     Some(o)
 }
 
-/// `GET /nodes` (legacy map, or `ver=2` list).
-pub fn nodes(state: &AppState, p: &Params) -> Result<J, Response> {
+/// `GET /nodes` (legacy map, or `ver=2` list), every node probed concurrently.
+pub async fn nodes(state: &AppState, p: &Params) -> Result<J, Response> {
     let Some(core) = state.core.get() else {
         return Err(super::api::text(state, http::StatusCode::SERVICE_UNAVAILABLE, "store not open"));
     };
@@ -211,8 +226,12 @@ pub fn nodes(state: &AppState, p: &Params) -> Result<J, Response> {
     let mut ids: Vec<u64> =
         if p.has("nonvoters") { mem.nodes().map(|(id, _)| *id).collect() } else { mem.voter_ids().collect() };
     ids.sort_by_key(|id| mem.get_node(id).map(|n| n.id.clone()).unwrap_or_default());
-    let items: Vec<(String, J)> =
-        ids.iter().filter_map(|id| Some((mem.get_node(id)?.id.clone(), node_json(state, core, &m, *id)?))).collect();
+    let probes = futures::future::join_all(ids.iter().map(|id| probe_node(core, &m, *id, p.timeout))).await;
+    let items: Vec<(String, J)> = ids
+        .iter()
+        .zip(probes)
+        .filter_map(|(id, j)| Some((mem.get_node(id)?.id.clone(), j?)))
+        .collect();
     if p.get("ver") == Some("2") {
         let mut o = J::obj();
         o.put("nodes", J::Arr(items.into_iter().map(|(_, j)| j).collect()));

@@ -1,0 +1,96 @@
+//! Outgoing inter-node HTTP: one `reqwest::Client` per peer (its own keep-alive pool), bound to
+//! this node's advertised IP so that fault tests can cut node pairs apart with address rules on
+//! 127.0.0.x (reliability.md §3.3).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::store::codec;
+
+#[derive(Debug, Error)]
+pub enum CallError {
+    /// The peer could not be reached (connect refused, timed out): worth retrying later.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The peer answered something we cannot use.
+    #[error("{0}")]
+    Bad(String),
+}
+
+/// A set of per-peer clients.
+pub struct Peers {
+    local_ip: Option<IpAddr>,
+    clients: Mutex<HashMap<String, reqwest::Client>>,
+}
+
+impl Peers {
+    /// `local_ip`: the address outgoing connections bind to (the node's advertised Raft IP when
+    /// it is a loopback or concrete address).
+    pub fn new(local_ip: Option<IpAddr>) -> Peers {
+        Peers { local_ip, clients: Mutex::new(HashMap::new()) }
+    }
+
+    /// The client for `addr`, created on first use.
+    pub fn client(&self, addr: &str) -> reqwest::Client {
+        let mut m = match self.clients.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.entry(addr.to_string())
+            .or_insert_with(|| {
+                let mut b = reqwest::Client::builder()
+                    .pool_max_idle_per_host(4)
+                    .connect_timeout(Duration::from_secs(2))
+                    .tcp_nodelay(true);
+                if let Some(ip) = self.local_ip {
+                    b = b.local_address(ip);
+                }
+                b.build().unwrap_or_else(|_| reqwest::Client::new())
+            })
+            .clone()
+    }
+
+    /// POST a codec-encoded request and decode the answer.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        let body = codec::encode(req).map_err(|e| CallError::Bad(e.to_string()))?;
+        let r = self
+            .client(addr)
+            .post(super::url(addr, path))
+            .header("Content-Type", "application/octet-stream")
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        if !r.status().is_success() {
+            let status = r.status();
+            let text = r.text().await.unwrap_or_default();
+            return Err(if status.as_u16() == 503 {
+                CallError::Unreachable(format!("{addr}: {status} {}", text.trim()))
+            } else {
+                CallError::Bad(format!("{addr}: {status} {}", text.trim()))
+            });
+        }
+        let bytes = r.bytes().await.map_err(|e| CallError::Unreachable(e.to_string()))?;
+        codec::decode(&bytes).map_err(|e| CallError::Bad(format!("{addr}: {e}")))
+    }
+}
+
+/// The IP to bind outgoing connections to, from an advertised `host:port`.
+pub fn bind_ip(adv_addr: &str) -> Option<IpAddr> {
+    let host = adv_addr.rsplit_once(':').map(|(h, _)| h)?;
+    let ip: IpAddr = host.trim_matches(|c| c == '[' || c == ']').parse().ok()?;
+    (!ip.is_unspecified()).then_some(ip)
+}

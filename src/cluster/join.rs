@@ -1,0 +1,76 @@
+//! The joining side of clustering (spec §11): `-join` with attempts, intervals and leader
+//! redirects, and `-bootstrap-expect` with notify.
+
+use std::time::{Duration, Instant};
+
+use super::client::Peers;
+use super::{ClusterReply, JoinRequest, NotifyRequest};
+use crate::raft::Raft;
+
+/// Most "not leader, try X" hops followed for one target.
+const MAX_REDIRECTS: usize = 10;
+
+/// Try to join through `targets`, up to `attempts` rounds `interval` apart. Returns the Raft
+/// address of the node that accepted the join.
+pub async fn join(peers: &Peers, targets: &[String], req: &JoinRequest, attempts: u32, interval: Duration) -> Result<String, String> {
+    let mut last = String::from("no join targets");
+    for round in 0..attempts {
+        for target in targets {
+            match join_one(peers, target, req).await {
+                Ok(addr) => return Ok(addr),
+                Err(e) => {
+                    tracing::warn!(target = %target, round, error = %e, "join attempt failed");
+                    last = e;
+                }
+            }
+        }
+        if round + 1 < attempts {
+            tokio::time::sleep(interval).await;
+        }
+    }
+    Err(format!("failed to join cluster after {attempts} attempts: {last}"))
+}
+
+async fn join_one(peers: &Peers, target: &str, req: &JoinRequest) -> Result<String, String> {
+    let mut addr = target.to_string();
+    for _ in 0..MAX_REDIRECTS {
+        match peers.call::<_, ClusterReply>(&addr, "/cluster/join", req, Duration::from_secs(150)).await {
+            Ok(ClusterReply::Ok) => return Ok(addr),
+            Ok(ClusterReply::NotLeader { leader_raft_addr: Some(l) }) if l != addr => addr = l,
+            Ok(ClusterReply::NotLeader { .. }) => return Err(format!("{addr}: no leader known")),
+            Ok(ClusterReply::Error(e)) => return Err(format!("{addr}: {e}")),
+            Ok(other) => return Err(format!("{addr}: unexpected answer {other:?}")),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err(format!("{target}: too many leader redirects"))
+}
+
+/// `-bootstrap-expect`: keep trying to join; failing that, notify every target, until this node
+/// is part of an initialized cluster or `timeout` passes.
+pub async fn bootstrap_expect(
+    peers: &Peers,
+    raft: &Raft,
+    targets: &[String],
+    req: &JoinRequest,
+    interval: Duration,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let notify = NotifyRequest { id: req.id.clone(), raft_addr: req.raft_addr.clone(), api_addr: req.api_addr.clone() };
+    while Instant::now() < deadline {
+        if raft.is_initialized().await.unwrap_or(false) {
+            return Ok(());
+        }
+        for t in targets.iter().filter(|t| **t != req.raft_addr) {
+            if join_one(peers, t, req).await.is_ok() {
+                return Ok(());
+            }
+        }
+        for t in targets {
+            let _ = peers.call::<_, ClusterReply>(t, "/cluster/notify", &notify, Duration::from_secs(5)).await;
+        }
+        tokio::time::sleep(interval.min(Duration::from_secs(1))).await;
+    }
+    Err(format!("bootstrap-expect: cluster not formed within {timeout:?}"))
+}

@@ -1,0 +1,136 @@
+//! The inter-node listener on `-raft-addr` (design.md §7): Raft RPCs (`/raft/append`, `/raft/vote`,
+//! `/raft/snapshot`) and the cluster service (`/cluster/join`, `/cluster/notify`,
+//! `/cluster/remove`, `/cluster/meta`, `/cluster/elect`). Bodies are codec-encoded and capped;
+//! garbage gets a 400, never a crash.
+
+use std::sync::Arc;
+
+use bytes::Buf;
+use futures::Stream;
+use http::{HeaderMap, Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use warp::reply::Response;
+use warp::Filter;
+
+use super::api::read_body;
+use super::{AppState, VERSION};
+use crate::actors::membership::{Join, Notify, Remove};
+use crate::cluster::{ClusterReply, JoinRequest, NodeMeta, NotifyRequest, RemoveRequest};
+use crate::store::codec;
+
+/// Largest inter-node request body (a snapshot chunk or a batch of log entries).
+const MAX_FRAME: u64 = codec::MAX_DECODE_BYTES;
+
+fn reply(code: StatusCode, body: Vec<u8>) -> Response {
+    let mut r = Response::new(body.into());
+    *r.status_mut() = code;
+    r
+}
+
+fn encoded<T: Serialize>(v: &T) -> Response {
+    match codec::encode(v) {
+        Ok(b) => reply(StatusCode::OK, b),
+        Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, e.to_string().into_bytes()),
+    }
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    codec::decode(body).map_err(|e| reply(StatusCode::BAD_REQUEST, format!("bad request body: {e}").into_bytes()))
+}
+
+pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) {
+    let st = warp::any().map(move || state.clone());
+    let route = st
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(|state, method, path: warp::path::FullPath, headers, body| async move {
+            let path = path.as_str().to_string();
+            let fut = std::panic::AssertUnwindSafe(handle(state, method, path, headers, Box::pin(body)));
+            match futures::FutureExt::catch_unwind(fut).await {
+                Ok(r) => r,
+                Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, b"internal error".to_vec()),
+            }
+        });
+    warp::serve(route).incoming(listener).run().await;
+}
+
+async fn handle<B: Buf + Send>(
+    state: Arc<AppState>,
+    method: Method,
+    path: String,
+    headers: HeaderMap,
+    body: std::pin::Pin<Box<dyn Stream<Item = Result<B, warp::Error>> + Send>>,
+) -> Response {
+    if method != Method::POST {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, Vec::new());
+    }
+    let known = matches!(
+        path.as_str(),
+        "/raft/append" | "/raft/vote" | "/raft/snapshot" | "/cluster/join" | "/cluster/notify" | "/cluster/remove" | "/cluster/meta" | "/cluster/elect"
+    );
+    if !known {
+        return reply(StatusCode::NOT_FOUND, Vec::new());
+    }
+    let body = match read_body(&headers, body, MAX_FRAME).await {
+        Ok(b) => b,
+        Err(code) => return reply(code, Vec::new()),
+    };
+    let Some(core) = state.core.get() else {
+        return reply(StatusCode::SERVICE_UNAVAILABLE, b"store not open".to_vec());
+    };
+    let raft = &core.raft;
+    let r: Result<Response, Response> = async {
+        Ok(match path.as_str() {
+            "/raft/append" => {
+                let resp = raft.append_entries(decode(&body)?).await;
+                if resp.is_ok() {
+                    state.note_leader_contact();
+                }
+                encoded(&resp)
+            }
+            "/raft/vote" => encoded(&raft.vote(decode(&body)?).await),
+            "/raft/snapshot" => {
+                let resp = raft.install_snapshot(decode(&body)?).await;
+                if resp.is_ok() {
+                    state.note_leader_contact();
+                }
+                encoded(&resp)
+            }
+            "/cluster/join" => {
+                let req: JoinRequest = decode(&body)?;
+                encoded(&core.membership.send(Join(req)).await.unwrap_or_else(|e| ClusterReply::Error(e.to_string())))
+            }
+            "/cluster/notify" => {
+                let req: NotifyRequest = decode(&body)?;
+                encoded(&core.membership.send(Notify(req)).await.unwrap_or_else(|e| ClusterReply::Error(e.to_string())))
+            }
+            "/cluster/remove" => {
+                let req: RemoveRequest = decode(&body)?;
+                encoded(&core.membership.send(Remove(req.id)).await.unwrap_or_else(|e| ClusterReply::Error(e.to_string())))
+            }
+            "/cluster/meta" => {
+                let m = raft.metrics().borrow().clone();
+                encoded(&ClusterReply::Meta(NodeMeta {
+                    id: state.cfg.node_id.clone(),
+                    api_addr: state.cfg.http_adv_addr.clone(),
+                    raft_addr: state.cfg.raft_adv_addr.clone(),
+                    version: VERSION.to_string(),
+                    commit_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+                    applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+                }))
+            }
+            _ => {
+                // /cluster/elect: the leader hands leadership to this node.
+                match raft.trigger().elect().await {
+                    Ok(()) => encoded(&ClusterReply::Ok),
+                    Err(e) => encoded(&ClusterReply::Error(e.to_string())),
+                }
+            }
+        })
+    }
+    .await;
+    r.unwrap_or_else(|e| e)
+}
