@@ -15,9 +15,9 @@ use crate::actors::consensus::Consensus;
 use crate::actors::http_front::HttpFront;
 use crate::actors::log_store::LogStore;
 use crate::actors::membership::{ClusterStats, Membership};
+use crate::actors::readers::Readers;
 use crate::cluster::client::{bind_ip, Peers};
 use crate::cluster::{join, JoinRequest};
-use crate::actors::readers::Readers;
 use crate::config::Config;
 use crate::http::{self, AppState, Core};
 use crate::raft::log_adapter::LogAdapter;
@@ -112,9 +112,20 @@ pub fn raft_config(cfg: &Config) -> Result<openraft::Config, StartError> {
 
 /// Bring the node into a cluster: bootstrap a new single-node cluster, join one (`-join`), or
 /// form one with others (`-bootstrap-expect`). A node with existing state rejoins idempotently.
-async fn join_or_bootstrap(cfg: &Config, raft: &Raft, peers: &Arc<Peers>, node_id: u64, me: NodeInfo) -> Result<(), StartError> {
+async fn join_or_bootstrap(
+    cfg: &Config,
+    raft: &Raft,
+    peers: &Arc<Peers>,
+    node_id: u64,
+    me: NodeInfo,
+) -> Result<(), StartError> {
     let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
-    let req = JoinRequest { id: me.id.clone(), raft_addr: me.raft_addr.clone(), api_addr: me.api_addr.clone(), voter: !cfg.non_voter };
+    let req = JoinRequest {
+        id: me.id.clone(),
+        raft_addr: me.raft_addr.clone(),
+        api_addr: me.api_addr.clone(),
+        voter: !cfg.non_voter,
+    };
     let targets: Vec<String> = cfg.join.iter().filter(|t| **t != cfg.raft_adv_addr).cloned().collect();
     if initialized {
         let m = raft.metrics().borrow().clone();
@@ -140,7 +151,8 @@ async fn join_or_bootstrap(cfg: &Config, raft: &Raft, peers: &Arc<Peers>, node_i
         return Ok(());
     }
     if cfg.bootstrap_expect > 0 {
-        let (p, r, t, i, to) = (peers.clone(), raft.clone(), cfg.join.clone(), cfg.join_interval, cfg.bootstrap_expect_timeout);
+        let (p, r, t, i, to) =
+            (peers.clone(), raft.clone(), cfg.join.clone(), cfg.join_interval, cfg.bootstrap_expect_timeout);
         tokio::spawn(async move {
             if let Err(e) = join::bootstrap_expect(&p, &r, &t, &req, i, to).await {
                 tracing::error!(error = %e, "cannot form the cluster");
@@ -151,7 +163,8 @@ async fn join_or_bootstrap(cfg: &Config, raft: &Raft, peers: &Arc<Peers>, node_i
         return Ok(());
     }
     if !targets.is_empty() {
-        let leader = join::join(peers, &targets, &req, cfg.join_attempts, cfg.join_interval).await.map_err(StartError::Raft)?;
+        let leader =
+            join::join(peers, &targets, &req, cfg.join_attempts, cfg.join_interval).await.map_err(StartError::Raft)?;
         tracing::info!(via = %leader, "joined the cluster");
         return Ok(());
     }
@@ -234,7 +247,8 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
 
-    let me = NodeInfo { id: cfg.node_id.clone(), raft_addr: cfg.raft_adv_addr.clone(), api_addr: cfg.http_adv_addr.clone() };
+    let me =
+        NodeInfo { id: cfg.node_id.clone(), raft_addr: cfg.raft_adv_addr.clone(), api_addr: cfg.http_adv_addr.clone() };
     let cluster_stats = Arc::new(ClusterStats::default());
     let (r, m, cs, expect) = (raft.clone(), me.clone(), cluster_stats.clone(), cfg.bootstrap_expect);
     let membership = Supervisor::start(move |_| Membership::new(r, node_id, m, expect, cs));

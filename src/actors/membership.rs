@@ -72,9 +72,9 @@ fn leader_addr(raft: &Raft) -> Option<String> {
 
 fn write_err(raft: &Raft, e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> ClusterReply {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-            ClusterReply::NotLeader { leader_raft_addr: f.leader_node.map(|n| n.raft_addr).or_else(|| leader_addr(raft)) }
-        }
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ClusterReply::NotLeader {
+            leader_raft_addr: f.leader_node.map(|n| n.raft_addr).or_else(|| leader_addr(raft)),
+        },
         other => ClusterReply::Error(other.to_string()),
     }
 }
@@ -98,7 +98,9 @@ async fn join(raft: Raft, me: u64, req: JoinRequest, stats: Arc<ClusterStats>) -
     // Same id with a new address, or another id at this address: remove the old entry first.
     let stale: BTreeSet<u64> = mem
         .nodes()
-        .filter(|(id, n)| (**id == nid && n.raft_addr != req.raft_addr) || (**id != nid && n.raft_addr == req.raft_addr))
+        .filter(|(id, n)| {
+            (**id == nid && n.raft_addr != req.raft_addr) || (**id != nid && n.raft_addr == req.raft_addr)
+        })
         .map(|(id, _)| *id)
         .collect();
     if !stale.is_empty() {

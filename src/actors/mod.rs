@@ -4,7 +4,7 @@
 pub mod applier;
 pub mod consensus;
 pub mod http_front;
-pub mod membership;
 pub mod log_store;
+pub mod membership;
 pub mod readers;
 pub mod supervise;

@@ -12,7 +12,13 @@ const MAX_REDIRECTS: usize = 10;
 
 /// Try to join through `targets`, up to `attempts` rounds `interval` apart. Returns the Raft
 /// address of the node that accepted the join.
-pub async fn join(peers: &Peers, targets: &[String], req: &JoinRequest, attempts: u32, interval: Duration) -> Result<String, String> {
+pub async fn join(
+    peers: &Peers,
+    targets: &[String],
+    req: &JoinRequest,
+    attempts: u32,
+    interval: Duration,
+) -> Result<String, String> {
     let mut last = String::from("no join targets");
     for round in 0..attempts {
         for target in targets {

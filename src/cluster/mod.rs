@@ -47,7 +47,9 @@ pub struct NodeMeta {
 pub enum ClusterReply {
     Ok,
     /// This node is not the leader; try the leader at this Raft address, if known.
-    NotLeader { leader_raft_addr: Option<String> },
+    NotLeader {
+        leader_raft_addr: Option<String>,
+    },
     Meta(NodeMeta),
     Error(String),
 }

@@ -3,10 +3,6 @@
 //! CORS headers; no input can panic a handler (each request runs under the panic guard and a body
 //! cap that answers 413 before buffering).
 
-// Handlers return `Result<_, Response>` so an early answer (400, 503, 301) is one `?` away; the
-// response type is warp's and its size is not ours to choose.
-#![allow(clippy::result_large_err)]
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,10 +16,11 @@ use super::request::{parse_json_statements, BadRequest, Level, Params};
 use super::{status, AppState, Core, VERSION};
 use crate::actors::consensus::{LinearizableBarrier, Propose, ProposeError};
 use crate::actors::readers::{Classify, Query};
+use crate::cluster::client::Peers;
 use crate::cluster::ClusterReply;
+use crate::raft::{numeric_id, NodeInfo};
 use crate::store::command::{Command, ExecOptions, Statement, StmtResult};
 use crate::store::db::{Mode, TICKS_PER_MS};
-use crate::raft::{numeric_id, NodeInfo};
 use crate::store::sql::{self, RewriteOptions, SystemEntropy};
 
 /// Build a response with rqlite's common headers.
@@ -102,7 +99,11 @@ where
 pub(crate) type BodyStream<B> = std::pin::Pin<Box<dyn Stream<Item = Result<B, warp::Error>> + Send>>;
 
 /// Read the body, refusing (413) as soon as it is known to exceed `cap`.
-pub(crate) async fn read_body<B: Buf>(headers: &HeaderMap, mut body: BodyStream<B>, cap: u64) -> Result<Vec<u8>, StatusCode> {
+pub(crate) async fn read_body<B: Buf>(
+    headers: &HeaderMap,
+    mut body: BodyStream<B>,
+    cap: u64,
+) -> Result<Vec<u8>, StatusCode> {
     if let Some(len) =
         headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
     {
@@ -210,9 +211,7 @@ async fn route<B: Buf + Send>(
             return status::status(&state, &params).await.map_or_else(|r| r, |j| json(&state, &j, params.pretty))
         }
         "readyz" => return readyz(&state, &params).await,
-        "nodes" => {
-            return status::nodes(&state, &params).await.map_or_else(|r| r, |j| json(&state, &j, params.pretty))
-        }
+        "nodes" => return status::nodes(&state, &params).await.map_or_else(|r| r, |j| json(&state, &j, params.pretty)),
         "leader" => return leader(&state, &params, &fwd).await,
         "remove" => return remove(&state, &params, &fwd).await,
         "later" => {
@@ -352,7 +351,8 @@ async fn not_leader(state: &AppState, p: &Params, leader: Option<NodeInfo>, fwd:
 async fn forward(state: &AppState, core: &Core, leader: &NodeInfo, fwd: &Fwd, timeout: Duration) -> Response {
     let q = if fwd.query.is_empty() { String::new() } else { format!("?{}", fwd.query) };
     let url = format!("http://{}{}{q}", leader.api_addr, fwd.path);
-    let mut rb = core.peers.client(&leader.api_addr).request(fwd.method.clone(), url).timeout(timeout).header(FORWARDED, "1");
+    let mut rb =
+        core.peers.client(&leader.api_addr).request(fwd.method.clone(), url).timeout(timeout).header(FORWARDED, "1");
     for h in [http::header::CONTENT_TYPE, http::header::AUTHORIZATION] {
         if let Some(v) = fwd.headers.get(&h) {
             rb = rb.header(h, v.clone());
@@ -379,18 +379,6 @@ async fn forward(state: &AppState, core: &Core, leader: &NodeInfo, fwd: &Fwd, ti
         }
     }
     r
-}
-
-/// True if this node leads but has not heard from a quorum for longer than an election timeout:
-/// it may already have been replaced, so linearizable and strong reads must fail now, not later.
-fn lost_quorum(state: &AppState, core: &Core) -> bool {
-    let m = core.raft.metrics().borrow().clone();
-    let voters = m.membership_config.membership().voter_ids().count();
-    if m.current_leader != Some(core.node_id) || voters < 2 {
-        return false;
-    }
-    let limit = state.cfg.raft_election_timeout.max(state.cfg.raft_heartbeat_timeout).as_millis() as u64;
-    m.millis_since_quorum_ack.map(|ms| ms > limit).unwrap_or(true)
 }
 
 async fn propose(state: &AppState, p: &Params, cmd: Command, started: Instant, fwd: &Fwd) -> Response {
@@ -424,13 +412,7 @@ async fn execute(state: &AppState, p: &Params, mut stmts: Vec<Statement>, fwd: &
 }
 
 /// Resolve `auto` and decide whether this node may serve a read at `level` locally.
-async fn read_gate(
-    state: &AppState,
-    core: &Core,
-    p: &Params,
-    level: Level,
-    fwd: &Fwd,
-) -> Result<(), Response> {
+async fn read_gate(state: &AppState, core: &Core, p: &Params, level: Level, fwd: &Fwd) -> Result<(), Response> {
     let m = core.raft.metrics().borrow().clone();
     let is_leader = m.current_leader == Some(core.node_id);
     let leader_node = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
@@ -457,19 +439,16 @@ async fn read_gate(
                 Err(not_leader(state, p, leader_node, fwd).await)
             }
         }
-        Level::Linearizable if lost_quorum(state, core) => {
-            Err(text(state, StatusCode::SERVICE_UNAVAILABLE, "leader has lost its quorum"))
+        // A strong read goes through the log, but first the same leadership check as a
+        // linearizable read, so that a leader without its quorum fails now, not at the apply timeout.
+        Level::Linearizable | Level::Strong => {
+            match core.consensus.send(LinearizableBarrier(p.linearizable_timeout)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(ProposeError::NotLeader { leader })) => Err(not_leader(state, p, leader, fwd).await),
+                Ok(Err(e)) => Err(text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
+                Err(e) => Err(text(state, StatusCode::SERVICE_UNAVAILABLE, &format!("consensus unavailable: {e}"))),
+            }
         }
-        Level::Linearizable => match core.consensus.send(LinearizableBarrier(p.linearizable_timeout)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(ProposeError::NotLeader { leader })) => Err(not_leader(state, p, leader, fwd).await),
-            Ok(Err(e)) => Err(text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
-            Err(e) => Err(text(state, StatusCode::SERVICE_UNAVAILABLE, &format!("consensus unavailable: {e}"))),
-        },
-        Level::Strong if lost_quorum(state, core) => {
-            Err(text(state, StatusCode::SERVICE_UNAVAILABLE, "leader has lost its quorum"))
-        }
-        Level::Strong => Ok(()),
     }
 }
 
@@ -618,7 +597,8 @@ pub async fn remove_node(core: &Core, id: &str) -> Result<(), String> {
     let leader = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
     let leader = leader.ok_or("no leader")?;
     let req = crate::cluster::RemoveRequest { id: id.to_string() };
-    match core.peers.call::<_, ClusterReply>(&leader.raft_addr, "/cluster/remove", &req, Duration::from_secs(10)).await {
+    match core.peers.call::<_, ClusterReply>(&leader.raft_addr, "/cluster/remove", &req, Duration::from_secs(10)).await
+    {
         Ok(ClusterReply::Ok) => Ok(()),
         Ok(other) => Err(format!("{other:?}")),
         Err(e) => Err(e.to_string()),
@@ -628,42 +608,76 @@ pub async fn remove_node(core: &Core, id: &str) -> Result<(), String> {
 /// Hand leadership to `target` (or the most up-to-date other voter): the target, once caught up,
 /// starts an election it wins. With `wait`, return once leadership has moved.
 pub async fn transfer_leadership(core: &Core, target: Option<u64>, wait: bool) -> Result<(), String> {
-    let m = core.raft.metrics().borrow().clone();
-    if m.current_leader != Some(core.node_id) {
+    let (raft, peers, me) = (core.raft.clone(), core.peers.clone(), core.node_id);
+    if wait {
+        handover(raft, peers, me, target).await
+    } else {
+        tokio::spawn(async move {
+            if let Err(e) = handover(raft, peers, me, target).await {
+                tracing::warn!(error = %e, "leadership transfer");
+            }
+        });
+        Ok(())
+    }
+}
+
+async fn handover(raft: crate::raft::Raft, peers: Arc<Peers>, me: u64, target: Option<u64>) -> Result<(), String> {
+    let m = raft.metrics().borrow().clone();
+    if m.current_leader != Some(me) {
         return Err("not leader".into());
     }
     let mem = m.membership_config.membership().clone();
     let last = m.last_log_index.unwrap_or(0);
-    let progress = |id: &u64| m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index).unwrap_or(0);
+    let progress =
+        |id: &u64| m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index).unwrap_or(0);
     let target = match target {
-        Some(t) if t == core.node_id => return Ok(()),
+        Some(t) if t == me => return Ok(()),
         Some(t) if mem.voter_ids().any(|v| v == t) => t,
         Some(_) => return Err("target is not a voter".into()),
-        None => mem.voter_ids().filter(|v| *v != core.node_id).max_by_key(progress).ok_or("no other voter")?,
+        None => mem.voter_ids().filter(|v| *v != me).max_by_key(progress).ok_or("no other voter")?,
     };
     let node = mem.get_node(&target).cloned().ok_or("target unknown")?;
     // Let the target catch up first so that it can win.
-    let _ = core
-        .raft
+    let _ = raft
         .wait(Some(Duration::from_secs(5)))
         .metrics(
-            |m| m.replication.as_ref().and_then(|r| r.get(&target).cloned().flatten()).map(|l| l.index >= last).unwrap_or(false),
+            |m| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&target).cloned().flatten())
+                    .map(|l| l.index >= last)
+                    .unwrap_or(false)
+            },
             "target caught up",
         )
         .await;
-    match core.peers.call::<_, ClusterReply>(&node.raft_addr, "/cluster/elect", &(), Duration::from_secs(5)).await {
-        Ok(ClusterReply::Ok) => {}
-        Ok(other) => return Err(format!("{other:?}")),
-        Err(e) => return Err(e.to_string()),
-    }
-    if wait {
-        core.raft
-            .wait(Some(Duration::from_secs(10)))
-            .metrics(|m| m.current_leader.is_some() && m.current_leader != Some(core.node_id), "leadership moved")
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    // openraft 0.9 has no transfer API, and voters refuse to vote while their leader lease (one
+    // election timeout) is fresh. So: stop heartbeats, let the lease run out, and ask the target
+    // to start an election it will win (its log is the most up to date). Heartbeats are switched
+    // back on whatever happens; if the election did not take, this node simply stays leader.
+    let lease = raft.config().election_timeout_max;
+    raft.runtime_config().heartbeat(false);
+    let moved = async {
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(lease + lease / 4)).await;
+            match peers.call::<_, ClusterReply>(&node.raft_addr, "/cluster/elect", &(), Duration::from_secs(5)).await {
+                Ok(ClusterReply::Ok) => {}
+                Ok(other) => return Err(format!("{other:?}")),
+                Err(e) => return Err(e.to_string()),
+            }
+            let r = raft
+                .wait(Some(Duration::from_millis(lease * 2)))
+                .metrics(|m| m.current_leader.is_some() && m.current_leader != Some(me), "leadership moved")
+                .await;
+            if r.is_ok() {
+                return Ok(());
+            }
+        }
+        Err("leadership did not move".to_string())
+    };
+    let r = moved.await;
+    raft.runtime_config().heartbeat(true);
+    r
 }
 
 /// `GET /leader` names the leader; `POST /leader` transfers leadership.

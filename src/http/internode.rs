@@ -69,7 +69,14 @@ async fn handle<B: Buf + Send>(
     }
     let known = matches!(
         path.as_str(),
-        "/raft/append" | "/raft/vote" | "/raft/snapshot" | "/cluster/join" | "/cluster/notify" | "/cluster/remove" | "/cluster/meta" | "/cluster/elect"
+        "/raft/append"
+            | "/raft/vote"
+            | "/raft/snapshot"
+            | "/cluster/join"
+            | "/cluster/notify"
+            | "/cluster/remove"
+            | "/cluster/meta"
+            | "/cluster/elect"
     );
     if !known {
         return reply(StatusCode::NOT_FOUND, Vec::new());
@@ -109,7 +116,9 @@ async fn handle<B: Buf + Send>(
             }
             "/cluster/remove" => {
                 let req: RemoveRequest = decode(&body)?;
-                encoded(&core.membership.send(Remove(req.id)).await.unwrap_or_else(|e| ClusterReply::Error(e.to_string())))
+                encoded(
+                    &core.membership.send(Remove(req.id)).await.unwrap_or_else(|e| ClusterReply::Error(e.to_string())),
+                )
             }
             "/cluster/meta" => {
                 let m = raft.metrics().borrow().clone();

@@ -2,6 +2,10 @@
 //! warp server that carries them. The server starts before the store is open, so `/status` and
 //! `/readyz?noleader` answer at once; everything that needs the store waits for [`Core`].
 
+// Handlers return `Result<_, Response>` so that an early answer (400, 503, 301) is one `?` away;
+// the response type is warp's, and its size is not ours to choose.
+#![allow(clippy::result_large_err)]
+
 pub mod api;
 pub mod internode;
 pub mod render;
@@ -21,8 +25,8 @@ use crate::actors::applier::ApplierStats;
 use crate::actors::consensus::Consensus;
 use crate::actors::log_store::LogStore;
 use crate::actors::membership::{ClusterStats, Membership};
-use crate::cluster::client::Peers;
 use crate::actors::readers::Readers;
+use crate::cluster::client::Peers;
 use crate::config::Config;
 use crate::raft::Raft;
 

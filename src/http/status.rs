@@ -1,9 +1,6 @@
 //! `/status` and `/nodes` (spec §10): what the node knows about itself and its cluster, as JSON,
 //! with `key=a.b.c` selection and `pretty`.
 
-// Early answers are warp `Response`s; their size is warp's.
-#![allow(clippy::result_large_err)]
-
 use std::sync::atomic::Ordering;
 
 use openraft::{RaftMetrics, ServerState};
@@ -227,11 +224,8 @@ pub async fn nodes(state: &AppState, p: &Params) -> Result<J, Response> {
         if p.has("nonvoters") { mem.nodes().map(|(id, _)| *id).collect() } else { mem.voter_ids().collect() };
     ids.sort_by_key(|id| mem.get_node(id).map(|n| n.id.clone()).unwrap_or_default());
     let probes = futures::future::join_all(ids.iter().map(|id| probe_node(core, &m, *id, p.timeout))).await;
-    let items: Vec<(String, J)> = ids
-        .iter()
-        .zip(probes)
-        .filter_map(|(id, j)| Some((mem.get_node(id)?.id.clone(), j?)))
-        .collect();
+    let items: Vec<(String, J)> =
+        ids.iter().zip(probes).filter_map(|(id, j)| Some((mem.get_node(id)?.id.clone(), j?))).collect();
     if p.get("ver") == Some("2") {
         let mut o = J::obj();
         o.put("nodes", J::Arr(items.into_iter().map(|(_, j)| j).collect()));

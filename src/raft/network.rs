@@ -65,7 +65,11 @@ impl Peer {
 }
 
 impl RaftNetwork<TypeConfig> for Peer {
-    async fn append_entries(&mut self, rpc: AppendEntriesRequest<TypeConfig>, o: RPCOption) -> Rpc<AppendEntriesResponse<u64>> {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        o: RPCOption,
+    ) -> Rpc<AppendEntriesResponse<u64>> {
         self.rpc("/raft/append", &rpc, &o).await
     }
     async fn install_snapshot(

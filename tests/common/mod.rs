@@ -11,7 +11,17 @@ pub use serde_json::{json, Value};
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    free_port_on("127.0.0.1")
+}
+
+/// A port that was free a moment ago on `ip` (any 127.0.0.x).
+pub fn free_port_on(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// `ip:port` with a free port.
+pub fn free_addr(ip: &str) -> String {
+    format!("{ip}:{}", free_port_on(ip))
 }
 
 /// Poll `f` until it returns Some, or fail after `timeout`.
@@ -27,6 +37,7 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 }
 
 pub struct Node {
+    pub id: String,
     pub dir: PathBuf,
     pub http: String,
     pub raft: String,
@@ -50,17 +61,31 @@ impl Resp {
 impl Node {
     /// Start a node with its data under `dir` and wait until it is ready.
     pub fn start(dir: &Path, extra: &[&str]) -> Node {
-        let mut n = Node {
-            dir: dir.to_path_buf(),
-            http: format!("127.0.0.1:{}", free_port()),
-            raft: format!("127.0.0.1:{}", free_port()),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            child: None,
-            client: reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
-        };
+        let mut n = Node::new("1", dir, "127.0.0.1", extra);
         n.spawn();
         n.wait_ready();
         n
+    }
+
+    /// A node that is not started yet, on `ip` (127.0.0.x) with free ports.
+    pub fn new(id: &str, dir: &Path, ip: &str, extra: &[&str]) -> Node {
+        Node {
+            id: id.to_string(),
+            dir: dir.to_path_buf(),
+            http: free_addr(ip),
+            raft: free_addr(ip),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            client: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
     }
 
     pub fn spawn(&mut self) {
@@ -70,7 +95,7 @@ impl Node {
             .open(self.dir.with_extension("log"))
             .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_raftlited"))
-            .args(["-node-id", "1", "-http-addr", &self.http, "-raft-addr", &self.raft])
+            .args(["-node-id", &self.id, "-http-addr", &self.http, "-raft-addr", &self.raft])
             .args(&self.extra)
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -106,6 +131,11 @@ impl Node {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(st)) = c.try_wait() {
+                if !st.success() {
+                    let log = std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                    eprintln!("node {} exited with {st}; log tail:\n{}", self.id, tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+                }
                 return st;
             }
             if Instant::now() > deadline {
@@ -166,6 +196,118 @@ impl Node {
 
     pub fn status(&self) -> Value {
         self.get("/status").json()
+    }
+
+    /// Like `get`, but `None` when the node does not answer.
+    pub fn try_get(&self, path: &str) -> Option<Resp> {
+        let r = self.client.get(self.url(path)).timeout(Duration::from_secs(5)).send().ok()?;
+        Some(Resp { status: r.status().as_u16(), headers: r.headers().clone(), body: r.text().unwrap_or_default() })
+    }
+
+    /// The leader's node id as this node sees it ("" when unknown).
+    pub fn leader_id(&self) -> String {
+        self.try_get("/status?key=store.leader.node_id")
+            .and_then(|r| serde_json::from_str::<Value>(&r.body).ok())
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// Rows of a local (`level=none`) read, `None` if the node does not answer.
+    pub fn local_rows(&self, sql: &str) -> Option<Vec<Value>> {
+        let r = self.try_get(&format!("/db/query?level=none&q={}", url_encode(sql)))?;
+        let v: Value = serde_json::from_str(&r.body).ok()?;
+        Some(v["results"][0]["values"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Wait until `sql` read locally on this node returns `want`.
+    pub fn wait_rows(&self, sql: &str, want: Vec<Value>) {
+        wait_for(&format!("node {} to have {want:?} for {sql}", self.id), Duration::from_secs(30), || {
+            (self.local_rows(sql)? == want).then_some(())
+        });
+    }
+
+    /// DELETE with a body.
+    pub fn delete(&self, path: &str, body: &str) -> Resp {
+        let r = self
+            .client
+            .delete(self.url(path))
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .expect("DELETE");
+        Resp { status: r.status().as_u16(), headers: r.headers().clone(), body: r.text().unwrap_or_default() }
+    }
+}
+
+/// A cluster of real processes on 127.0.0.x.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Start `n` nodes: node 1 bootstraps, the others join it. `extra` applies to every node.
+    pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut nodes: Vec<Node> = (1..=n)
+            .map(|i| {
+                Node::new(&i.to_string(), &dir.path().join(format!("n{i}")), &format!("127.0.0.{}", 10 + i), extra)
+            })
+            .collect();
+        let first = nodes[0].raft.clone();
+        nodes[0].spawn();
+        nodes[0].wait_ready();
+        for node in nodes.iter_mut().skip(1) {
+            node.extra.extend(["-join".to_string(), first.clone()]);
+            node.spawn();
+        }
+        let c = Cluster { nodes, _dir: dir };
+        for node in &c.nodes {
+            node.wait_ready();
+        }
+        c.wait_voters(n);
+        c
+    }
+
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// Wait until the leader reports `n` voters and every running node knows the same leader.
+    pub fn wait_voters(&self, n: usize) {
+        wait_for(&format!("{n} voters"), Duration::from_secs(60), || {
+            let l = self.leader()?;
+            let nodes = l.try_get("/nodes")?;
+            let v: Value = serde_json::from_str(&nodes.body).ok()?;
+            (v.as_object()?.len() == n).then_some(())
+        });
+    }
+
+    /// The running node every running node agrees is the leader.
+    pub fn leader(&self) -> Option<&Node> {
+        let running: Vec<&Node> = self.nodes.iter().filter(|n| n.running()).collect();
+        let id = running.first()?.leader_id();
+        if id.is_empty() || running.iter().any(|n| n.leader_id() != id) {
+            return None;
+        }
+        running.into_iter().find(|n| n.id == id)
+    }
+
+    pub fn wait_leader(&self) -> &Node {
+        wait_for("an agreed leader", Duration::from_secs(60), || self.leader())
+    }
+
+    pub fn follower(&self) -> &Node {
+        let l = self.wait_leader().id.clone();
+        self.nodes.iter().find(|n| n.running() && n.id != l).expect("a running follower")
+    }
+
+    pub fn node(&self, id: &str) -> &Node {
+        self.nodes.iter().find(|n| n.id == id).expect("node")
+    }
+
+    pub fn node_mut(&mut self, id: &str) -> &mut Node {
+        self.nodes.iter_mut().find(|n| n.id == id).expect("node")
     }
 }
 
