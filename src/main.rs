@@ -19,17 +19,23 @@ fn init_logging(cfg: &Config) {
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+/// SIGINT and SIGTERM, registered before the node starts so that a signal during start-up is
+/// not fatal by default but handled as a graceful stop once the node is up.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
     }
 }
@@ -63,6 +69,13 @@ fn main() -> ExitCode {
         runtime().unwrap_or_else(|e| panic!("cannot build the tokio runtime: {e}"))
     });
     let code = system.block_on(async move {
+        let mut signals = match Signals::register() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("raftlited: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let node = match node::start(cfg).await {
             Ok(n) => n,
             Err(e) => {
@@ -72,7 +85,7 @@ fn main() -> ExitCode {
             }
         };
         tracing::info!("node ready");
-        wait_for_signal().await;
+        signals.wait().await;
         tracing::info!("shutting down");
         node.shutdown().await;
         ExitCode::SUCCESS

@@ -1,9 +1,11 @@
-//! `raftlite-bench`: write throughput and latency of one-row INSERT requests against a real
-//! single-node `raftlited`, beside standalone SQLite doing the same inserts with the same
-//! durability (WAL, `synchronous=FULL`, one transaction per insert) in the same run.
+//! `raftlite-bench`: write throughput and latency of one-row INSERT requests against real
+//! `raftlited` clusters (1 and 3 nodes, started by the tool on 127.0.0.x), beside standalone SQLite
+//! doing the same inserts with the same durability (WAL, `synchronous=FULL`, one transaction per
+//! insert) in the same run; and the failover time of a 3-node cluster (leader SIGKILL to the
+//! first acknowledged write on the new leader).
 //!
 //! ```text
-//! cargo build --release && target/release/raftlite-bench --duration 10s --clients 1,16
+//! cargo build --release && target/release/raftlite-bench --duration 10s --clients 1,16 --nodes 1,3 --failover 10
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -18,11 +20,13 @@ struct Args {
     binary: PathBuf,
     duration: Duration,
     clients: Vec<usize>,
+    nodes: Vec<usize>,
+    failover: usize,
     dir: Option<PathBuf>,
 }
 
 fn usage() -> ! {
-    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--dir DIR]");
+    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--failover N] [--dir DIR]");
     std::process::exit(2)
 }
 
@@ -32,6 +36,8 @@ fn parse_args() -> Args {
         binary: exe.with_file_name("raftlited"),
         duration: Duration::from_secs(10),
         clients: vec![1, 16],
+        nodes: vec![1],
+        failover: 0,
         dir: None,
     };
     let mut it = std::env::args().skip(1);
@@ -41,6 +47,8 @@ fn parse_args() -> Args {
             "binary" => a.binary = PathBuf::from(val()),
             "duration" => a.duration = raftlite::config::parse_go_duration(&val()).unwrap_or_else(|_| usage()),
             "clients" => a.clients = val().split(',').map(|c| c.parse().unwrap_or_else(|_| usage())).collect(),
+            "nodes" => a.nodes = val().split(',').map(|c| c.parse().unwrap_or_else(|_| usage())).collect(),
+            "failover" => a.failover = val().parse().unwrap_or_else(|_| usage()),
             "dir" => a.dir = Some(PathBuf::from(val())),
             _ => usage(),
         }
@@ -67,47 +75,157 @@ impl Run {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
-}
-
 struct Server {
-    child: Child,
+    child: Option<Child>,
     url: String,
+    raft: String,
+    args: Vec<String>,
+    binary: PathBuf,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
-fn start_server(binary: &Path, dir: &Path) -> Server {
-    let (h, r) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
-    let child = Command::new(binary)
-        .args(["-node-id", "1", "-http-addr", &h, "-raft-addr", &r, "-log-level", "warn"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| {
-            eprintln!("cannot start {}: {e} (build it with cargo build --release)", binary.display());
-            std::process::exit(1)
-        });
-    let s = Server { child, url: format!("http://{h}") };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let client = reqwest::blocking::Client::new();
-    while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{}/readyz", s.url)).send() {
-            if r.status().is_success() {
-                return s;
+impl Server {
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(&self.binary).args(&self.args).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+        match child {
+            Ok(c) => self.child = Some(c),
+            Err(e) => {
+                eprintln!("cannot start {}: {e} (build it with cargo build --release)", self.binary.display());
+                std::process::exit(1)
             }
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    eprintln!("raftlited did not become ready");
+
+    fn get(&self, path: &str) -> Option<serde_json::Value> {
+        let r = reqwest::blocking::Client::new()
+            .get(format!("{}{path}", self.url))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .ok()?;
+        r.json().ok()
+    }
+
+    fn leader(&self) -> Option<String> {
+        self.get("/status?key=store.leader.node_id")?.as_str().filter(|s| !s.is_empty()).map(str::to_string)
+    }
+}
+
+fn free_addr(ip: &str) -> String {
+    let port = std::net::TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0);
+    format!("{ip}:{port}")
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("timed out waiting for {what}");
     std::process::exit(1)
+}
+
+/// Start an `n`-node cluster on 127.0.0.x: node 1 bootstraps, the others join it.
+fn start_cluster(binary: &Path, dir: &Path, n: usize) -> Vec<Server> {
+    let mut servers: Vec<Server> = (1..=n)
+        .map(|i| {
+            let ip = format!("127.0.0.{}", 60 + i);
+            let (h, r) = (free_addr(&ip), free_addr(&ip));
+            let mut args: Vec<String> =
+                ["-node-id", &i.to_string(), "-http-addr", &h, "-raft-addr", &r, "-log-level", "warn"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+            args.push(dir.join(format!("node{i}")).display().to_string());
+            Server { child: None, url: format!("http://{h}"), raft: r, args, binary: binary.to_path_buf() }
+        })
+        .collect();
+    let first = servers[0].raft.clone();
+    for (i, s) in servers.iter_mut().enumerate() {
+        if i > 0 {
+            let data = s.args.pop().unwrap_or_default();
+            s.args.extend(["-join".to_string(), first.clone(), data]);
+        }
+        s.spawn();
+        if i == 0 {
+            wait_until("node 1", Duration::from_secs(30), || s.leader().is_some());
+        }
+    }
+    wait_until("all nodes", Duration::from_secs(60), || {
+        let l = servers[0].get("/nodes").and_then(|v| v.as_object().map(|o| o.len()));
+        l == Some(n) && servers.iter().all(|s| s.leader().is_some())
+    });
+    servers
+}
+
+fn leader_index(servers: &[Server]) -> Option<usize> {
+    let id = servers.iter().find(|s| s.child.is_some())?.leader()?;
+    id.parse::<usize>().ok().map(|i| i - 1).filter(|i| servers[*i].child.is_some())
+}
+
+fn execute(url: &str, sql: &str) -> bool {
+    let body = serde_json::json!([sql]).to_string();
+    reqwest::blocking::Client::new()
+        .post(format!("{url}/db/execute"))
+        .header("Content-Type", "application/json")
+        .timeout(Duration::from_secs(2))
+        .body(body)
+        .send()
+        .ok()
+        .and_then(|r| r.text().ok())
+        .map(|t| t.contains("rows_affected"))
+        .unwrap_or(false)
+}
+
+/// Leader SIGKILL → first acknowledged write on the new leader, `trials` times.
+fn failover(binary: &Path, dir: &Path, trials: usize) -> Vec<Duration> {
+    let mut servers = start_cluster(binary, dir, 3);
+    let l = leader_index(&servers).unwrap_or(0);
+    execute(&servers[l].url, "CREATE TABLE f (id INTEGER PRIMARY KEY, v INTEGER)");
+    let mut out = Vec::new();
+    for trial in 0..trials {
+        let l = loop {
+            if let Some(l) = leader_index(&servers) {
+                break l;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let t0 = Instant::now();
+        servers[l].kill();
+        let survivors: Vec<String> = servers.iter().filter(|s| s.child.is_some()).map(|s| s.url.clone()).collect();
+        let mut k = 0;
+        loop {
+            if execute(&survivors[k % survivors.len()], "INSERT INTO f(v) VALUES(1)") {
+                break;
+            }
+            k += 1;
+            if t0.elapsed() > Duration::from_secs(60) {
+                eprintln!("trial {trial}: no write within 60 s");
+                std::process::exit(1);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        out.push(t0.elapsed());
+        servers[l].spawn();
+        wait_until("restarted node", Duration::from_secs(60), || {
+            servers[l].leader().is_some() && leader_index(&servers).is_some()
+        });
+    }
+    out
 }
 
 fn hist() -> Histogram<u64> {
@@ -219,16 +337,6 @@ fn bench_sqlite(path: &Path, clients: usize, duration: Duration) -> Run {
 fn main() {
     let args = parse_args();
     let tmp = tempdir_in(args.dir.as_deref());
-    let server = start_server(&args.binary, &tmp.join("node"));
-    let setup = reqwest::blocking::Client::new()
-        .post(format!("{}/db/execute", server.url))
-        .header("Content-Type", "application/json")
-        .body(r#"["CREATE TABLE bench (id INTEGER PRIMARY KEY, c INTEGER, v TEXT)"]"#)
-        .send();
-    if setup.map(|r| !r.status().is_success()).unwrap_or(true) {
-        eprintln!("cannot create the bench table");
-        std::process::exit(1);
-    }
     let cmd: Vec<String> = std::env::args().collect();
     println!("command: {}", cmd.join(" "));
     println!(
@@ -239,34 +347,60 @@ fn main() {
     println!("workload: one-row INSERT per request/transaction, {:?} per run\n", args.duration);
     println!("| system | clients | ops | errors | ops/s | p50 ms | p99 ms |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    let mut rows = Vec::new();
-    for &c in &args.clients {
-        let r = bench_http(&server.url, c, args.duration);
-        let s = bench_sqlite(&tmp.join(format!("sqlite-{c}.db")), c, args.duration);
-        for run in [&r, &s] {
-            println!(
-                "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} |",
-                run.name,
-                run.clients,
-                run.ops,
-                run.errors,
-                run.rate(),
-                run.ms(0.5),
-                run.ms(0.99)
-            );
+    let mut rates: Vec<(String, usize, f64)> = Vec::new();
+    let print = |run: &Run| {
+        println!(
+            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} |",
+            run.name,
+            run.clients,
+            run.ops,
+            run.errors,
+            run.rate(),
+            run.ms(0.5),
+            run.ms(0.99)
+        );
+    };
+    for &n in &args.nodes {
+        let servers = start_cluster(&args.binary, &tmp.join(format!("cluster{n}")), n);
+        let l = leader_index(&servers).unwrap_or(0);
+        if !execute(&servers[l].url, "CREATE TABLE bench (id INTEGER PRIMARY KEY, c INTEGER, v TEXT)") {
+            eprintln!("cannot create the bench table");
+            std::process::exit(1);
         }
-        rows.push((c, r.rate(), s.rate()));
+        for &c in &args.clients {
+            let mut r = bench_http(&servers[l].url, c, args.duration);
+            r.name = format!("raftlite {n} node{}", if n == 1 { "" } else { "s" });
+            print(&r);
+            rates.push((r.name.clone(), c, r.rate()));
+        }
+        drop(servers);
+    }
+    for &c in &args.clients {
+        let s = bench_sqlite(&tmp.join(format!("sqlite-{c}.db")), c, args.duration);
+        print(&s);
+        rates.push((s.name.clone(), c, s.rate()));
     }
     println!();
-    let base1 = rows.iter().find(|(c, _, _)| *c == 1).map(|(_, _, s)| *s);
-    for (c, r, s) in &rows {
-        print!("clients={c}: raftlite / SQLite = {:.2}x", r / s.max(1e-9));
-        if let Some(b) = base1 {
-            print!("; raftlite / SQLite at 1 client = {:.2}x", r / b.max(1e-9));
+    let rate = |name: &str, c: usize| rates.iter().find(|(n, cc, _)| n == name && *cc == c).map(|r| r.2);
+    for (name, c, r) in rates.iter().filter(|(n, _, _)| n.starts_with("raftlite")) {
+        if let Some(s) = rate("standalone SQLite", *c) {
+            println!("{name}, {c} clients: {:.2}x standalone SQLite at {c} clients", r / s.max(1e-9));
         }
-        println!();
+        if let Some(one) = rate("raftlite 1 node", *c).filter(|_| name != "raftlite 1 node") {
+            println!("{name}, {c} clients: {:.2}x a single node at {c} clients", r / one.max(1e-9));
+        }
     }
-    drop(server);
+    if args.failover > 0 {
+        let mut times = failover(&args.binary, &tmp.join("failover"), args.failover);
+        times.sort();
+        let ms: Vec<String> = times.iter().map(|t| format!("{:.0}", t.as_secs_f64() * 1000.0)).collect();
+        println!(
+            "\nfailover (leader SIGKILL -> first acknowledged write), {} trials, ms: {}",
+            times.len(),
+            ms.join(" ")
+        );
+        println!("failover median: {:.0} ms", times[times.len() / 2].as_secs_f64() * 1000.0);
+    }
     let _ = std::fs::remove_dir_all(&tmp);
 }
 

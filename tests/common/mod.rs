@@ -134,7 +134,11 @@ impl Node {
                 if !st.success() {
                     let log = std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default();
                     let tail: Vec<&str> = log.lines().rev().take(30).collect();
-                    eprintln!("node {} exited with {st}; log tail:\n{}", self.id, tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+                    eprintln!(
+                        "node {} exited with {st}; log tail:\n{}",
+                        self.id,
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    );
                 }
                 return st;
             }
