@@ -207,9 +207,11 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     // Verify the log (checksums, no holes) before anything uses it: corruption refuses to start.
     let log_path = dir.join("raft").join("log.sqlite");
     let lp = log_path.clone();
+    let (raft_dir, dbp, my_id) = (dir.join("raft"), dir.join("db.sqlite"), cfg.node_id.clone());
     let last_log = tokio::task::spawn_blocking(move || -> Result<u64, StartError> {
-        let conn = LogDb::open(&lp)?;
-        Ok(LogDb::last(&conn)?.map(|(i, _)| i + 1).unwrap_or(0))
+        let end = LogDb::last(&LogDb::open(&lp)?)?.map(|(i, _)| i + 1).unwrap_or(0);
+        crate::cluster::recovery::apply_peers_file(&raft_dir, &lp, &dbp, &my_id).map_err(StartError::Raft)?;
+        Ok(end)
     })
     .await
     .map_err(|e| StartError::Database(e.to_string()))??;

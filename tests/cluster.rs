@@ -46,6 +46,9 @@ fn writes_and_reads_through_any_node() {
     let r = f.get("/db/query?q=SELECT%201&level=weak&redirect");
     assert_eq!(r.status, 301);
     assert_eq!(leader.get("/db/query?q=SELECT%201&level=weak&redirect").status, 200);
+    // readyz?sync: the follower has applied what the leader committed.
+    let r = f.get("/readyz?sync&timeout=5s");
+    assert_eq!((r.status, r.body.as_str()), (200, "[+]node ok\n[+]leader ok\n[+]store ok\n[+]sync ok\n"));
     // level=none with freshness on a follower that hears from the leader.
     let r = f.get("/db/query?q=SELECT%20COUNT(*)%20FROM%20t&level=none&freshness=5s");
     assert!(r.json()["results"][0]["values"].is_array(), "{}", r.body);
@@ -78,6 +81,16 @@ fn leader_failure_and_restarts() {
     c.node_mut(&old).kill();
     let new = c.wait_leader();
     assert_ne!(new.id, old);
+    // Redirects name the new leader.
+    let survivor = c.nodes.iter().find(|n| n.running() && n.id != new.id).expect("survivor");
+    let r = survivor.post("/db/execute?redirect", "application/json", r#"["INSERT INTO t(v) VALUES(50)"]"#);
+    assert_eq!(r.status, 301);
+    assert!(r
+        .headers
+        .get("Location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .starts_with(&format!("http://{}/", new.http)));
     // Writes continue, through any surviving node.
     let f = c.nodes.iter().find(|n| n.running() && n.id != new.id).expect("survivor");
     wait_for("a write after failover", Duration::from_secs(30), || {
@@ -277,4 +290,47 @@ fn sole_member_refuses_to_join_another_cluster() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn peers_json_recovers_a_cluster_that_moved() {
+    let mut c = Cluster::start(3, &[]);
+    let l = c.wait_leader();
+    l.execute(json!(["CREATE TABLE t (v)", "INSERT INTO t VALUES(1)", "INSERT INTO t VALUES(2)"]));
+    for n in &c.nodes {
+        wait_count(n, 2);
+    }
+    for n in c.nodes.iter_mut() {
+        n.kill();
+    }
+    // Every node moves to a new IP and new ports.
+    for (i, n) in c.nodes.iter_mut().enumerate() {
+        let ip = format!("127.0.0.{}", 50 + i);
+        n.raft = free_addr(&ip);
+        n.http = free_addr(&ip);
+        n.extra.clear();
+    }
+    let peers: Vec<Value> = c
+        .nodes
+        .iter()
+        .map(|n| json!({"id": n.id, "address": n.raft, "non_voter": false, "api_addr": n.http}))
+        .collect();
+    for n in &c.nodes {
+        std::fs::write(n.dir.join("raft").join("peers.json"), serde_json::to_vec(&peers).expect("json"))
+            .expect("write");
+    }
+    for n in c.nodes.iter_mut() {
+        n.spawn();
+    }
+    let l = c.wait_leader();
+    assert_eq!(l.execute(json!(["INSERT INTO t VALUES(3)"])).status, 200);
+    for n in &c.nodes {
+        wait_count(n, 3);
+        assert!(n.dir.join("raft").join("peers.info").exists());
+    }
+    let nodes = l.get("/nodes").json();
+    for n in &c.nodes {
+        assert_eq!(nodes[&n.id]["addr"], n.raft.as_str());
+        assert_eq!(nodes[&n.id]["reachable"], true);
+    }
 }

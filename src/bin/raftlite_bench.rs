@@ -187,7 +187,7 @@ fn execute(url: &str, sql: &str) -> bool {
         .send()
         .ok()
         .and_then(|r| r.text().ok())
-        .map(|t| t.contains("rows_affected"))
+        .map(|t| t.starts_with("{\"results\":[") && !t.contains("error"))
         .unwrap_or(false)
 }
 

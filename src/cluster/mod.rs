@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod join;
+pub mod recovery;
 
 use serde::{Deserialize, Serialize};
 

@@ -548,8 +548,32 @@ async fn readyz(state: &AppState, p: &Params) -> Response {
         return text(state, StatusCode::SERVICE_UNAVAILABLE, "[+]node ok\n[-]store not ready");
     };
     let m = core.raft.metrics().borrow().clone();
-    if m.current_leader.is_none() {
+    let Some(leader) = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned()) else {
         return text(state, StatusCode::SERVICE_UNAVAILABLE, "[+]node ok\n[-]leader not ok");
+    };
+    let mut lines = vec!["[+]node ok", "[+]leader ok"];
+    // The leader must be reachable over the cluster service (unless it is this node).
+    let leader_commit = if m.current_leader == Some(core.node_id) {
+        m.last_applied.map(|l| l.index).unwrap_or(0)
+    } else {
+        match core
+            .peers
+            .call::<_, ClusterReply>(&leader.raft_addr, "/cluster/meta", &(), p.timeout.min(Duration::from_secs(5)))
+            .await
+        {
+            Ok(ClusterReply::Meta(meta)) => meta.commit_index,
+            _ => return text(state, StatusCode::SERVICE_UNAVAILABLE, "[+]node ok\n[-]leader not contactable"),
+        }
+    };
+    if p.has("sync") {
+        let caught_up = core
+            .raft
+            .wait(Some(p.timeout))
+            .metrics(|m| m.last_applied.map(|l| l.index).unwrap_or(0) >= leader_commit, "caught up with the leader")
+            .await;
+        if caught_up.is_err() {
+            return text(state, StatusCode::SERVICE_UNAVAILABLE, "[+]node ok\n[+]leader ok\n[-]sync not ok");
+        }
     }
     let probe = Query {
         stmts: vec![Statement::new("SELECT 1")],
@@ -559,7 +583,11 @@ async fn readyz(state: &AppState, p: &Params) -> Response {
     };
     match core.readers.send(probe).await {
         Ok(Ok(r)) if !matches!(r.first(), Some(StmtResult::Error { .. })) => {
-            text(state, StatusCode::OK, "[+]node ok\n[+]leader ok\n[+]store ok")
+            lines.push("[+]store ok");
+            if p.has("sync") {
+                lines.push("[+]sync ok");
+            }
+            text(state, StatusCode::OK, &lines.join("\n"))
         }
         _ => text(state, StatusCode::SERVICE_UNAVAILABLE, "[+]node ok\n[+]leader ok\n[-]db not ok"),
     }
