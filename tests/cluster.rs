@@ -171,6 +171,8 @@ fn removing_nodes() {
     c.node_mut(&followers[1]).kill();
     c.wait_voters(2);
     let leader = c.wait_leader();
+    // Removing an unknown node is an error.
+    assert_eq!(leader.delete("/remove", r#"{"id":"nope"}"#).status, 500);
     leader.execute(json!(["CREATE TABLE t (v)", "INSERT INTO t VALUES(1)"]));
     wait_count(c.node(&followers[0]), 1);
     // A node started with -raft-cluster-remove-shutdown leaves the cluster on SIGTERM.
@@ -182,6 +184,14 @@ fn removing_nodes() {
     assert_eq!(n9.terminate().code(), Some(0));
     c.wait_voters(2);
     assert_eq!(c.wait_leader().execute(json!(["INSERT INTO t VALUES(2)"])).status, 200);
+    // Removal through the leader itself.
+    let mut n8 = Node::new("8", &c.dir().join("n8"), "127.0.0.28", &["-join", &c.wait_leader().raft]);
+    n8.spawn();
+    n8.wait_ready();
+    c.wait_voters(3);
+    assert_eq!(c.wait_leader().delete("/remove", r#"{"id":"8"}"#).status, 200);
+    c.wait_voters(2);
+    n8.kill();
 }
 
 #[test]
@@ -287,6 +297,20 @@ fn sole_member_refuses_to_join_another_cluster() {
     assert_ne!(out.status.code(), Some(0));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cannot join another"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Joining through an HTTP API address is refused with a clear message.
+    let fresh = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftlited"))
+        .args(["-node-id", "7", "-http-addr", &free_addr("127.0.0.1"), "-raft-addr", &free_addr("127.0.0.1")])
+        .args(["-join", &c.nodes[0].http, "-join-attempts", "1"])
+        .arg(fresh.path().join("d"))
+        .output()
+        .expect("run");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is an HTTP API address"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -19,6 +19,13 @@ pub async fn join(
     attempts: u32,
     interval: Duration,
 ) -> Result<String, String> {
+    for t in targets {
+        if is_http_api(peers, t).await {
+            return Err(format!(
+                "{t} is an HTTP API address; -join takes Raft addresses (the other node's -raft-addr)"
+            ));
+        }
+    }
     let mut last = String::from("no join targets");
     for round in 0..attempts {
         for target in targets {
@@ -35,6 +42,13 @@ pub async fn join(
         }
     }
     Err(format!("failed to join cluster after {attempts} attempts: {last}"))
+}
+
+/// A join target that answers `GET /status` is an HTTP API address, not a Raft address (rqlite
+/// before 8.0 joined by HTTP URL; a leftover of that is a common mistake).
+async fn is_http_api(peers: &Peers, addr: &str) -> bool {
+    let r = peers.client(addr).get(format!("http://{addr}/status")).timeout(Duration::from_secs(2)).send().await;
+    matches!(r, Ok(r) if r.status().is_success())
 }
 
 async fn join_one(peers: &Peers, target: &str, req: &JoinRequest) -> Result<String, String> {
