@@ -338,3 +338,27 @@ fn config_file_and_flags() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("flag provided but not defined: -no-such-flag"));
 }
+
+#[test]
+fn status_answers_before_the_store_is_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    // Hold the database locked so the node cannot open its store yet.
+    let lock = rusqlite::Connection::open(data.join("db.sqlite")).expect("open");
+    lock.execute_batch("BEGIN EXCLUSIVE; CREATE TABLE held (x);").expect("lock");
+    let mut n = Node::new("1", &data, "127.0.0.1", &[]);
+    n.spawn();
+    let st: Value = wait_for("/status while the store is closed", std::time::Duration::from_secs(10), || {
+        let r = n.try_get("/status")?;
+        (r.status == 200).then(|| r.json())
+    });
+    assert_eq!(st["store"]["open"], false, "{st}");
+    assert_eq!(n.get("/readyz?noleader").status, 200);
+    assert_eq!(n.get("/readyz").status, 503);
+    assert_eq!(n.query("SELECT 1", "").status, 503);
+    lock.execute_batch("ROLLBACK").expect("unlock");
+    drop(lock);
+    n.wait_ready();
+    assert_eq!(n.rows("SELECT 1"), vec![json!([1])]);
+}
