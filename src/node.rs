@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::http::{self, AppState, Core};
 use crate::raft::log_adapter::LogAdapter;
 use crate::raft::network::Network;
-use crate::raft::sm_adapter::SmAdapter;
+use crate::raft::sm_adapter::{SmAdapter, SnapshotStats};
 use crate::raft::{numeric_id, NodeInfo, Raft};
 use crate::store::log_db::LogDb;
 
@@ -238,7 +238,26 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
 
     let node_id = numeric_id(&cfg.node_id);
     let peers = Arc::new(Peers::new(bind_ip(&cfg.raft_adv_addr)));
-    let sm = SmAdapter::new(applier, Some(readers.clone()), db_path.clone(), dir.join("snapshots")).map_err(io)?;
+    // Invariant 4 check: the log was only ever purged up to a position the database had made
+    // durable. A database behind that position lost data the log no longer has.
+    let snap_dir = dir.join("snapshots");
+    let recorded = crate::raft::sm_adapter::read_current(&snap_dir).map_err(io)?;
+    if let Some(m) = &recorded {
+        if applied < m.last_log_id {
+            return Err(StartError::Database(format!(
+                "{} is at {applied:?} but the log was compacted up to {:?}: the database lost committed data. Wipe this node's data directory and rejoin it to the cluster",
+                db_path.display(),
+                m.last_log_id
+            )));
+        }
+    }
+    let snap_stats = Arc::new(SnapshotStats::default());
+    if recorded.is_some() {
+        // The database is reused as it is: no restore at start, whatever its size.
+        snap_stats.num_restores_start_skipped.fetch_add(1, Ordering::Relaxed);
+    }
+    let sm =
+        SmAdapter::new(applier, Some(readers.clone()), db_path.clone(), snap_dir, snap_stats.clone()).map_err(io)?;
     let raft = Raft::new(
         node_id,
         Arc::new(raft_config(&cfg)?),
@@ -269,6 +288,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         membership,
         peers: peers.clone(),
         cluster_stats,
+        snap_stats,
     };
     if state.core.set(core).is_err() {
         return Err(StartError::Raft("store opened twice".into()));

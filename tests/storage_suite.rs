@@ -38,7 +38,8 @@ impl StoreBuilder<TypeConfig, LogAdapter, SmAdapter, TempDir> for Builder {
         let p = db_path.clone();
         let applier =
             Supervisor::start_in_arbiter(&arb, move |_| Applier::new(p, false, Arc::new(ApplierStats::default())));
-        let sm = SmAdapter::new(applier, None, db_path, dir.path().join("snapshots")).expect("snapshot dir");
+        let sm = SmAdapter::new(applier, None, db_path, dir.path().join("snapshots"), Default::default())
+            .expect("snapshot dir");
         Ok((dir, LogAdapter::new(log), sm))
     }
 }

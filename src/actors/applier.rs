@@ -91,11 +91,12 @@ pub struct Apply(pub Vec<Entry>);
 #[rtype(result = "Result<(Option<LogId>, StoredMembership), Fault>")]
 pub struct AppliedState;
 
-/// Make everything applied so far durable (WAL fsync + checkpoint) before a snapshot lets the log
-/// be purged (design.md invariant 4).
+/// Compaction: make everything applied so far durable (a checkpoint fsyncs the WAL first) and say
+/// which log position and membership that covers, so the log up to there may be purged
+/// (design.md invariant 4). Cost: the WAL written since the last checkpoint, not the database.
 #[derive(Message)]
-#[rtype(result = "Result<(), Fault>")]
-pub struct MakeDurable;
+#[rtype(result = "Result<(Option<LogId>, StoredMembership), Fault>")]
+pub struct Compact;
 
 /// Replace the database with a verified snapshot copy and reopen.
 #[derive(Message)]
@@ -266,12 +267,16 @@ impl Handler<AppliedState> for Applier {
     }
 }
 
-impl Handler<MakeDurable> for Applier {
-    type Result = AtomicResponse<Self, Result<(), Fault>>;
-    fn handle(&mut self, _msg: MakeDurable, _ctx: &mut Context<Self>) -> Self::Result {
+impl Handler<Compact> for Applier {
+    type Result = AtomicResponse<Self, Result<(Option<LogId>, StoredMembership), Fault>>;
+    fn handle(&mut self, _msg: Compact, _ctx: &mut Context<Self>) -> Self::Result {
         with_conn!(self, _ctx, move |c: &mut rusqlite::Connection, h: &Hooks| {
-            // A checkpoint fsyncs the WAL before copying it back (synchronous=NORMAL semantics).
-            Db::new(c, h).internal(|c| c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())))
+            let db = Db::new(c, h);
+            let state = read_state(&db)?;
+            // With synchronous=NORMAL a checkpoint syncs the WAL before copying it back, so
+            // everything committed so far (and so `state`) is durable once it returns.
+            db.internal(|c| c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())))?;
+            Ok::<_, rusqlite::Error>(state)
         })
     }
 }
@@ -304,11 +309,11 @@ impl Handler<ReplaceDb> for Applier {
     }
 }
 
-/// Atomically replace `db` with a copy of `src`: copy to a temp file, fsync, drop the old WAL,
-/// rename, fsync the directory.
+/// Atomically replace `db` with `src` (a verified file in the same data directory, consumed):
+/// fsync it, drop the old WAL, rename it over the database, fsync the directory.
 fn swap_in(src: &Path, db: &Path) -> std::io::Result<()> {
     let tmp = db.with_extension("sqlite.installing");
-    std::fs::copy(src, &tmp)?;
+    std::fs::rename(src, &tmp)?;
     std::fs::File::open(&tmp)?.sync_all()?;
     for ext in ["sqlite-wal", "sqlite-shm"] {
         let p = db.with_extension(ext);

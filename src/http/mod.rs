@@ -46,6 +46,7 @@ pub struct Core {
     pub membership: Addr<Membership>,
     pub peers: Arc<Peers>,
     pub cluster_stats: Arc<ClusterStats>,
+    pub snap_stats: Arc<crate::raft::sm_adapter::SnapshotStats>,
 }
 
 /// Everything a request handler can reach.

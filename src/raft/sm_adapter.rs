@@ -1,11 +1,19 @@
 //! openraft's `RaftStateMachine` for raftlite: applies entries through the `Applier` actor, and
-//! treats the SQLite database as the snapshot (design.md §5). A snapshot is a consistent copy made
-//! with SQLite's online backup API from a read-only connection (the writer is never blocked); its
-//! metadata is read back from the copy's own meta table, and its id carries the copy's CRC32 so
-//! the receiver can verify what it was streamed (invariant 5).
+//! treats the SQLite database as the snapshot (design.md §5).
+//!
+//! - Compaction (`build_snapshot`) is cheap: the applier checkpoints (making everything applied
+//!   durable) and reports the applied log id and membership; that is recorded in
+//!   `snapshots/current.json` and openraft may purge the log up to it. No copy is made, so it
+//!   costs the WAL written since the last checkpoint, whatever the size of the database.
+//! - Bytes are made only when a follower needs them: `get_current_snapshot` hands openraft a
+//!   [`SnapshotFile::lazy`] copy, made from a read transaction on first read, with a checksum
+//!   trailer. The copy may be newer than the recorded position; that is safe because the applier
+//!   skips entries at or below the applied index recorded inside the database.
+//! - Installing verifies the trailer and the copy's own applied index, then swaps the file in.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use actix::Addr;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
@@ -13,13 +21,33 @@ use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
 use tokio::io::AsyncSeekExt;
 
 use super::{any_err, Entry, LogId, NodeInfo, StorageError, StoredMembership, TypeConfig};
-use crate::actors::applier::{AppliedState, Applier, Apply, MakeDurable, ReplaceDb, KEY_APPLIED, KEY_MEMBERSHIP};
+use crate::actors::applier::{AppliedState, Applier, Apply, Compact, ReplaceDb, KEY_APPLIED, KEY_MEMBERSHIP};
 use crate::actors::readers::{Readers, Reopen};
 use crate::store::codec;
 use crate::store::command::Response;
 use crate::store::db::META_TABLE;
+use crate::store::snapshot_file::{verify_and_strip, SnapshotFile};
 
 const CURRENT: &str = "current.json";
+
+/// Snapshot counters, shown in `/status`.
+#[derive(Default, Debug)]
+pub struct SnapshotStats {
+    /// Compactions recorded.
+    pub num_snapshots: AtomicU64,
+    /// Copies made to stream to a follower.
+    pub num_snapshot_copies: Arc<AtomicU64>,
+    /// Snapshots installed from a leader.
+    pub num_restores: AtomicU64,
+    /// Snapshots rejected on install (bad checksum or content).
+    pub num_restores_failed: AtomicU64,
+    /// Starts that reused the database as it was (always, when a snapshot exists).
+    pub num_restores_start_skipped: AtomicU64,
+    /// User-triggered snapshots (`POST /snapshot`).
+    pub user_snapshots: AtomicU64,
+    /// User-triggered reaps (`POST /reap`).
+    pub user_reaps: AtomicU64,
+}
 
 #[derive(Clone)]
 pub struct SmAdapter {
@@ -27,6 +55,7 @@ pub struct SmAdapter {
     readers: Option<Addr<Readers>>,
     db_path: PathBuf,
     snap_dir: PathBuf,
+    stats: Arc<SnapshotStats>,
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
@@ -44,6 +73,7 @@ impl SmAdapter {
         readers: Option<Addr<Readers>>,
         db_path: PathBuf,
         snap_dir: PathBuf,
+        stats: Arc<SnapshotStats>,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&snap_dir)?;
         for e in std::fs::read_dir(&snap_dir)? {
@@ -52,25 +82,31 @@ impl SmAdapter {
                 std::fs::remove_file(&p)?;
             }
         }
-        Ok(SmAdapter { applier, readers, db_path, snap_dir })
+        Ok(SmAdapter { applier, readers, db_path, snap_dir, stats })
+    }
+
+    fn lazy_copy(&self) -> Box<SnapshotFile> {
+        let made = Some(self.stats.num_snapshot_copies.clone());
+        Box::new(SnapshotFile::lazy(self.db_path.clone(), self.snap_dir.clone(), made))
     }
 }
 
-fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+/// The recorded snapshot position, if any.
+pub fn read_current(dir: &Path) -> std::io::Result<Option<SnapshotMeta<u64, NodeInfo>>> {
+    match std::fs::read(dir.join(CURRENT)) {
+        Ok(b) => Ok(Some(serde_json::from_slice(&b)?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Write `current.json` atomically (temp file, fsync, rename, fsync the directory).
+fn write_current(dir: &Path, meta: &SnapshotMeta<u64, NodeInfo>) -> std::io::Result<()> {
+    let tmp = dir.join("current.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(meta)?)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, dir.join(CURRENT))?;
     std::fs::File::open(dir)?.sync_all()
-}
-
-fn file_crc(path: &Path) -> std::io::Result<u32> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(h.finalize());
-        }
-        h.update(&buf[..n]);
-    }
 }
 
 /// Read the applied id and membership recorded inside a database file.
@@ -96,78 +132,25 @@ fn state_in_file(path: &Path) -> Result<(Option<LogId>, StoredMembership), Strin
     Ok((applied, membership))
 }
 
-/// Write `current.json` atomically.
-fn write_current(dir: &Path, meta: &SnapshotMeta<u64, NodeInfo>) -> std::io::Result<()> {
-    let tmp = dir.join("current.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(meta)?)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, dir.join(CURRENT))?;
-    fsync_dir(dir)
-}
-
-/// Remove snapshot copies other than `keep`.
-fn remove_others(dir: &Path, keep: &Path) {
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p != keep && p.extension().and_then(|x| x.to_str()) == Some("db") {
-                let _ = std::fs::remove_file(p);
-            }
-        }
-    }
-}
-
-fn snapshot_file(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("{id}.db"))
-}
-
-/// Build a snapshot copy of `db` in `dir` (blocking; run on a blocking thread).
-fn build_copy(db: &Path, dir: &Path) -> Result<SnapshotMeta<u64, NodeInfo>, String> {
-    let tmp = dir.join(format!("building-{}.tmp", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    {
-        let src = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| e.to_string())?;
-        let mut dst = rusqlite::Connection::open(&tmp).map_err(|e| e.to_string())?;
-        // One step copies every page inside one read transaction: a consistent image.
-        let b = rusqlite::backup::Backup::new(&src, &mut dst).map_err(|e| e.to_string())?;
-        loop {
-            match b.step(-1).map_err(|e| e.to_string())? {
-                rusqlite::backup::StepResult::Done => break,
-                // The source was busy or locked: try again shortly.
-                _ => std::thread::sleep(std::time::Duration::from_millis(5)),
-            }
-        }
-    }
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| e.to_string())?;
-    let (applied, membership) = state_in_file(&tmp)?;
-    let crc = file_crc(&tmp).map_err(|e| e.to_string())?;
-    let id = match applied {
-        Some(l) => format!("{}-{}-{crc:08x}", l.leader_id.term, l.index),
-        None => format!("0-0-{crc:08x}"),
-    };
-    let path = snapshot_file(dir, &id);
-    std::fs::rename(&tmp, &path).map_err(|e| e.to_string())?;
-    let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id: id };
-    write_current(dir, &meta).map_err(|e| e.to_string())?;
-    remove_others(dir, &path);
-    Ok(meta)
-}
-
 pub struct Builder {
     sm: SmAdapter,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for Builder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        // Invariant 4: the database must be durable before the log behind this snapshot is purged.
-        self.sm.applier.send(MakeDurable).await.map_err(snap_err)?.map_err(snap_err)?;
-        let (db, dir) = (self.sm.db_path.clone(), self.sm.snap_dir.clone());
-        let meta =
-            tokio::task::spawn_blocking(move || build_copy(&db, &dir)).await.map_err(snap_err)?.map_err(snap_err)?;
-        tracing::info!(snapshot = %meta.snapshot_id, "snapshot built");
-        let f = tokio::fs::File::open(snapshot_file(&self.sm.snap_dir, &meta.snapshot_id)).await.map_err(snap_err)?;
-        Ok(Snapshot { meta, snapshot: Box::new(f) })
+        let (applied, membership) = self.sm.applier.send(Compact).await.map_err(snap_err)?.map_err(snap_err)?;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let id = match applied {
+            Some(l) => format!("{}-{}-{now_ms}", l.leader_id.term, l.index),
+            None => format!("0-0-{now_ms}"),
+        };
+        let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id: id };
+        let dir = self.sm.snap_dir.clone();
+        let m = meta.clone();
+        tokio::task::spawn_blocking(move || write_current(&dir, &m)).await.map_err(snap_err)?.map_err(snap_err)?;
+        self.sm.stats.num_snapshots.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(snapshot = %meta.snapshot_id, "snapshot recorded (log may be compacted up to it)");
+        Ok(Snapshot { meta, snapshot: self.sm.lazy_copy() })
     }
 }
 
@@ -206,71 +189,73 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
         Builder { sm: self.clone() }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
         let p = self.snap_dir.join(format!("incoming-{}.tmp", rand::random::<u64>()));
         let f =
             tokio::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&p).await.map_err(snap_err)?;
-        Ok(Box::new(f))
+        Ok(Box::new(SnapshotFile::receiving(f, p)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, NodeInfo>,
-        mut snapshot: Box<tokio::fs::File>,
+        mut snapshot: Box<SnapshotFile>,
     ) -> Result<(), StorageError> {
-        // Persist the streamed bytes as our own snapshot copy, then verify before using them.
-        let tmp = self.snap_dir.join(format!("installing-{}.tmp", rand::random::<u64>()));
-        {
-            snapshot.seek(std::io::SeekFrom::Start(0)).await.map_err(snap_err)?;
-            let mut out = tokio::fs::File::create(&tmp).await.map_err(snap_err)?;
-            tokio::io::copy(&mut *snapshot, &mut out).await.map_err(snap_err)?;
-            out.sync_all().await.map_err(snap_err)?;
-        }
-        let (dir, id, expected) = (self.snap_dir.clone(), meta.snapshot_id.clone(), meta.clone());
-        let path = tokio::task::spawn_blocking(move || -> Result<PathBuf, String> {
-            let want = id.rsplit('-').next().and_then(|c| u32::from_str_radix(c, 16).ok());
-            let got = file_crc(&tmp).map_err(|e| e.to_string())?;
-            if want != Some(got) {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(format!("snapshot {id} fails its checksum (got {got:08x})"));
+        use tokio::io::AsyncWriteExt;
+        // A received file is used where it is; anything else is first written to a file here.
+        let path = match snapshot.path().map(Path::to_path_buf) {
+            Some(p) => {
+                snapshot.flush().await.map_err(snap_err)?;
+                p
             }
-            let (applied, _) = state_in_file(&tmp)?;
-            if applied != expected.last_log_id {
-                let _ = std::fs::remove_file(&tmp);
+            None => {
+                let p = self.snap_dir.join(format!("installing-{}.tmp", rand::random::<u64>()));
+                snapshot.seek(std::io::SeekFrom::Start(0)).await.map_err(snap_err)?;
+                let mut out = tokio::fs::File::create(&p).await.map_err(snap_err)?;
+                tokio::io::copy(&mut *snapshot, &mut out).await.map_err(snap_err)?;
+                out.flush().await.map_err(snap_err)?;
+                p
+            }
+        };
+        drop(snapshot);
+        let (dir, expected) = (self.snap_dir.clone(), meta.clone());
+        let p = path.clone();
+        let checked = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            verify_and_strip(&p).map_err(|e| e.to_string())?;
+            let (applied, _) = state_in_file(&p)?;
+            // The copy is made when sent, so it may hold more than the position it was sent for;
+            // it must not hold less.
+            if applied < expected.last_log_id {
                 return Err(format!(
-                    "snapshot {id} holds applied {applied:?}, metadata says {:?}",
-                    expected.last_log_id
+                    "snapshot {} holds applied {applied:?}, less than its metadata's {:?}",
+                    expected.snapshot_id, expected.last_log_id
                 ));
             }
-            let path = snapshot_file(&dir, &id);
-            std::fs::rename(&tmp, &path).map_err(|e| e.to_string())?;
-            write_current(&dir, &expected).map_err(|e| e.to_string())?;
-            remove_others(&dir, &path);
-            Ok(path)
+            write_current(&dir, &expected).map_err(|e| e.to_string())
         })
         .await
-        .map_err(snap_err)?
         .map_err(snap_err)?;
+        if let Err(e) = checked {
+            self.stats.num_restores_failed.fetch_add(1, Ordering::Relaxed);
+            let _ = std::fs::remove_file(&path);
+            tracing::error!(snapshot = %meta.snapshot_id, error = %e, "snapshot rejected");
+            return Err(snap_err(e));
+        }
         self.applier.send(ReplaceDb(path)).await.map_err(snap_err)?.map_err(snap_err)?;
         if let Some(r) = &self.readers {
             let _ = r.send(Reopen).await;
         }
+        self.stats.num_restores.fetch_add(1, Ordering::Relaxed);
         tracing::info!(snapshot = %meta.snapshot_id, "snapshot installed");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let cur = self.snap_dir.join(CURRENT);
-        let bytes = match tokio::fs::read(&cur).await {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StorageIOError::read_snapshot(None, any_err(e)).into()),
-        };
-        let meta: SnapshotMeta<u64, NodeInfo> =
-            serde_json::from_slice(&bytes).map_err(|e| StorageIOError::read_snapshot(None, any_err(e)))?;
-        let f = tokio::fs::File::open(snapshot_file(&self.snap_dir, &meta.snapshot_id))
+        let dir = self.snap_dir.clone();
+        let meta = tokio::task::spawn_blocking(move || read_current(&dir))
             .await
+            .map_err(|e| StorageIOError::read_snapshot(None, any_err(e)))?
             .map_err(|e| StorageIOError::read_snapshot(None, any_err(e)))?;
-        Ok(Some(Snapshot { meta, snapshot: Box::new(f) }))
+        Ok(meta.map(|meta| Snapshot { meta, snapshot: self.lazy_copy() }))
     }
 }

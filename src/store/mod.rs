@@ -5,4 +5,5 @@ pub mod codec;
 pub mod command;
 pub mod db;
 pub mod log_db;
+pub mod snapshot_file;
 pub mod sql;

@@ -1,0 +1,277 @@
+//! Snapshot bytes as openraft moves them (design.md §5).
+//!
+//! raftlite's database *is* its snapshot: compaction only records where it stands. Bytes are made
+//! when a follower actually needs them: [`SnapshotFile::lazy`] starts as a recipe and, on its first
+//! read or seek, makes a consistent copy of the live database with SQLite's online backup API from
+//! a read-only connection (in WAL mode the writer is never blocked) and appends a trailer
+//! (`RLSN`, CRC32 of the copy, its length). The receiver writes the stream to a temp file
+//! ([`SnapshotFile::ready`]) and [`verify_and_strip`] checks and removes the trailer before the
+//! copy is installed (invariant 5: checked bytes).
+
+use std::future::Future;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
+
+const MAGIC: &[u8; 4] = b"RLSN";
+const TRAILER: u64 = 16;
+
+type Making = Pin<Box<dyn Future<Output = io::Result<tokio::fs::File>> + Send>>;
+
+enum State {
+    Ready(tokio::fs::File),
+    Making { fut: Making, seek: Option<SeekFrom> },
+    Failed(io::ErrorKind, String),
+}
+
+/// The `SnapshotData` of raftlite's openraft type configuration.
+pub struct SnapshotFile {
+    state: State,
+    /// Where the bytes live, for a file being received (so install can rename it into place).
+    path: Option<PathBuf>,
+}
+
+impl SnapshotFile {
+    /// A file being received at `path`.
+    pub fn receiving(f: tokio::fs::File, path: PathBuf) -> Self {
+        SnapshotFile { state: State::Ready(f), path: Some(path) }
+    }
+
+    /// The path of a received file, if this is one.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// A copy of `db` made in `dir` on first use; `made` counts the copies actually made.
+    pub fn lazy(db: PathBuf, dir: PathBuf, made: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>) -> Self {
+        let fut = async move {
+            let f = tokio::task::spawn_blocking(move || make_copy(&db, &dir)).await.map_err(io::Error::other)??;
+            if let Some(m) = made {
+                m.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(tokio::fs::File::from_std(f))
+        };
+        SnapshotFile { state: State::Making { fut: Box::pin(fut), seek: None }, path: None }
+    }
+
+    /// Drive the copy to completion; `Ready` afterwards unless it failed.
+    fn poll_made(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let next = match &mut self.state {
+                State::Ready(_) => return Poll::Ready(Ok(())),
+                State::Failed(kind, msg) => return Poll::Ready(Err(io::Error::new(*kind, msg.clone()))),
+                State::Making { fut, seek } => match fut.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => {
+                        tracing::error!(error = %e, "cannot make a snapshot copy");
+                        State::Failed(e.kind(), e.to_string())
+                    }
+                    Poll::Ready(Ok(mut f)) => match seek.take().map(|pos| Pin::new(&mut f).start_seek(pos)) {
+                        // A seek asked for before the copy existed is started now.
+                        Some(Err(e)) => State::Failed(e.kind(), e.to_string()),
+                        _ => State::Ready(f),
+                    },
+                },
+            };
+            self.state = next;
+        }
+    }
+
+    /// The file, once made.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<&mut tokio::fs::File>> {
+        match self.poll_made(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => match &mut self.state {
+                State::Ready(f) => Poll::Ready(Ok(f)),
+                _ => Poll::Ready(Err(io::Error::other("snapshot copy in an unexpected state"))),
+            },
+        }
+    }
+}
+
+impl AsyncRead for SnapshotFile {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match this.poll_ready(cx) {
+            Poll::Ready(Ok(f)) => Pin::new(f).poll_read(cx, buf),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for SnapshotFile {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut().poll_ready(cx) {
+            Poll::Ready(Ok(f)) => Pin::new(f).poll_write(cx, buf),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().poll_ready(cx) {
+            Poll::Ready(Ok(f)) => Pin::new(f).poll_flush(cx),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().poll_ready(cx) {
+            Poll::Ready(Ok(f)) => Pin::new(f).poll_shutdown(cx),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncSeek for SnapshotFile {
+    fn start_seek(self: Pin<&mut Self>, position: SeekFrom) -> io::Result<()> {
+        let this = self.get_mut();
+        match &mut this.state {
+            State::Ready(f) => Pin::new(f).start_seek(position),
+            State::Making { seek, .. } => {
+                *seek = Some(position);
+                Ok(())
+            }
+            State::Failed(kind, msg) => Err(io::Error::new(*kind, msg.clone())),
+        }
+    }
+    fn poll_complete(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        match self.get_mut().poll_ready(cx) {
+            Poll::Ready(Ok(f)) => Pin::new(f).poll_complete(cx),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Copy `db` consistently into a new file in `dir`, add the trailer, and return it opened for
+/// reading at offset 0. The file is unlinked at once: it lives as long as the handle.
+pub fn make_copy(db: &Path, dir: &Path) -> io::Result<std::fs::File> {
+    let tmp = dir.join(format!("send-{}.tmp", rand::random::<u64>()));
+    let r = (|| {
+        backup_to(db, &tmp)?;
+        let mut f = std::fs::OpenOptions::new().read(true).append(true).open(&tmp)?;
+        let (crc, len) = crc_of(&mut f, None)?;
+        let mut trailer = Vec::with_capacity(TRAILER as usize);
+        trailer.extend_from_slice(MAGIC);
+        trailer.extend_from_slice(&crc.to_le_bytes());
+        trailer.extend_from_slice(&len.to_le_bytes());
+        f.write_all(&trailer)?;
+        f.seek(SeekFrom::Start(0))?;
+        Ok(f)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    r
+}
+
+/// A consistent copy of `src` at `dst`, made with the online backup API in one step (one read
+/// transaction), without raftlite's meta table's write lock or the writer being involved.
+pub fn backup_to(src: &Path, dst: &Path) -> io::Result<()> {
+    let e = |e: rusqlite::Error| io::Error::other(e.to_string());
+    let src = rusqlite::Connection::open_with_flags(src, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(e)?;
+    let mut dst = rusqlite::Connection::open(dst).map_err(e)?;
+    let b = rusqlite::backup::Backup::new(&src, &mut dst).map_err(e)?;
+    loop {
+        match b.step(-1).map_err(e)? {
+            rusqlite::backup::StepResult::Done => return Ok(()),
+            // The source was momentarily locked: try again shortly.
+            _ => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    }
+}
+
+/// CRC32 and length of the first `limit` bytes of `f` (all of it when `None`).
+fn crc_of(f: &mut std::fs::File, limit: Option<u64>) -> io::Result<(u32, u64)> {
+    f.seek(SeekFrom::Start(0))?;
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = limit.unwrap_or(u64::MAX);
+    let mut total = 0u64;
+    while left > 0 {
+        let want = buf.len().min(left.min(usize::MAX as u64) as usize);
+        let n = f.read(&mut buf[..want])?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        total += n as u64;
+        left -= n as u64;
+    }
+    Ok((h.finalize(), total))
+}
+
+/// Check a received snapshot's trailer and cut it off, leaving a plain SQLite file.
+pub fn verify_and_strip(path: &Path) -> io::Result<()> {
+    let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+    let size = f.metadata()?.len();
+    if size < TRAILER {
+        return Err(bad(format!("snapshot of {size} bytes has no trailer")));
+    }
+    f.seek(SeekFrom::Start(size - TRAILER))?;
+    let mut t = [0u8; TRAILER as usize];
+    f.read_exact(&mut t)?;
+    if &t[0..4] != MAGIC {
+        return Err(bad("snapshot trailer missing (not a raftlite snapshot)".into()));
+    }
+    let want_crc = u32::from_le_bytes([t[4], t[5], t[6], t[7]]);
+    let mut len_bytes = [0u8; 8];
+    len_bytes.copy_from_slice(&t[8..16]);
+    let len = u64::from_le_bytes(len_bytes);
+    if len != size - TRAILER {
+        return Err(bad(format!("snapshot length {} does not match its trailer ({len})", size - TRAILER)));
+    }
+    let (crc, n) = crc_of(&mut f, Some(len))?;
+    if crc != want_crc || n != len {
+        return Err(bad(format!("snapshot fails its checksum (crc {crc:08x}, expected {want_crc:08x})")));
+    }
+    f.set_len(len)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+    #[tokio::test]
+    async fn lazy_copy_round_trips_and_corruption_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db.sqlite");
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES(42);").unwrap();
+        let mut s = SnapshotFile::lazy(db.clone(), dir.path().to_path_buf(), None);
+        s.seek(SeekFrom::Start(0)).await.unwrap();
+        let mut bytes = Vec::new();
+        s.read_to_end(&mut bytes).await.unwrap();
+        assert!(bytes.starts_with(b"SQLite format 3\0"));
+        // No copies left behind.
+        assert_eq!(
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().path().extension().map(|x| x == "tmp").unwrap_or(false))
+                .count(),
+            0
+        );
+
+        let good = dir.path().join("good.db");
+        std::fs::write(&good, &bytes).unwrap();
+        verify_and_strip(&good).unwrap();
+        let r = rusqlite::Connection::open(&good).unwrap();
+        assert_eq!(r.query_row("SELECT x FROM t", [], |r| r.get::<_, i64>(0)).unwrap(), 42);
+
+        let mut corrupt = bytes.clone();
+        corrupt[100] ^= 0xff;
+        let badp = dir.path().join("bad.db");
+        std::fs::write(&badp, &corrupt).unwrap();
+        assert!(verify_and_strip(&badp).unwrap_err().to_string().contains("checksum"));
+        std::fs::write(&badp, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(verify_and_strip(&badp).is_err());
+    }
+}
