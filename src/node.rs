@@ -105,6 +105,9 @@ pub fn raft_config(cfg: &Config) -> Result<openraft::Config, StartError> {
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.raft_snap),
         max_in_snapshot_log_to_keep: cfg.raft_snap / 4,
         max_payload_entries: 512,
+        // One snapshot chunk per RPC; the first read of a snapshot makes the copy, which for a
+        // large database takes longer than openraft's 200 ms default.
+        install_snapshot_timeout: 30_000,
         ..Default::default()
     };
     c.validate().map_err(|e| StartError::Raft(e.to_string()))

@@ -26,7 +26,7 @@ use crate::actors::readers::{Readers, Reopen};
 use crate::store::codec;
 use crate::store::command::Response;
 use crate::store::db::META_TABLE;
-use crate::store::snapshot_file::{verify_and_strip, SnapshotFile};
+use crate::store::snapshot_file::{remove_copies, verify_and_strip, SnapshotFile};
 
 const CURRENT: &str = "current.json";
 
@@ -82,12 +82,13 @@ impl SmAdapter {
                 std::fs::remove_file(&p)?;
             }
         }
+        remove_copies(&snap_dir, None);
         Ok(SmAdapter { applier, readers, db_path, snap_dir, stats })
     }
 
-    fn lazy_copy(&self) -> Box<SnapshotFile> {
+    fn lazy_copy(&self, key: &str) -> Box<SnapshotFile> {
         let made = Some(self.stats.num_snapshot_copies.clone());
-        Box::new(SnapshotFile::lazy(self.db_path.clone(), self.snap_dir.clone(), made))
+        Box::new(SnapshotFile::lazy(self.db_path.clone(), self.snap_dir.clone(), key.to_string(), made))
     }
 }
 
@@ -147,10 +148,19 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
         let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id: id };
         let dir = self.sm.snap_dir.clone();
         let m = meta.clone();
-        tokio::task::spawn_blocking(move || write_current(&dir, &m)).await.map_err(snap_err)?.map_err(snap_err)?;
+        tokio::task::spawn_blocking(move || {
+            write_current(&dir, &m)?;
+            // Copies made for an older snapshot are of no more use.
+            remove_copies(&dir, None);
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .map_err(snap_err)?
+        .map_err(snap_err)?;
         self.sm.stats.num_snapshots.fetch_add(1, Ordering::Relaxed);
         tracing::info!(snapshot = %meta.snapshot_id, "snapshot recorded (log may be compacted up to it)");
-        Ok(Snapshot { meta, snapshot: self.sm.lazy_copy() })
+        let data = self.sm.lazy_copy(&meta.snapshot_id);
+        Ok(Snapshot { meta, snapshot: data })
     }
 }
 
@@ -256,6 +266,9 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
             .await
             .map_err(|e| StorageIOError::read_snapshot(None, any_err(e)))?
             .map_err(|e| StorageIOError::read_snapshot(None, any_err(e)))?;
-        Ok(meta.map(|meta| Snapshot { meta, snapshot: self.lazy_copy() }))
+        Ok(meta.map(|meta| {
+            let data = self.lazy_copy(&meta.snapshot_id);
+            Snapshot { meta, snapshot: data }
+        }))
     }
 }

@@ -45,13 +45,28 @@ impl SnapshotFile {
         self.path.as_deref()
     }
 
-    /// A copy of `db` made in `dir` on first use; `made` counts the copies actually made.
-    pub fn lazy(db: PathBuf, dir: PathBuf, made: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>) -> Self {
+    /// A copy of `db` for snapshot `key`, made in `dir` on first use and kept there, so that an
+    /// interrupted or retried send of the same snapshot reuses it; `made` counts the copies made.
+    pub fn lazy(
+        db: PathBuf,
+        dir: PathBuf,
+        key: String,
+        made: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    ) -> Self {
         let fut = async move {
-            let f = tokio::task::spawn_blocking(move || make_copy(&db, &dir)).await.map_err(io::Error::other)??;
-            if let Some(m) = made {
-                m.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
+            let f = tokio::task::spawn_blocking(move || -> io::Result<std::fs::File> {
+                let path = copy_path(&dir, &key);
+                if let Ok(f) = std::fs::File::open(&path) {
+                    return Ok(f);
+                }
+                let f = make_copy(&db, &dir, &path)?;
+                if let Some(m) = made {
+                    m.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(f)
+            })
+            .await
+            .map_err(io::Error::other)??;
             Ok(tokio::fs::File::from_std(f))
         };
         SnapshotFile { state: State::Making { fut: Box::pin(fut), seek: None }, path: None }
@@ -149,9 +164,28 @@ impl AsyncSeek for SnapshotFile {
     }
 }
 
-/// Copy `db` consistently into a new file in `dir`, add the trailer, and return it opened for
-/// reading at offset 0. The file is unlinked at once: it lives as long as the handle.
-pub fn make_copy(db: &Path, dir: &Path) -> io::Result<std::fs::File> {
+/// Where the copy for snapshot `key` is kept.
+pub fn copy_path(dir: &Path, key: &str) -> PathBuf {
+    dir.join(format!("send-{key}.snap"))
+}
+
+/// Remove kept copies other than the one for `keep` (none if `None`).
+pub fn remove_copies(dir: &Path, keep: Option<&str>) {
+    let keep = keep.map(|k| copy_path(dir, k));
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with("send-") && name.ends_with(".snap") && Some(&p) != keep.as_ref() {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+/// Copy `db` consistently to `dest` (via a temp file in `dir`), add the trailer, and return it
+/// opened for reading at offset 0.
+pub fn make_copy(db: &Path, dir: &Path, dest: &Path) -> io::Result<std::fs::File> {
     let tmp = dir.join(format!("send-{}.tmp", rand::random::<u64>()));
     let r = (|| {
         backup_to(db, &tmp)?;
@@ -162,6 +196,7 @@ pub fn make_copy(db: &Path, dir: &Path) -> io::Result<std::fs::File> {
         trailer.extend_from_slice(&crc.to_le_bytes());
         trailer.extend_from_slice(&len.to_le_bytes());
         f.write_all(&trailer)?;
+        std::fs::rename(&tmp, dest)?;
         f.seek(SeekFrom::Start(0))?;
         Ok(f)
     })();
@@ -246,7 +281,7 @@ mod tests {
         let db = dir.path().join("db.sqlite");
         let c = rusqlite::Connection::open(&db).unwrap();
         c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES(42);").unwrap();
-        let mut s = SnapshotFile::lazy(db.clone(), dir.path().to_path_buf(), None);
+        let mut s = SnapshotFile::lazy(db.clone(), dir.path().to_path_buf(), "k".into(), None);
         s.seek(SeekFrom::Start(0)).await.unwrap();
         let mut bytes = Vec::new();
         s.read_to_end(&mut bytes).await.unwrap();

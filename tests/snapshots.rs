@@ -1,0 +1,124 @@
+//! Snapshots and log compaction through real processes: the log stays bounded, a node that joins
+//! after compaction installs exactly one snapshot, and a node killed while installing recovers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn count(n: &Node) -> Option<i64> {
+    n.local_rows("SELECT COUNT(*) FROM t")?.first()?.get(0)?.as_i64()
+}
+
+fn wait_count(n: &Node, want: i64) {
+    wait_for(&format!("node {} to hold {want} rows", n.id), Duration::from_secs(60), || {
+        (count(n)? == want).then_some(())
+    });
+}
+
+#[test]
+fn log_stays_bounded_across_50k_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = Node::start(&dir.path().join("data"), &["-raft-snap", "100"]);
+    n.execute(json!(["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"]));
+    let mut max_entries = 0u64;
+    let mut log_sizes = Vec::new();
+    // 50,000 inserted rows: 2,500 requests (log entries) of 20 statements.
+    for round in 0..2500 {
+        let stmts: Vec<Value> =
+            (0..20).map(|i| json!(["INSERT INTO t(v) VALUES(?)", format!("r{round}-{i}")])).collect();
+        let r = n.execute(Value::Array(stmts));
+        assert_eq!(r.status, 200);
+        if round % 250 == 249 {
+            let raft = &n.status()["store"]["raft"];
+            let live = raft["last_log_index"].as_u64().unwrap_or(0) - raft["purged_index"].as_u64().unwrap_or(0);
+            max_entries = max_entries.max(live);
+            log_sizes.push(raft["log_size"].as_u64().unwrap_or(0));
+        }
+    }
+    assert_eq!(n.rows("SELECT COUNT(*) FROM t"), vec![json!([50000])]);
+    let st = n.status();
+    println!(
+        "entries kept in the log at most {max_entries}; log file sizes {log_sizes:?}; {} snapshots",
+        st["store"]["num_snapshots"]
+    );
+    // -raft-snap 100 with a quarter kept after each compaction: never far above 125 entries.
+    assert!(max_entries <= 200, "log holds {max_entries} entries");
+    assert!(st["store"]["num_snapshots"].as_u64().unwrap_or(0) >= 20);
+    // The log file does not grow with the number of writes.
+    let (first, last) = (log_sizes[1], *log_sizes.last().unwrap_or(&0));
+    assert!(last <= first * 2 + (1 << 20), "log file grew from {first} to {last} bytes");
+}
+
+#[test]
+fn node_joining_after_compaction_installs_one_snapshot() {
+    let c = Cluster::start(3, &["-raft-snap", "50"]);
+    let l = c.wait_leader();
+    l.execute(json!(["CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)"]));
+    for i in 0..300 {
+        assert_eq!(l.execute(json!([["INSERT INTO t(v) VALUES(randomblob(?))", 1000 + i]])).status, 200);
+    }
+    wait_for("compaction", Duration::from_secs(30), || {
+        (l.status()["store"]["raft"]["purged_index"].as_u64()? > 100).then_some(())
+    });
+    let mut n4 = Node::new("4", &c.dir().join("n4"), "127.0.0.14", &["-raft-snap", "50", "-join", &l.raft]);
+    n4.spawn();
+    n4.wait_ready();
+    wait_count(&n4, 300);
+    let st = n4.status();
+    assert_eq!(st["store"]["num_restores"], 1, "{}", st["store"]);
+    assert_eq!(st["store"]["num_restores_failed"], 0);
+    // Its copy is identical to the leader's.
+    let digest = "SELECT COUNT(*), SUM(length(v)), SUM(id) FROM t";
+    assert_eq!(n4.local_rows(digest), l.local_rows(digest));
+    // And it follows new writes.
+    l.execute(json!(["INSERT INTO t(v) VALUES(x'00')"]));
+    wait_count(&n4, 301);
+}
+
+#[test]
+fn node_killed_while_installing_a_snapshot_recovers() {
+    let c = Cluster::start(3, &["-raft-snap", "20"]);
+    let l = c.wait_leader();
+    l.execute(json!(["CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)"]));
+    // About 40 MB, so that a snapshot takes a moment to stream.
+    for _ in 0..40 {
+        let r = l.execute(json!([
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 1000) INSERT INTO t(v) SELECT zeroblob(1000) || x FROM c"
+        ]));
+        assert_eq!(r.status, 200);
+    }
+    wait_for("compaction", Duration::from_secs(30), || {
+        (l.status()["store"]["raft"]["purged_index"].as_u64()? > 10).then_some(())
+    });
+    let dir = c.dir().join("n4");
+    let mut n4 = Node::new("4", &dir, "127.0.0.14", &["-join", &l.raft]);
+    n4.spawn();
+    // Kill it as soon as a snapshot starts arriving (or, if it was too quick, right after).
+    let snaps = dir.join("snapshots");
+    let caught = wait_for("a snapshot to start arriving", Duration::from_secs(30), || {
+        let incoming =
+            std::fs::read_dir(&snaps).ok()?.flatten().any(|e| e.file_name().to_string_lossy().starts_with("incoming-"));
+        if incoming {
+            return Some(true);
+        }
+        (count(&n4) == Some(40_000)).then_some(false)
+    });
+    n4.kill();
+    println!("killed {} the snapshot install", if caught { "during" } else { "after" });
+    n4.spawn();
+    n4.wait_ready();
+    wait_count(&n4, 40_000);
+    let digest = "SELECT COUNT(*), SUM(length(v)) FROM t";
+    assert_eq!(n4.local_rows(digest), l.local_rows(digest));
+    // No temp files are left behind.
+    wait_for("temp files removed", Duration::from_secs(10), || {
+        let left = std::fs::read_dir(&snaps)
+            .ok()?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .count();
+        (left == 0).then_some(())
+    });
+}
