@@ -194,6 +194,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let io = |source| StartError::DataDir { path: dir.display().to_string(), source };
     std::fs::create_dir_all(dir.join("raft")).map_err(io)?;
     check_identity(&dir, &cfg.node_id)?;
+    crate::http::backup::clean_scratch(&dir);
 
     let bind = |a: &str| {
         http::resolve(a)
@@ -224,6 +225,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     stats.replay_bound.store(last_log, Ordering::Relaxed);
     let (p, s, fk) = (db_path.clone(), stats.clone(), cfg.fk);
     let applier = Supervisor::start(move |_| Applier::new(p, fk, s));
+    let applier_addr = applier.clone();
     let (applied, _) = applier
         .send(AppliedState)
         .await
@@ -281,6 +283,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let consensus = Supervisor::start(move |_| Consensus::new(r, apply_timeout));
     let core = Core {
         consensus,
+        applier: applier_addr,
         readers,
         log_store,
         raft: raft.clone(),

@@ -89,6 +89,8 @@ fn value_types_round_trip() {
 fn statement_errors_transactions_and_returning() {
     let (_d, n) = node();
     n.execute(json!(["CREATE TABLE t (id INTEGER PRIMARY KEY, x INTEGER NOT NULL)"]));
+    let r = n.execute(json!(["SELEC 1"]));
+    assert_eq!(r.body, r#"{"results":[{"error":"near \"SELEC\": syntax error"}]}"#);
     let r = n.execute(json!(["INSERT INTO nope VALUES(1)", "INSERT INTO t(x) VALUES(1)"]));
     assert_eq!(r.body, r#"{"results":[{"error":"no such table: nope"},{"last_insert_id":1,"rows_affected":1}]}"#);
     // With ?transaction the first error rolls everything back and stops.

@@ -98,6 +98,18 @@ pub struct AppliedState;
 #[rtype(result = "Result<(Option<LogId>, StoredMembership), Fault>")]
 pub struct Compact;
 
+/// `/boot`: make the database at this path the live one, bypassing the log; it keeps the current
+/// applied index and membership. Returns the size adopted.
+#[derive(Message)]
+#[rtype(result = "Result<(), Fault>")]
+pub struct Adopt(pub PathBuf);
+
+/// Checkpoint the WAL (`TRUNCATE`: reset it to zero bytes when no reader needs it). Returns
+/// SQLite's (busy, log frames, checkpointed frames).
+#[derive(Message)]
+#[rtype(result = "Result<(i64, i64, i64), Fault>")]
+pub struct Checkpoint;
+
 /// Replace the database with a verified snapshot copy and reopen.
 #[derive(Message)]
 #[rtype(result = "Result<(), Fault>")]
@@ -154,6 +166,16 @@ fn apply_pass(
                     Command::Execute { stmts, opts, seed } => (stmts, opts, seed, Mode::Write),
                     Command::Query { stmts, opts, seed } => (stmts, opts, seed, Mode::Query),
                     Command::Request { stmts, opts, seed } => (stmts, opts, seed, Mode::Request),
+                    // `apply_entries` hands loads to `load_image`, never to a batch.
+                    Command::Load { .. } => {
+                        out.push(Response {
+                            raft_index: index,
+                            error: Some("load inside a batch".into()),
+                            ..Default::default()
+                        });
+                        last = Some(e.log_id);
+                        continue;
+                    }
                 };
                 db.seed(seed ^ index);
                 let skip: Vec<usize> = timed_out.iter().filter(|(p, _)| *p == pos).map(|(_, s)| *s).collect();
@@ -173,12 +195,103 @@ fn storage_error(msg: &str) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(msg.into())
 }
 
+fn is_load(e: &Entry) -> bool {
+    matches!(&e.payload, EntryPayload::Normal(Command::Load { .. }))
+}
+
+/// Apply committed entries: runs of ordinary entries as one transaction each, and each database
+/// load on its own (it replaces the whole database).
 fn apply_entries(
+    c: &mut rusqlite::Connection,
+    hooks: &Hooks,
+    entries: Vec<Entry>,
+    stats: &ApplierStats,
+) -> rusqlite::Result<Vec<Response>> {
+    if !entries.iter().any(is_load) {
+        return apply_batch(c, hooks, entries, stats);
+    }
+    let mut out = Vec::with_capacity(entries.len());
+    let mut run = Vec::new();
+    for e in entries {
+        if is_load(&e) {
+            out.extend(apply_batch(c, hooks, std::mem::take(&mut run), stats)?);
+            out.push(load_image(c, hooks, e, stats)?);
+        } else {
+            run.push(e);
+        }
+    }
+    out.extend(apply_batch(c, hooks, run, stats)?);
+    Ok(out)
+}
+
+/// Replace the whole database with a loaded image, atomically: the image is checked, brought to
+/// this database's page size, given this entry's applied index and the current membership, and
+/// copied in with the backup API (one write transaction). An invalid image changes nothing but
+/// the applied index, and the response says why.
+fn load_image(
+    c: &mut rusqlite::Connection,
+    hooks: &Hooks,
+    e: Entry,
+    stats: &ApplierStats,
+) -> rusqlite::Result<Response> {
+    let index = e.log_id.index;
+    let (applied, membership) = read_state(&Db::new(c, hooks))?;
+    if Some(e.log_id) <= applied {
+        stats.reapplied_skipped.fetch_add(1, Ordering::Relaxed);
+        return Ok(Response { raft_index: index, ..Default::default() });
+    }
+    let EntryPayload::Normal(Command::Load { image }) = e.payload else {
+        return Ok(Response { raft_index: index, ..Default::default() });
+    };
+    let enc = |r: Result<Vec<u8>, codec::CodecError>| r.map_err(|e| storage_error(&e.to_string()));
+    let applied_now = enc(codec::encode(&Some(e.log_id)))?;
+    let members = enc(codec::encode(&membership))?;
+    let db_path = c.path().map(std::path::PathBuf::from).unwrap_or_default();
+    let tmp = db_path.with_extension("sqlite.loading");
+    let page_size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let prepared = std::fs::write(&tmp, &image).map_err(|e| e.to_string()).and_then(|_| {
+        crate::store::dump::prepare_image(
+            &tmp,
+            page_size,
+            &[(KEY_APPLIED, applied_now.clone()), (KEY_MEMBERSHIP, members.clone())],
+        )
+    });
+    let resp = match prepared {
+        Ok(()) => {
+            let src = rusqlite::Connection::open(&tmp)?;
+            let b = rusqlite::backup::Backup::new(&src, c)?;
+            loop {
+                match b.step(-1)? {
+                    rusqlite::backup::StepResult::Done => break,
+                    _ => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+            tracing::info!(index, bytes = image.len(), "database replaced by a loaded image");
+            Response { raft_index: index, ..Default::default() }
+        }
+        Err(msg) => {
+            let db = Db::new(c, hooks);
+            db.internal(|c| c.execute_batch("BEGIN IMMEDIATE"))?;
+            db.meta_put(KEY_APPLIED, &applied_now)?;
+            db.internal(|c| c.execute_batch("COMMIT"))?;
+            Response { raft_index: index, error: Some(msg), ..Default::default() }
+        }
+    };
+    let _ = std::fs::remove_file(&tmp);
+    stats.applied_since_start.fetch_add(1, Ordering::Relaxed);
+    stats.applied_index.store(index, Ordering::Relaxed);
+    Ok(resp)
+}
+
+fn apply_batch(
     c: &rusqlite::Connection,
     hooks: &Hooks,
     entries: Vec<Entry>,
     stats: &ApplierStats,
 ) -> rusqlite::Result<Vec<Response>> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
     let db = Db::new(c, hooks);
     let (applied, membership) = read_state(&db)?;
     let changes_at_start = db.reported_changes();
@@ -264,6 +377,41 @@ impl Handler<AppliedState> for Applier {
     type Result = AtomicResponse<Self, Result<(Option<LogId>, StoredMembership), Fault>>;
     fn handle(&mut self, _msg: AppliedState, _ctx: &mut Context<Self>) -> Self::Result {
         with_conn!(self, _ctx, move |c: &mut rusqlite::Connection, h: &Hooks| read_state(&Db::new(c, h)))
+    }
+}
+
+impl Handler<Adopt> for Applier {
+    type Result = AtomicResponse<Self, Result<(), Fault>>;
+    fn handle(&mut self, msg: Adopt, _ctx: &mut Context<Self>) -> Self::Result {
+        with_conn!(self, _ctx, move |c: &mut rusqlite::Connection, h: &Hooks| {
+            let (applied, membership) = read_state(&Db::new(c, h))?;
+            let enc = |r: Result<Vec<u8>, codec::CodecError>| r.map_err(|e| storage_error(&e.to_string()));
+            let meta =
+                [(KEY_APPLIED, enc(codec::encode(&applied))?), (KEY_MEMBERSHIP, enc(codec::encode(&membership))?)];
+            let page_size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            crate::store::dump::prepare_image(&msg.0, page_size, &meta).map_err(|e| storage_error(&e))?;
+            let src = rusqlite::Connection::open(&msg.0)?;
+            let b = rusqlite::backup::Backup::new(&src, c)?;
+            loop {
+                match b.step(4096)? {
+                    rusqlite::backup::StepResult::Done => break,
+                    rusqlite::backup::StepResult::More => {}
+                    _ => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+            Ok::<_, rusqlite::Error>(())
+        })
+    }
+}
+
+impl Handler<Checkpoint> for Applier {
+    type Result = AtomicResponse<Self, Result<(i64, i64, i64), Fault>>;
+    fn handle(&mut self, _msg: Checkpoint, _ctx: &mut Context<Self>) -> Self::Result {
+        with_conn!(self, _ctx, move |c: &mut rusqlite::Connection, h: &Hooks| {
+            Db::new(c, h).internal(|c| {
+                c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            })
+        })
     }
 }
 

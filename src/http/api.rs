@@ -49,7 +49,7 @@ fn respond(
     r
 }
 
-fn empty(state: &AppState, code: StatusCode) -> Response {
+pub(crate) fn empty(state: &AppState, code: StatusCode) -> Response {
     respond(state, code, None, Vec::new())
 }
 
@@ -58,7 +58,7 @@ pub(crate) fn text(state: &AppState, code: StatusCode, msg: &str) -> Response {
     respond(state, code, Some("text/plain; charset=utf-8"), format!("{msg}\n"))
 }
 
-fn json(state: &AppState, j: &J, pretty: bool) -> Response {
+pub(crate) fn json(state: &AppState, j: &J, pretty: bool) -> Response {
     let mut r = respond(state, StatusCode::OK, Some("application/json; charset=utf-8"), j.encode(pretty));
     if let Ok(v) = http::HeaderValue::from_str(&state.cfg.http_adv_addr) {
         r.headers_mut().insert("X-RQLITE-SERVED-BY", v);
@@ -177,11 +177,17 @@ async fn route<B: Buf + Send>(
         (is(&get_post), "leader")
     } else if prefix(p, "/remove") {
         (is(&[Method::DELETE]), "remove")
-    } else if prefix(p, "/db/backup")
-        || prefix(p, "/db/load")
-        || prefix(p, "/debug/")
-        || matches!(p, "/boot" | "/snapshot" | "/reap" | "/licenses")
-    {
+    } else if prefix(p, "/db/backup") {
+        (is(&[Method::GET]), "backup")
+    } else if prefix(p, "/db/load") {
+        (is(&[Method::POST]), "load")
+    } else if p == "/boot" {
+        (is(&[Method::POST]), "boot")
+    } else if p == "/snapshot" {
+        (is(&[Method::POST]), "snapshot")
+    } else if p == "/reap" {
+        (is(&[Method::POST]), "reap")
+    } else if prefix(p, "/debug/") || p == "/licenses" {
         (true, "later")
     } else {
         return empty(&state, StatusCode::NOT_FOUND);
@@ -189,8 +195,11 @@ async fn route<B: Buf + Send>(
     if !allowed {
         return empty(&state, StatusCode::METHOD_NOT_ALLOWED);
     }
+    if kind == "boot" {
+        return super::backup::boot(&state, body).await;
+    }
     let body = match kind {
-        "execute" | "query" | "request" | "sql" | "remove" | "leader" => {
+        "execute" | "query" | "request" | "sql" | "remove" | "leader" | "load" => {
             match read_body(&headers, body, state.cfg.max_body_bytes).await {
                 Ok(b) => b,
                 Err(StatusCode::PAYLOAD_TOO_LARGE) => {
@@ -214,6 +223,10 @@ async fn route<B: Buf + Send>(
         "nodes" => return status::nodes(&state, &params).await.map_or_else(|r| r, |j| json(&state, &j, params.pretty)),
         "leader" => return leader(&state, &params, &fwd).await,
         "remove" => return remove(&state, &params, &fwd).await,
+        "backup" => return super::backup::backup(&state, &params, &fwd).await,
+        "load" => return super::backup::load(&state, &params, &fwd).await,
+        "snapshot" => return super::backup::snapshot(&state, &params).await,
+        "reap" => return super::backup::reap(&state, &params).await,
         "later" => {
             return text(
                 &state,
@@ -313,11 +326,11 @@ fn core(state: &AppState) -> Result<&Core, Response> {
 
 /// The original request, kept so a follower can forward it to the leader unchanged.
 pub(crate) struct Fwd {
-    method: Method,
-    path: String,
-    query: String,
-    headers: HeaderMap,
-    body: Vec<u8>,
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) query: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
 }
 
 /// Marks a request a follower forwarded, so it is never forwarded twice.
@@ -326,7 +339,7 @@ const FORWARDED: &str = "X-Raftlite-Forwarded";
 /// Answer for a leader-only request on a node that is not the leader: 301 to the leader with
 /// `redirect`, otherwise forward it to the leader (with the client's credentials) and relay the
 /// answer; `503 leader not found` when there is none.
-async fn not_leader(state: &AppState, p: &Params, leader: Option<NodeInfo>, fwd: &Fwd) -> Response {
+pub(crate) async fn not_leader(state: &AppState, p: &Params, leader: Option<NodeInfo>, fwd: &Fwd) -> Response {
     let Some(l) = leader else {
         return text(state, StatusCode::SERVICE_UNAVAILABLE, "leader not found");
     };

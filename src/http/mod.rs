@@ -7,6 +7,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod backup;
 pub mod internode;
 pub mod render;
 pub mod request;
@@ -36,6 +37,7 @@ pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
 /// The parts of a node that exist once the store is open.
 pub struct Core {
     pub consensus: Addr<Consensus>,
+    pub applier: Addr<crate::actors::applier::Applier>,
     pub readers: Addr<Readers>,
     pub log_store: Addr<LogStore>,
     pub raft: Raft,

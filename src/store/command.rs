@@ -56,6 +56,8 @@ pub enum Command {
     Query { stmts: Vec<Statement>, opts: ExecOptions, seed: u64 },
     /// A mixed `/db/request` with at least one write: each statement classified at apply time.
     Request { stmts: Vec<Statement>, opts: ExecOptions, seed: u64 },
+    /// `/db/load` of a database image: replaces the database on every node.
+    Load { image: Vec<u8> },
 }
 
 /// What one statement produced.

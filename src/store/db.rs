@@ -415,6 +415,8 @@ pub fn sqlite_message(e: &rusqlite::Error) -> String {
             }
         }
         rusqlite::Error::SqliteFailure(f, None) => f.to_string(),
+        // Syntax errors: SQLite's message, without rusqlite's "in <sql> at offset N".
+        rusqlite::Error::SqlInputError { msg, .. } => msg.clone(),
         other => other.to_string(),
     }
 }

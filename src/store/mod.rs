@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod command;
 pub mod db;
+pub mod dump;
 pub mod log_db;
 pub mod snapshot_file;
 pub mod sql;

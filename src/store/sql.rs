@@ -381,6 +381,53 @@ pub fn forbidden(sql: &str) -> Option<&'static str> {
     None
 }
 
+/// Split SQL text into its statements at top-level semicolons (not inside strings, identifiers,
+/// comments or trigger bodies). Blank pieces are dropped.
+pub fn split_statements(sql: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    // A CREATE TRIGGER body holds semicolons up to its END.
+    let mut in_trigger = false;
+    let mut begin_depth = 0usize;
+    let toks = tokenize(sql);
+    let mut first_words: Vec<String> = Vec::new();
+    for t in &toks {
+        match t.kind {
+            Tok::Word => {
+                let w = text(sql, t).to_ascii_uppercase();
+                if first_words.len() < 3 {
+                    first_words.push(w.clone());
+                    if first_words.iter().any(|x| x == "TRIGGER") && first_words[0] == "CREATE" {
+                        in_trigger = true;
+                    }
+                }
+                if in_trigger && (w == "BEGIN" || w == "CASE") {
+                    begin_depth += 1;
+                } else if in_trigger && w == "END" {
+                    begin_depth = begin_depth.saturating_sub(1);
+                    if begin_depth == 0 {
+                        in_trigger = false;
+                    }
+                }
+            }
+            Tok::Punct(b';') if !in_trigger => {
+                let piece = &sql[start..t.start];
+                if !is_blank(piece) {
+                    out.push(piece.trim());
+                }
+                start = t.end;
+                first_words.clear();
+            }
+            _ => {}
+        }
+    }
+    let piece = &sql[start..];
+    if !is_blank(piece) {
+        out.push(piece.trim());
+    }
+    out
+}
+
 /// True if the SQL is only whitespace and comments.
 pub fn is_blank(sql: &str) -> bool {
     significant(sql).is_empty()
@@ -464,6 +511,16 @@ mod tests {
         assert!(forbidden("SELECT 1; ATTACH 'x' AS y").is_some());
         assert!(forbidden("VACUUM").is_none());
         assert!(forbidden("SELECT 'attach'").is_none());
+    }
+
+    #[test]
+    fn splitting() {
+        assert_eq!(split_statements("a; b;; 'x;y'; c"), vec!["a", "b", "'x;y'", "c"]);
+        let trig = "CREATE TRIGGER tr AFTER INSERT ON t BEGIN UPDATE t SET x=1; DELETE FROM u; END; SELECT 1";
+        assert_eq!(
+            split_statements(trig),
+            vec!["CREATE TRIGGER tr AFTER INSERT ON t BEGIN UPDATE t SET x=1; DELETE FROM u; END", "SELECT 1"]
+        );
     }
 
     #[test]

@@ -1,0 +1,331 @@
+//! `/db/backup`, `/db/load`, `/boot`, `/snapshot` and `/reap` (spec §10, §15).
+//!
+//! Backups are consistent copies made with SQLite's backup API from a read-only connection (or a
+//! dump from one read transaction), written to a temp file in the data directory and streamed from
+//! it, so neither writes nor memory depend on the size of the database. Loads of a database image
+//! go through Raft and replace the database on every node; SQL dumps run as one transaction.
+//! `/boot` streams a large file to disk and adopts it on a single-node cluster, bypassing the log.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Buf;
+use futures::StreamExt;
+use http::StatusCode;
+use warp::reply::{Reply, Response};
+
+use super::api::{self, BodyStream, Fwd};
+use super::request::Params;
+use super::{AppState, Core};
+use crate::actors::applier::{Adopt, Checkpoint};
+use crate::actors::consensus::{Propose, ProposeError};
+use crate::store::command::{Command, ExecOptions, Statement};
+use crate::store::dump;
+use crate::store::snapshot_file::backup_to;
+
+/// A temp file in the data directory, removed when dropped.
+struct Temp(PathBuf);
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn temp(state: &AppState, what: &str) -> Temp {
+    Temp(state.cfg.data_dir.join(format!("raftlite-{what}-{}.tmp", rand::random::<u64>())))
+}
+
+/// Remove scratch files an interrupted backup, load or boot left behind (at start).
+pub fn clean_scratch(data_dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(data_dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with("raftlite-") && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_file(data_dir.join("db.sqlite.loading"));
+}
+
+/// Stream a file as the response body. The file is opened, then unlinked by the caller's `Temp`:
+/// the open handle keeps the bytes until the stream ends.
+async fn stream_file(path: &Path, content_type: &'static str) -> Result<Response, String> {
+    let f = tokio::fs::File::open(path).await.map_err(|e| e.to_string())?;
+    let len = f.metadata().await.map_err(|e| e.to_string())?.len();
+    let mut r = warp::reply::stream(tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024)).into_response();
+    let h = r.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    if let Ok(v) = http::HeaderValue::from_str(&len.to_string()) {
+        h.insert(http::header::CONTENT_LENGTH, v);
+    }
+    h.insert("X-RQLITE-VERSION", http::HeaderValue::from_static(super::VERSION));
+    Ok(r)
+}
+
+fn gzip(src: &Path, dst: &Path) -> std::io::Result<()> {
+    let mut input = std::io::BufReader::new(std::fs::File::open(src)?);
+    let out = std::fs::File::create(dst)?;
+    let mut enc = flate2::write::GzEncoder::new(std::io::BufWriter::new(out), flate2::Compression::fast());
+    std::io::copy(&mut input, &mut enc)?;
+    enc.finish()?.into_inner().map_err(|e| e.into_error())?.sync_all()
+}
+
+fn is_leader(core: &Core) -> bool {
+    core.raft.metrics().borrow().current_leader == Some(core.node_id)
+}
+
+fn leader_node(core: &Core) -> Option<crate::raft::NodeInfo> {
+    let m = core.raft.metrics().borrow().clone();
+    m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned())
+}
+
+/// `GET /db/backup`: `fmt=binary` (default), `delete`, `sql` (with `tables`); `compress`, `vacuum`.
+pub(crate) async fn backup(state: &AppState, p: &Params, fwd: &Fwd) -> Response {
+    let Some(core) = state.core.get() else {
+        return api::text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
+    };
+    if !p.noleader && !is_leader(core) {
+        return api::not_leader(state, p, leader_node(core), fwd).await;
+    }
+    let fmt = p.get("fmt").unwrap_or("binary").to_ascii_lowercase();
+    let fmt = if fmt == "sql" || fmt == "delete" { fmt } else { "binary".to_string() };
+    if p.has("vacuum") && fmt != "binary" {
+        return api::text(state, StatusCode::BAD_REQUEST, "vacuum is only supported with the binary format");
+    }
+    let tables: Option<Vec<String>> =
+        p.get("tables").map(|t| t.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect());
+    let out = temp(state, "backup");
+    let db = core.db_path.clone();
+    let (o, vacuum, f2) = (out.0.clone(), p.has("vacuum"), fmt.clone());
+    let started = Instant::now();
+    let made = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        if f2 == "sql" {
+            let c = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| e.to_string())?;
+            let mut w = std::io::BufWriter::new(std::fs::File::create(&o).map_err(|e| e.to_string())?);
+            dump::dump(&c, tables.as_deref(), &mut w)?;
+            std::io::Write::flush(&mut w).map_err(|e| e.to_string())?;
+            return Ok(());
+        }
+        backup_to(&db, &o).map_err(|e| e.to_string())?;
+        let c = rusqlite::Connection::open(&o).map_err(|e| e.to_string())?;
+        let mut sql = format!("DROP TABLE IF EXISTS {};", crate::store::db::META_TABLE);
+        if vacuum {
+            sql.push_str("VACUUM;");
+        }
+        if f2 == "delete" {
+            sql.push_str("PRAGMA journal_mode=DELETE;");
+        }
+        c.execute_batch(&sql).map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    if let Err(e) = made {
+        return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &format!("backup failed: {e}"));
+    }
+    let (path, _gz) = if p.has("compress") {
+        let gz = temp(state, "backup-gz");
+        let (a, b) = (out.0.clone(), gz.0.clone());
+        match tokio::task::spawn_blocking(move || gzip(&a, &b)).await {
+            Ok(Ok(())) => (gz.0.clone(), Some(gz)),
+            Ok(Err(e)) => return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &format!("compress: {e}")),
+            Err(e) => return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &format!("compress: {e}")),
+        }
+    } else {
+        (out.0.clone(), None)
+    };
+    let ct = if fmt == "sql" && !p.has("compress") { "application/sql" } else { "application/octet-stream" };
+    let r = stream_file(&path, ct).await;
+    tracing::info!(fmt = %fmt, took = ?started.elapsed(), "backup served");
+    r.unwrap_or_else(|e| api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &e))
+}
+
+/// `POST /db/load`: a database image (through Raft, replacing the database everywhere) or a SQL
+/// dump (one transaction; all or nothing).
+pub(crate) async fn load(state: &AppState, p: &Params, fwd: &Fwd) -> Response {
+    let Some(core) = state.core.get() else {
+        return api::text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
+    };
+    if !is_leader(core) {
+        return api::not_leader(state, p, leader_node(core), fwd).await;
+    }
+    let started = Instant::now();
+    let body = &fwd.body;
+    if dump::is_sqlite_image(body) {
+        // Check it here, so that a bad image is a 400 and never reaches the log.
+        let t = temp(state, "load-check");
+        let (path, image) = (t.0.clone(), body.clone());
+        let checked = tokio::task::spawn_blocking(move || {
+            std::fs::write(&path, &image).map_err(|e| e.to_string())?;
+            dump::prepare_image(&path, 4096, &[])
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        drop(t);
+        if let Err(e) = checked {
+            return api::text(state, StatusCode::BAD_REQUEST, &e);
+        }
+        let cmd = Command::Load { image: body.clone() };
+        return match core.consensus.send(Propose(cmd)).await {
+            Ok(Ok(resp)) => {
+                let mut env = super::render::envelope(&[], resp.error.as_deref(), None, None, Default::default());
+                if p.timings {
+                    env.put("time", super::render::J::Float(started.elapsed().as_secs_f64()));
+                }
+                api::json(state, &env, p.pretty)
+            }
+            Ok(Err(ProposeError::NotLeader { leader })) => api::not_leader(state, p, leader, fwd).await,
+            Ok(Err(e)) => api::text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+            Err(e) => api::text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        };
+    }
+    let Ok(text) = std::str::from_utf8(body) else {
+        return api::text(state, StatusCode::BAD_REQUEST, "load body is neither a SQLite database nor UTF-8 SQL text");
+    };
+    let sql = dump::strip_transaction_statements(text);
+    let cmd = Command::Execute {
+        stmts: vec![Statement::new(sql)],
+        opts: ExecOptions { transaction: true, ..Default::default() },
+        seed: rand::random(),
+    };
+    match core.consensus.send(Propose(cmd)).await {
+        Ok(Ok(resp)) => {
+            let shape = super::render::Shape { timings: p.timings, ..Default::default() };
+            let time = p.timings.then(|| started.elapsed().as_secs_f64());
+            api::json(
+                state,
+                &super::render::envelope(&resp.results, resp.error.as_deref(), time, None, shape),
+                p.pretty,
+            )
+        }
+        Ok(Err(ProposeError::NotLeader { leader })) => api::not_leader(state, p, leader, fwd).await,
+        Ok(Err(e)) => api::text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e) => api::text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+/// Largest `/boot` upload (streamed to disk, never held in memory).
+const MAX_BOOT_BYTES: u64 = 1 << 40;
+
+/// `POST /boot`: stream a SQLite file to disk and make it the database of a single-node cluster.
+pub async fn boot<B: Buf + Send>(state: &AppState, body: BodyStream<B>) -> Response {
+    let Some(core) = state.core.get() else {
+        return api::text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
+    };
+    let m = core.raft.metrics().borrow().clone();
+    if m.current_leader != Some(core.node_id) {
+        return api::text(state, StatusCode::SERVICE_UNAVAILABLE, "not leader");
+    }
+    if m.membership_config.membership().nodes().count() != 1 {
+        return api::text(state, StatusCode::SERVICE_UNAVAILABLE, "not single-node");
+    }
+    let started = Instant::now();
+    let t = temp(state, "boot");
+    let written = match write_stream(&t.0, body, MAX_BOOT_BYTES).await {
+        Ok(n) => n,
+        Err(e) => return api::text(state, StatusCode::BAD_REQUEST, &e),
+    };
+    let mut head = [0u8; 16];
+    let ok_head = std::fs::File::open(&t.0).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head)).is_ok();
+    if !ok_head || !dump::is_sqlite_image(&head) {
+        return api::text(state, StatusCode::BAD_REQUEST, "invalid SQLite data");
+    }
+    match core.applier.send(Adopt(t.0.clone())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let msg = e.to_string();
+            let code = if msg.contains("invalid SQLite data") {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            return api::text(state, code, &msg);
+        }
+        Err(e) => return api::text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+    // A no-op through the log marks the new state, and a snapshot records it.
+    let noop = Command::Execute { stmts: Vec::new(), opts: ExecOptions::default(), seed: 0 };
+    let _ = core.consensus.send(Propose(noop)).await;
+    let _ = core.raft.trigger().snapshot().await;
+    tracing::info!(bytes = written, took = ?started.elapsed(), "booted from an uploaded database");
+    api::empty(state, StatusCode::OK)
+}
+
+async fn write_stream<B: Buf + Send>(path: &Path, mut body: BodyStream<B>, cap: u64) -> Result<u64, String> {
+    use tokio::io::AsyncWriteExt;
+    let mut f = tokio::fs::File::create(path).await.map_err(|e| e.to_string())?;
+    let mut n = 0u64;
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| format!("cannot read request body: {e}"))?;
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            n += part.len() as u64;
+            if n > cap {
+                return Err("upload too large".into());
+            }
+            f.write_all(part).await.map_err(|e| e.to_string())?;
+            let k = part.len();
+            chunk.advance(k);
+        }
+    }
+    f.sync_all().await.map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
+/// `POST /snapshot`: compact now; `trailing_logs=N` keeps N entries of log. 204 when there is
+/// nothing new since the last snapshot.
+pub async fn snapshot(state: &AppState, p: &Params) -> Response {
+    let Some(core) = state.core.get() else {
+        return api::text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
+    };
+    core.snap_stats.user_snapshots.fetch_add(1, Ordering::Relaxed);
+    let m = core.raft.metrics().borrow().clone();
+    let applied = m.last_applied.map(|l| l.index);
+    if applied.is_none() || m.snapshot.map(|s| s.index) == applied {
+        return api::empty(state, StatusCode::NO_CONTENT);
+    }
+    if let Err(e) = core.raft.trigger().snapshot().await {
+        return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+    }
+    let target = applied.unwrap_or(0);
+    let done = core
+        .raft
+        .wait(Some(Duration::from_secs(60)))
+        .metrics(|m| m.snapshot.map(|s| s.index >= target).unwrap_or(false), "snapshot")
+        .await;
+    if let Err(e) = done {
+        return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+    }
+    if let Some(keep) = p.get("trailing_logs").and_then(|t| t.parse::<u64>().ok()) {
+        if let Err(e) = core.raft.trigger().purge_log(target.saturating_sub(keep)).await {
+            return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+        }
+    }
+    api::empty(state, StatusCode::OK)
+}
+
+/// `POST /reap`: tidy the snapshot store (raftlite keeps one recorded position and copies only
+/// while they are sent) and checkpoint the WAL into the database.
+pub async fn reap(state: &AppState, p: &Params) -> Response {
+    let Some(core) = state.core.get() else {
+        return api::text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
+    };
+    core.snap_stats.user_reaps.fetch_add(1, Ordering::Relaxed);
+    let dir = state.cfg.data_dir.join("snapshots");
+    let before = std::fs::read_dir(&dir).map(|r| r.count()).unwrap_or(0);
+    crate::store::snapshot_file::remove_copies(&dir, None);
+    let reaped = before.saturating_sub(std::fs::read_dir(&dir).map(|r| r.count()).unwrap_or(0));
+    let wals = match core.applier.send(Checkpoint).await {
+        Ok(Ok((_, frames, _))) if frames > 0 => 1,
+        Ok(Ok(_)) => 0,
+        Ok(Err(e)) => return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => return api::text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
+    let mut o = super::render::J::obj();
+    o.put("snapshots_reaped", super::render::J::Int(reaped as i64));
+    o.put("wals_checkpointed", super::render::J::Int(wals));
+    api::json(state, &o, p.pretty)
+}
