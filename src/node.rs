@@ -16,6 +16,7 @@ use crate::actors::http_front::HttpFront;
 use crate::actors::log_store::LogStore;
 use crate::actors::membership::{ClusterStats, Membership};
 use crate::actors::readers::Readers;
+use crate::actors::snapshotter::Snapshotter;
 use crate::cluster::client::{bind_ip, Peers};
 use crate::cluster::{join, JoinRequest};
 use crate::config::Config;
@@ -102,7 +103,8 @@ pub fn raft_config(cfg: &Config) -> Result<openraft::Config, StartError> {
         heartbeat_interval: (hb / 10).clamp(5, el / 4),
         election_timeout_min: el / 2,
         election_timeout_max: el,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.raft_snap),
+        // The Snapshotter actor decides when (entries, WAL size, every -raft-snap-int).
+        snapshot_policy: openraft::SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: cfg.raft_snap / 4,
         max_payload_entries: 512,
         // One snapshot chunk per RPC; the first read of a snapshot makes the copy, which for a
@@ -278,6 +280,9 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let cluster_stats = Arc::new(ClusterStats::default());
     let (r, m, cs, expect) = (raft.clone(), me.clone(), cluster_stats.clone(), cfg.bootstrap_expect);
     let membership = Supervisor::start(move |_| Membership::new(r, node_id, m, expect, cs));
+    let (r, wal, every, max_e, max_w) =
+        (raft.clone(), db_path.with_extension("sqlite-wal"), cfg.raft_snap_int, cfg.raft_snap, cfg.raft_snap_wal_size);
+    let snapshotter = Supervisor::start(move |_| Snapshotter::new(r, wal, every, max_e, max_w));
     let r = raft.clone();
     let apply_timeout = cfg.raft_apply_timeout;
     let consensus = Supervisor::start(move |_| Consensus::new(r, apply_timeout));
@@ -295,6 +300,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         peers: peers.clone(),
         cluster_stats,
         snap_stats,
+        snapshotter,
     };
     if state.core.set(core).is_err() {
         return Err(StartError::Raft("store opened twice".into()));

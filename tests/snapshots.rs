@@ -20,7 +20,7 @@ fn wait_count(n: &Node, want: i64) {
 #[test]
 fn log_stays_bounded_across_50k_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let n = Node::start(&dir.path().join("data"), &["-raft-snap", "100"]);
+    let n = Node::start(&dir.path().join("data"), &["-raft-snap", "100", "-raft-snap-int", "100ms"]);
     n.execute(json!(["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"]));
     let mut max_entries = 0u64;
     let mut log_sizes = Vec::new();
@@ -53,7 +53,7 @@ fn log_stays_bounded_across_50k_writes() {
 
 #[test]
 fn node_joining_after_compaction_installs_one_snapshot() {
-    let c = Cluster::start(3, &["-raft-snap", "50"]);
+    let c = Cluster::start(3, &["-raft-snap", "50", "-raft-snap-int", "100ms"]);
     let l = c.wait_leader();
     l.execute(json!(["CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)"]));
     for i in 0..300 {
@@ -62,7 +62,12 @@ fn node_joining_after_compaction_installs_one_snapshot() {
     wait_for("compaction", Duration::from_secs(30), || {
         (l.status()["store"]["raft"]["purged_index"].as_u64()? > 100).then_some(())
     });
-    let mut n4 = Node::new("4", &c.dir().join("n4"), "127.0.0.14", &["-raft-snap", "50", "-join", &l.raft]);
+    let mut n4 = Node::new(
+        "4",
+        &c.dir().join("n4"),
+        "127.0.0.14",
+        &["-raft-snap", "50", "-raft-snap-int", "100ms", "-join", &l.raft],
+    );
     n4.spawn();
     n4.wait_ready();
     wait_count(&n4, 300);
@@ -79,7 +84,7 @@ fn node_joining_after_compaction_installs_one_snapshot() {
 
 #[test]
 fn node_killed_while_installing_a_snapshot_recovers() {
-    let c = Cluster::start(3, &["-raft-snap", "20"]);
+    let c = Cluster::start(3, &["-raft-snap", "20", "-raft-snap-int", "100ms"]);
     let l = c.wait_leader();
     l.execute(json!(["CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)"]));
     // About 40 MB, so that a snapshot takes a moment to stream.
@@ -120,5 +125,20 @@ fn node_killed_while_installing_a_snapshot_recovers() {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
             .count();
         (left == 0).then_some(())
+    });
+}
+
+#[test]
+fn a_large_wal_triggers_a_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = Node::start(
+        &dir.path().join("data"),
+        &["-raft-snap", "1000000", "-raft-snap-int", "100ms", "-raft-snap-wal-size", "200000"],
+    );
+    n.execute(json!(["CREATE TABLE t (v BLOB)"]));
+    assert_eq!(n.status()["store"]["num_snapshots"], 0);
+    n.execute(json!(["WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 500) INSERT INTO t SELECT zeroblob(1000) FROM c"]));
+    wait_for("a snapshot for the WAL size", Duration::from_secs(30), || {
+        (n.status()["store"]["num_snapshots"].as_u64()? >= 1).then_some(())
     });
 }

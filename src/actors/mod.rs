@@ -7,4 +7,5 @@ pub mod http_front;
 pub mod log_store;
 pub mod membership;
 pub mod readers;
+pub mod snapshotter;
 pub mod supervise;

@@ -49,6 +49,7 @@ pub struct Core {
     pub peers: Arc<Peers>,
     pub cluster_stats: Arc<ClusterStats>,
     pub snap_stats: Arc<crate::raft::sm_adapter::SnapshotStats>,
+    pub snapshotter: Addr<crate::actors::snapshotter::Snapshotter>,
 }
 
 /// Everything a request handler can reach.

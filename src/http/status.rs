@@ -102,6 +102,8 @@ async fn store_json(state: &AppState, core: &Core) -> Value {
             "current": crate::raft::sm_adapter::read_current(&state.cfg.data_dir.join("snapshots")).ok().flatten().map(|m| m.snapshot_id),
         },
         "snapshot_threshold": state.cfg.raft_snap,
+        "snapshot_interval": format!("{:?}", state.cfg.raft_snap_int),
+        "snapshot_wal_size": state.cfg.raft_snap_wal_size,
         "apply_timeout": format!("{:?}", state.cfg.raft_apply_timeout),
         "heartbeat_timeout": format!("{:?}", state.cfg.raft_heartbeat_timeout),
         "election_timeout": format!("{:?}", state.cfg.raft_election_timeout),
