@@ -136,6 +136,9 @@ pub fn setup_writer(conn: &Connection, fk: bool) -> rusqlite::Result<Hooks> {
     // The Raft log is the source of truth; a power loss may roll back the last commits of
     // this file, together with their applied index, and they are re-applied from the log.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // When a checkpoint lets the WAL restart, cut the file back: its size then shows recent
+    // writes, which is what `-raft-snap-wal-size` means to measure.
+    conn.pragma_update(None, "journal_size_limit", 1 << 20)?;
     conn.pragma_update(None, "foreign_keys", if fk { "ON" } else { "OFF" })?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.execute_batch(&format!(
