@@ -110,6 +110,8 @@ pub fn raft_config(cfg: &Config) -> Result<openraft::Config, StartError> {
         // One snapshot chunk per RPC; the first read of a snapshot makes the copy, which for a
         // large database takes longer than openraft's 200 ms default.
         install_snapshot_timeout: 30_000,
+        // Fewer, larger round trips when streaming a snapshot (frames are capped at 256 MiB).
+        snapshot_max_chunk_size: 16 << 20,
         ..Default::default()
     };
     c.validate().map_err(|e| StartError::Raft(e.to_string()))

@@ -98,12 +98,6 @@ pub struct AppliedState;
 #[rtype(result = "Result<(Option<LogId>, StoredMembership), Fault>")]
 pub struct Compact;
 
-/// `/boot`: make the database at this path the live one, bypassing the log; it keeps the current
-/// applied index and membership. Returns the size adopted.
-#[derive(Message)]
-#[rtype(result = "Result<(), Fault>")]
-pub struct Adopt(pub PathBuf);
-
 /// Checkpoint the WAL (`TRUNCATE`: reset it to zero bytes when no reader needs it). Returns
 /// SQLite's (busy, log frames, checkpointed frames).
 #[derive(Message)]
@@ -377,30 +371,6 @@ impl Handler<AppliedState> for Applier {
     type Result = AtomicResponse<Self, Result<(Option<LogId>, StoredMembership), Fault>>;
     fn handle(&mut self, _msg: AppliedState, _ctx: &mut Context<Self>) -> Self::Result {
         with_conn!(self, _ctx, move |c: &mut rusqlite::Connection, h: &Hooks| read_state(&Db::new(c, h)))
-    }
-}
-
-impl Handler<Adopt> for Applier {
-    type Result = AtomicResponse<Self, Result<(), Fault>>;
-    fn handle(&mut self, msg: Adopt, _ctx: &mut Context<Self>) -> Self::Result {
-        with_conn!(self, _ctx, move |c: &mut rusqlite::Connection, h: &Hooks| {
-            let (applied, membership) = read_state(&Db::new(c, h))?;
-            let enc = |r: Result<Vec<u8>, codec::CodecError>| r.map_err(|e| storage_error(&e.to_string()));
-            let meta =
-                [(KEY_APPLIED, enc(codec::encode(&applied))?), (KEY_MEMBERSHIP, enc(codec::encode(&membership))?)];
-            let page_size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-            crate::store::dump::prepare_image(&msg.0, page_size, &meta).map_err(|e| storage_error(&e))?;
-            let src = rusqlite::Connection::open(&msg.0)?;
-            let b = rusqlite::backup::Backup::new(&src, c)?;
-            loop {
-                match b.step(4096)? {
-                    rusqlite::backup::StepResult::Done => break,
-                    rusqlite::backup::StepResult::More => {}
-                    _ => std::thread::sleep(std::time::Duration::from_millis(5)),
-                }
-            }
-            Ok::<_, rusqlite::Error>(())
-        })
     }
 }
 

@@ -18,8 +18,10 @@ use warp::reply::{Reply, Response};
 use super::api::{self, BodyStream, Fwd};
 use super::request::Params;
 use super::{AppState, Core};
-use crate::actors::applier::{Adopt, Checkpoint};
+use crate::actors::applier::{AppliedState, Checkpoint, ReplaceDb, KEY_APPLIED, KEY_MEMBERSHIP};
 use crate::actors::consensus::{Propose, ProposeError};
+use crate::actors::readers::Reopen;
+use crate::store::codec;
 use crate::store::command::{Command, ExecOptions, Statement};
 use crate::store::dump;
 use crate::store::snapshot_file::backup_to;
@@ -233,19 +235,30 @@ pub async fn boot<B: Buf + Send>(state: &AppState, body: BodyStream<B>) -> Respo
     if !ok_head || !dump::is_sqlite_image(&head) {
         return api::text(state, StatusCode::BAD_REQUEST, "invalid SQLite data");
     }
-    match core.applier.send(Adopt(t.0.clone())).await {
+    // The file keeps this node's applied position and membership, is checked, and is renamed
+    // into place (no copy of the data), then the writer and readers reopen on it.
+    let (applied, membership) = match core.applier.send(AppliedState).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => return api::text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
+    let (path, enc_a, enc_m) = (t.0.clone(), codec::encode(&applied), codec::encode(&membership));
+    let prepared = tokio::task::spawn_blocking(move || {
+        let meta =
+            [(KEY_APPLIED, enc_a.map_err(|e| e.to_string())?), (KEY_MEMBERSHIP, enc_m.map_err(|e| e.to_string())?)];
+        dump::prepare_image(&path, 4096, &meta)
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    if let Err(e) = prepared {
+        return api::text(state, StatusCode::BAD_REQUEST, &e);
+    }
+    match core.applier.send(ReplaceDb(t.0.clone())).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            let msg = e.to_string();
-            let code = if msg.contains("invalid SQLite data") {
-                StatusCode::BAD_REQUEST
-            } else {
-                StatusCode::INTERNAL_SERVER_ERROR
-            };
-            return api::text(state, code, &msg);
-        }
+        Ok(Err(e)) => return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         Err(e) => return api::text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
+    let _ = core.readers.send(Reopen).await;
     // A no-op through the log marks the new state, and a snapshot records it.
     let noop = Command::Execute { stmts: Vec::new(), opts: ExecOptions::default(), seed: 0 };
     let _ = core.consensus.send(Propose(noop)).await;
@@ -256,7 +269,9 @@ pub async fn boot<B: Buf + Send>(state: &AppState, body: BodyStream<B>) -> Respo
 
 async fn write_stream<B: Buf + Send>(path: &Path, mut body: BodyStream<B>, cap: u64) -> Result<u64, String> {
     use tokio::io::AsyncWriteExt;
-    let mut f = tokio::fs::File::create(path).await.map_err(|e| e.to_string())?;
+    // Buffered: each write to a tokio file is a trip to the blocking pool, and body chunks are small.
+    let file = tokio::fs::File::create(path).await.map_err(|e| e.to_string())?;
+    let mut f = tokio::io::BufWriter::with_capacity(4 << 20, file);
     let mut n = 0u64;
     while let Some(chunk) = body.next().await {
         let mut chunk = chunk.map_err(|e| format!("cannot read request body: {e}"))?;
@@ -271,7 +286,8 @@ async fn write_stream<B: Buf + Send>(path: &Path, mut body: BodyStream<B>, cap: 
             chunk.advance(k);
         }
     }
-    f.sync_all().await.map_err(|e| e.to_string())?;
+    f.flush().await.map_err(|e| e.to_string())?;
+    f.get_mut().sync_all().await.map_err(|e| e.to_string())?;
     Ok(n)
 }
 
