@@ -36,6 +36,8 @@ pub struct ApplierStats {
     /// Current applied index.
     pub applied_index: AtomicU64,
     pub batches: AtomicU64,
+    /// When the leader proposed the last applied entry (Unix ms; 0 = unknown).
+    pub last_applied_proposed_ms: std::sync::atomic::AtomicI64,
 }
 
 pub struct Applier {
@@ -326,6 +328,14 @@ fn apply_batch(
                     }
                     if e.log_id.index < replay_bound {
                         stats.replayed_at_start.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let EntryPayload::Normal(
+                        Command::Execute { opts, .. } | Command::Query { opts, .. } | Command::Request { opts, .. },
+                    ) = &e.payload
+                    {
+                        if opts.proposed_at_ms > 0 {
+                            stats.last_applied_proposed_ms.store(opts.proposed_at_ms, Ordering::Relaxed);
+                        }
                     }
                     stats.applied_since_start.fetch_add(1, Ordering::Relaxed);
                 }

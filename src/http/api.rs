@@ -290,6 +290,7 @@ fn exec_options(p: &Params) -> ExecOptions {
         transaction: p.transaction,
         step_budget: p.db_timeout.map(|d| (d.as_millis() as u64).max(1).saturating_mul(TICKS_PER_MS)).unwrap_or(0),
         qualify_columns: p.qualify_columns,
+        proposed_at_ms: chrono::Utc::now().timestamp_millis(),
     }
 }
 
@@ -438,7 +439,16 @@ async fn read_gate(state: &AppState, core: &Core, p: &Params, level: Level, fwd:
     match level {
         Level::None | Level::Auto => {
             if let Some(fresh) = p.freshness.filter(|_| !is_leader) {
-                let stale = state.since_leader_contact().map(|d| d > fresh).unwrap_or(true);
+                let mut stale = state.since_leader_contact().map(|d| d > fresh).unwrap_or(true);
+                if p.freshness_strict && !stale {
+                    // Behind what the leader has committed: the data itself must be fresh too.
+                    let applied = core.stats.applied_index.load(std::sync::atomic::Ordering::Relaxed);
+                    if applied < state.leader_commit_seen() {
+                        let at = core.stats.last_applied_proposed_ms.load(std::sync::atomic::Ordering::Relaxed);
+                        let age = chrono::Utc::now().timestamp_millis().saturating_sub(at);
+                        stale = at == 0 || age > fresh.as_millis() as i64;
+                    }
+                }
                 if stale {
                     return Err(result_envelope(state, p, &[], Some("stale read"), Instant::now(), None));
                 }

@@ -92,7 +92,11 @@ async fn handle<B: Buf + Send>(
     let r: Result<Response, Response> = async {
         Ok(match path.as_str() {
             "/raft/append" => {
-                let resp = raft.append_entries(decode(&body)?).await;
+                let req: openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig> = decode(&body)?;
+                if let Some(c) = req.leader_commit {
+                    state.note_leader_commit(c.index);
+                }
+                let resp = raft.append_entries(req).await;
                 if resp.is_ok() {
                     state.note_leader_contact();
                 }

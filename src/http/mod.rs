@@ -61,6 +61,8 @@ pub struct AppState {
     /// Milliseconds after `started_instant` of the last AppendEntries accepted from a leader
     /// (0: never). Followers use it for `freshness`.
     last_leader_contact_ms: AtomicU64,
+    /// The highest commit index a leader has told this node about.
+    leader_commit_seen: AtomicU64,
 }
 
 impl AppState {
@@ -71,12 +73,21 @@ impl AppState {
             started_instant: Instant::now(),
             core: OnceLock::new(),
             last_leader_contact_ms: AtomicU64::new(0),
+            leader_commit_seen: AtomicU64::new(0),
         })
     }
 
     pub fn note_leader_contact(&self) {
         let ms = self.started_instant.elapsed().as_millis() as u64;
         self.last_leader_contact_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    pub fn note_leader_commit(&self, index: u64) {
+        self.leader_commit_seen.fetch_max(index, Ordering::Relaxed);
+    }
+
+    pub fn leader_commit_seen(&self) -> u64 {
+        self.leader_commit_seen.load(Ordering::Relaxed)
     }
 
     /// Time since the leader last reached this node, if it ever did.

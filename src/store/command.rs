@@ -45,6 +45,9 @@ pub struct ExecOptions {
     pub step_budget: u64,
     /// Prefix column names with their table (`qualify_columns`).
     pub qualify_columns: bool,
+    /// The leader's wall clock when it proposed the entry (Unix ms; 0 = unknown). Used only for
+    /// `freshness_strict` reads on followers, never by SQL.
+    pub proposed_at_ms: i64,
 }
 
 /// The command proposed through Raft.
