@@ -8,6 +8,7 @@ pub mod actors;
 pub mod cluster;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod store;

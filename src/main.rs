@@ -60,6 +60,11 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&cfg);
+    if cfg.metrics {
+        if let Err(e) = raftlite::metrics::install() {
+            tracing::warn!(error = %e, "metrics are off: cannot install the recorder");
+        }
+    }
     for flag in &cfg.inert_flags_set {
         tracing::warn!(flag = %format!("-{flag}"), "flag accepted for compatibility but has no effect yet");
     }

@@ -206,6 +206,35 @@ async fn join_or_bootstrap(
     Ok(())
 }
 
+/// Count leader changes and elections, and log each once, from openraft's metrics stream.
+fn watch_raft(raft: Raft) {
+    tokio::spawn(async move {
+        let mut rx = raft.metrics();
+        let (mut leader, mut state) = {
+            let m = rx.borrow();
+            (m.current_leader, m.state)
+        };
+        while rx.changed().await.is_ok() {
+            let (l, s, term) = {
+                let m = rx.borrow();
+                (m.current_leader, m.state, m.current_term)
+            };
+            if l != leader {
+                metrics::counter!("raftlite_raft_leader_changes_total").increment(1);
+                tracing::info!(leader = ?l, term, "leader changed");
+                leader = l;
+            }
+            if s != state {
+                if s == openraft::ServerState::Candidate {
+                    metrics::counter!("raftlite_raft_elections_started_total").increment(1);
+                    tracing::info!(term, "election started");
+                }
+                state = s;
+            }
+        }
+    });
+}
+
 /// A running node.
 pub struct Node {
     pub state: Arc<AppState>,
@@ -329,6 +358,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     if state.core.set(core).is_err() {
         return Err(StartError::Raft("store opened twice".into()));
     }
+    watch_raft(raft.clone());
     join_or_bootstrap(&cfg, &raft, &peers, node_id, me).await?;
     Ok(Node { state, raft, http_front })
 }

@@ -288,6 +288,7 @@ fn apply_batch(
     if entries.is_empty() {
         return Ok(Vec::new());
     }
+    let started = std::time::Instant::now();
     let db = Db::new(c, hooks);
     let (applied, membership) = read_state(&db)?;
     let changes_at_start = db.reported_changes();
@@ -343,6 +344,9 @@ fn apply_batch(
                     stats.applied_index.store(l.index, Ordering::Relaxed);
                 }
                 stats.batches.fetch_add(1, Ordering::Relaxed);
+                metrics::histogram!("raftlite_apply_batch_entries").record(entries.len() as f64);
+                metrics::histogram!("raftlite_apply_seconds").record(started.elapsed().as_secs_f64());
+                metrics::counter!("raftlite_applied_entries_total").increment(entries.len() as u64);
                 return Ok(out);
             }
         }

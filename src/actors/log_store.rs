@@ -81,7 +81,11 @@ impl Supervised for LogStore {
 fn run(c: &mut rusqlite::Connection, req: LogRequest, path: &std::path::Path) -> Result<LogReply, LogDbError> {
     Ok(match req {
         LogRequest::Append(entries) => {
+            let t = std::time::Instant::now();
             LogDb::append(c, &entries)?;
+            metrics::histogram!("raftlite_log_fsync_seconds").record(t.elapsed().as_secs_f64());
+            metrics::histogram!("raftlite_log_append_entries").record(entries.len() as f64);
+            metrics::counter!("raftlite_log_appends_total").increment(1);
             LogReply::Done
         }
         LogRequest::Truncate(from) => {

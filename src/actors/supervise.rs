@@ -38,6 +38,7 @@ pub fn note_restart(actor: &'static str) {
     if let Ok(mut m) = RESTARTS.lock() {
         *m.entry(actor).or_insert(0) += 1;
     }
+    metrics::counter!("raftlite_actor_restarts_total", "actor" => actor).increment(1);
 }
 
 /// Restarts so far, by actor.

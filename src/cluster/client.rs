@@ -65,6 +65,7 @@ impl Peers {
         timeout: Duration,
     ) -> Result<Resp, CallError> {
         let body = codec::encode(req).map_err(|e| CallError::Bad(e.to_string()))?;
+        metrics::counter!("raftlite_internode_bytes_out_total").increment(body.len() as u64);
         let r = self
             .client(addr)
             .post(super::url(addr, path))
@@ -84,6 +85,7 @@ impl Peers {
             });
         }
         let bytes = r.bytes().await.map_err(|e| CallError::Unreachable(e.to_string()))?;
+        metrics::counter!("raftlite_internode_bytes_in_total").increment(bytes.len() as u64);
         codec::decode(&bytes).map_err(|e| CallError::Bad(format!("{addr}: {e}")))
     }
 }

@@ -84,16 +84,65 @@ where
     B: Buf + Send,
 {
     let st = state.clone();
+    let started = Instant::now();
+    let endpoint = crate::metrics::endpoint_label(kind_of(&path));
+    let m = method.as_str().to_string();
     // Handlers do not panic by design; this guard turns a bug into a 500 instead of a dropped
     // connection, and keeps the server serving.
     let fut = std::panic::AssertUnwindSafe(route(state, method, path, query, headers, Box::pin(body)));
-    match futures::FutureExt::catch_unwind(fut).await {
+    let r = match futures::FutureExt::catch_unwind(fut).await {
         Ok(r) => r,
         Err(_) => {
             tracing::error!("panic in HTTP handler");
             text(&st, StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         }
-    }
+    };
+    let method_label = match m.as_str() {
+        "GET" | "POST" | "DELETE" | "OPTIONS" | "HEAD" | "PUT" => m,
+        _ => "other".to_string(),
+    };
+    metrics::counter!(
+        "raftlite_http_requests_total",
+        "endpoint" => endpoint,
+        "method" => method_label,
+        "status" => r.status().as_u16().to_string()
+    )
+    .increment(1);
+    metrics::histogram!("raftlite_http_request_duration_seconds", "endpoint" => endpoint)
+        .record(started.elapsed().as_secs_f64());
+    r
+}
+
+/// The endpoint a path routes to (rqlite's prefix routing), or "other".
+pub fn kind_of(p: &str) -> &'static str {
+    const PREFIXES: &[(&str, &str)] = &[
+        ("/db/execute", "execute"),
+        ("/db/query", "query"),
+        ("/db/request", "request"),
+        ("/db/sql", "sql"),
+        ("/db/backup", "backup"),
+        ("/db/load", "load"),
+        ("/status", "status"),
+        ("/nodes", "nodes"),
+        ("/readyz", "readyz"),
+        ("/remove", "remove"),
+        ("/debug/vars", "debug_vars"),
+        ("/debug/", "later"),
+    ];
+    const EXACT: &[(&str, &str)] = &[
+        ("/leader", "leader"),
+        ("/boot", "boot"),
+        ("/snapshot", "snapshot"),
+        ("/reap", "reap"),
+        ("/metrics", "metrics"),
+        ("/licenses", "later"),
+    ];
+    EXACT
+        .iter()
+        .find(|(e, _)| *e == p)
+        .or_else(|| PREFIXES.iter().find(|(pre, _)| p.starts_with(pre)))
+        .map(|(_, k)| *k)
+        .unwrap_or("other")
 }
 
 pub(crate) type BodyStream<B> = std::pin::Pin<Box<dyn Stream<Item = Result<B, warp::Error>> + Send>>;
@@ -127,10 +176,6 @@ pub(crate) async fn read_body<B: Buf>(
     Ok(out)
 }
 
-fn prefix(path: &str, p: &str) -> bool {
-    path.starts_with(p)
-}
-
 async fn route<B: Buf + Send>(
     state: Arc<AppState>,
     method: Method,
@@ -158,40 +203,16 @@ async fn route<B: Buf + Send>(
         r.headers_mut().insert(http::header::LOCATION, http::HeaderValue::from_static("/console/"));
         return r;
     }
-    let get_post = [Method::GET, Method::POST];
-    let (allowed, kind): (bool, &str) = if prefix(p, "/db/execute") {
-        (is(&[Method::POST]), "execute")
-    } else if prefix(p, "/db/query") {
-        (is(&get_post), "query")
-    } else if prefix(p, "/db/request") {
-        (is(&[Method::POST]), "request")
-    } else if prefix(p, "/db/sql") {
-        (is(&get_post), "sql")
-    } else if prefix(p, "/status") {
-        (is(&[Method::GET]), "status")
-    } else if prefix(p, "/nodes") {
-        (is(&[Method::GET]), "nodes")
-    } else if prefix(p, "/readyz") {
-        (is(&[Method::GET]), "readyz")
-    } else if p == "/leader" {
-        (is(&get_post), "leader")
-    } else if prefix(p, "/remove") {
-        (is(&[Method::DELETE]), "remove")
-    } else if prefix(p, "/db/backup") {
-        (is(&[Method::GET]), "backup")
-    } else if prefix(p, "/db/load") {
-        (is(&[Method::POST]), "load")
-    } else if p == "/boot" {
-        (is(&[Method::POST]), "boot")
-    } else if p == "/snapshot" {
-        (is(&[Method::POST]), "snapshot")
-    } else if p == "/reap" {
-        (is(&[Method::POST]), "reap")
-    } else if prefix(p, "/debug/") || p == "/licenses" {
-        (true, "later")
-    } else {
-        return empty(&state, StatusCode::NOT_FOUND);
+    let kind = kind_of(p);
+    let allowed: &[Method] = match kind {
+        "execute" | "request" | "load" | "boot" | "snapshot" | "reap" => &[Method::POST],
+        "query" | "sql" | "leader" => &[Method::GET, Method::POST],
+        "remove" => &[Method::DELETE],
+        "later" => &[Method::GET, Method::POST, Method::DELETE, Method::PUT],
+        "other" => return empty(&state, StatusCode::NOT_FOUND),
+        _ => &[Method::GET],
     };
+    let allowed = is(allowed);
     if !allowed {
         return empty(&state, StatusCode::METHOD_NOT_ALLOWED);
     }
@@ -227,6 +248,8 @@ async fn route<B: Buf + Send>(
         "load" => return super::backup::load(&state, &params, &fwd).await,
         "snapshot" => return super::backup::snapshot(&state, &params).await,
         "reap" => return super::backup::reap(&state, &params).await,
+        "metrics" => return super::status::metrics(&state).await,
+        "debug_vars" => return super::status::debug_vars(&state, &params),
         "later" => {
             return text(
                 &state,
@@ -363,6 +386,7 @@ pub(crate) async fn not_leader(state: &AppState, p: &Params, leader: Option<Node
 }
 
 async fn forward(state: &AppState, core: &Core, leader: &NodeInfo, fwd: &Fwd, timeout: Duration) -> Response {
+    metrics::counter!("raftlite_http_forwarded_total").increment(1);
     let q = if fwd.query.is_empty() { String::new() } else { format!("?{}", fwd.query) };
     let url = format!("http://{}{}{q}", leader.api_addr, fwd.path);
     let mut rb =

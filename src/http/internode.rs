@@ -30,7 +30,10 @@ fn reply(code: StatusCode, body: Vec<u8>) -> Response {
 
 fn encoded<T: Serialize>(v: &T) -> Response {
     match codec::encode(v) {
-        Ok(b) => reply(StatusCode::OK, b),
+        Ok(b) => {
+            metrics::counter!("raftlite_internode_bytes_out_total").increment(b.len() as u64);
+            reply(StatusCode::OK, b)
+        }
         Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, e.to_string().into_bytes()),
     }
 }
@@ -85,6 +88,7 @@ async fn handle<B: Buf + Send>(
         Ok(b) => b,
         Err(code) => return reply(code, Vec::new()),
     };
+    metrics::counter!("raftlite_internode_bytes_in_total").increment(body.len() as u64);
     let Some(core) = state.core.get() else {
         return reply(StatusCode::SERVICE_UNAVAILABLE, b"store not open".to_vec());
     };

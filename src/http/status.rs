@@ -248,3 +248,94 @@ pub async fn nodes(state: &AppState, p: &Params) -> Result<J, Response> {
         Ok(J::Obj(items))
     }
 }
+
+/// `GET /metrics`: Prometheus text exposition. State-mirroring gauges are refreshed here.
+pub async fn metrics(state: &AppState) -> Response {
+    use metrics::{counter, gauge};
+    if let Some(core) = state.core.get() {
+        let m: Metrics = core.raft.metrics().borrow().clone();
+        gauge!("raftlite_raft_term").set(m.current_term as f64);
+        for s in ["Leader", "Follower", "Candidate", "Learner", "Shutdown"] {
+            let now = format!("{:?}", m.state) == s;
+            gauge!("raftlite_raft_state", "state" => s).set(if now { 1.0 } else { 0.0 });
+        }
+        gauge!("raftlite_raft_is_leader").set(if m.current_leader == Some(core.node_id) { 1.0 } else { 0.0 });
+        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+        gauge!("raftlite_raft_applied_index").set(applied as f64);
+        gauge!("raftlite_raft_commit_index").set(applied.max(state.leader_commit_seen()) as f64);
+        gauge!("raftlite_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
+        gauge!("raftlite_raft_snapshot_index").set(m.snapshot.map(|l| l.index).unwrap_or(0) as f64);
+        if let Some(rep) = &m.replication {
+            let last = m.last_log_index.unwrap_or(0);
+            for (id, matched) in rep.iter().filter(|(id, _)| **id != core.node_id) {
+                let name = m.membership_config.membership().get_node(id).map(|n| n.id.clone()).unwrap_or_default();
+                let lag = last.saturating_sub(matched.map(|l| l.index).unwrap_or(0));
+                gauge!("raftlite_raft_replication_lag_entries", "follower" => name).set(lag as f64);
+            }
+        }
+        if let Ok(Ok(LogReply::Size(n))) = core.log_store.send(LogRequest::SizeBytes).await {
+            gauge!("raftlite_log_size_bytes").set(n as f64);
+        }
+        gauge!("raftlite_sqlite_db_size_bytes").set(file_size(&core.db_path) as f64);
+        gauge!("raftlite_sqlite_wal_size_bytes").set(file_size(&core.db_path.with_extension("sqlite-wal")) as f64);
+        let s = &core.snap_stats;
+        counter!("raftlite_snapshots_total").absolute(s.num_snapshots.load(Ordering::Relaxed));
+        counter!("raftlite_snapshot_copies_total").absolute(s.num_snapshot_copies.load(Ordering::Relaxed));
+        counter!("raftlite_restores_total").absolute(s.num_restores.load(Ordering::Relaxed));
+        counter!("raftlite_restores_failed_total").absolute(s.num_restores_failed.load(Ordering::Relaxed));
+    }
+    match crate::metrics::render() {
+        Some(text) => {
+            let mut r = Response::new(text.into());
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r.headers_mut().insert("X-RQLITE-VERSION", http::HeaderValue::from_static(VERSION));
+            r
+        }
+        None => super::api::text(state, http::StatusCode::SERVICE_UNAVAILABLE, "metrics are disabled (-metrics=false)"),
+    }
+}
+
+/// `GET /debug/vars`: rqlite-style expvar JSON with the counters tools read; `key=` selects one.
+pub fn debug_vars(state: &AppState, p: &Params) -> Response {
+    let mut doc = json!({ "cmdline": state.cfg.cmdline, "memstats": {} });
+    if let Some(core) = state.core.get() {
+        let s = &core.snap_stats;
+        let c = &core.cluster_stats;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        doc["http"] = json!({
+            "user_snapshots": load(&s.user_snapshots),
+            "user_reaps": load(&s.user_reaps),
+        });
+        doc["store"] = json!({
+            "num_snapshots": load(&s.num_snapshots),
+            "num_restores": load(&s.num_restores),
+            "num_restores_failed": load(&s.num_restores_failed),
+            "num_restores_start": 0,
+            "num_restores_start_skipped": load(&s.num_restores_start_skipped),
+            "num_ignored_joins": load(&c.num_ignored_joins),
+            "num_removed_before_joins": load(&c.num_removed_before_joins),
+            "entries_applied_since_start": load(&core.stats.applied_since_start),
+        });
+        doc["cluster"] = json!({
+            "num_join_req": load(&c.num_join_req),
+            "num_notify_req": load(&c.num_notify_req),
+            "num_remove_req": load(&c.num_remove_req),
+        });
+        doc["snapshot"] = json!({ "num_copies": load(&s.num_snapshot_copies) });
+    }
+    let restarts: serde_json::Map<String, Value> =
+        supervise::restarts().into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    doc["actors"] = json!({ "restarts": restarts });
+    let out = match p.get("key") {
+        Some(k) => doc.get(k).cloned().unwrap_or_else(|| json!({})),
+        None => doc,
+    };
+    let mut r = Response::new(J::from_serde(&out).encode(p.pretty).into());
+    r.headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json; charset=utf-8"));
+    r.headers_mut().insert("X-RQLITE-VERSION", http::HeaderValue::from_static(VERSION));
+    r
+}

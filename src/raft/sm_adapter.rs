@@ -139,6 +139,7 @@ pub struct Builder {
 
 impl RaftSnapshotBuilder<TypeConfig> for Builder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let started = std::time::Instant::now();
         let (applied, membership) = self.sm.applier.send(Compact).await.map_err(snap_err)?.map_err(snap_err)?;
         let now_ms = chrono::Utc::now().timestamp_millis();
         let id = match applied {
@@ -158,6 +159,7 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
         .map_err(snap_err)?
         .map_err(snap_err)?;
         self.sm.stats.num_snapshots.fetch_add(1, Ordering::Relaxed);
+        metrics::histogram!("raftlite_snapshot_seconds").record(started.elapsed().as_secs_f64());
         tracing::info!(snapshot = %meta.snapshot_id, "snapshot recorded (log may be compacted up to it)");
         let data = self.sm.lazy_copy(&meta.snapshot_id);
         Ok(Snapshot { meta, snapshot: data })

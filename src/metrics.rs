@@ -1,0 +1,103 @@
+//! Prometheus metrics (`GET /metrics`): the `metrics` facade with the Prometheus exporter's
+//! recorder, rendered by our own HTTP route. Every family is described at start (so `# HELP` and
+//! `# TYPE` are always present) and prefixed `raftlite_`. Counters are incremented where things
+//! happen; gauges that mirror state (Raft indexes, file sizes, snapshot counters) are set when
+//! `/metrics` is scraped. With `-metrics=false` no recorder is installed and every macro is a no-op.
+
+use std::sync::OnceLock;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The endpoints used as the `endpoint` label (a closed set: no user input becomes a label).
+pub const ENDPOINTS: &[&str] = &[
+    "execute",
+    "query",
+    "request",
+    "sql",
+    "status",
+    "nodes",
+    "readyz",
+    "leader",
+    "remove",
+    "backup",
+    "load",
+    "boot",
+    "snapshot",
+    "reap",
+    "metrics",
+    "debug_vars",
+    "other",
+];
+
+/// Install the recorder (once per process) and describe every family.
+pub fn install() -> Result<(), String> {
+    if HANDLE.get().is_some() {
+        return Ok(());
+    }
+    let latency = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+    let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_entries".into()), &sizes))
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    let _ = HANDLE.set(handle);
+    describe();
+    Ok(())
+}
+
+/// Render the exposition text, if metrics are on.
+pub fn render() -> Option<String> {
+    HANDLE.get().map(|h| h.render())
+}
+
+fn describe() {
+    describe_counter!("raftlite_http_requests_total", "HTTP API requests by endpoint, method and status");
+    describe_histogram!("raftlite_http_request_duration_seconds", Unit::Seconds, "HTTP API request latency");
+    describe_counter!("raftlite_http_forwarded_total", "Requests a follower forwarded to the leader");
+    describe_gauge!("raftlite_raft_term", "Current Raft term");
+    describe_gauge!("raftlite_raft_state", "1 for the Raft role this node has now (label state)");
+    describe_gauge!("raftlite_raft_is_leader", "1 if this node is the leader");
+    describe_counter!("raftlite_raft_leader_changes_total", "Times this node saw the leader change");
+    describe_counter!("raftlite_raft_elections_started_total", "Elections this node started (became candidate)");
+    describe_gauge!("raftlite_raft_commit_index", "Highest log index known committed (applied on this node)");
+    describe_gauge!("raftlite_raft_applied_index", "Last log index applied to the database");
+    describe_gauge!("raftlite_raft_last_log_index", "Last log index in this node's log");
+    describe_gauge!("raftlite_raft_snapshot_index", "Log index of the last snapshot");
+    describe_gauge!("raftlite_raft_replication_lag_entries", "On the leader: entries each follower is behind");
+    describe_counter!("raftlite_log_appends_total", "Log appends (each one fsync)");
+    describe_histogram!("raftlite_log_append_entries", "Entries written per log append (per fsync)");
+    describe_histogram!("raftlite_log_fsync_seconds", Unit::Seconds, "Time to write and fsync one log append");
+    describe_gauge!("raftlite_log_size_bytes", Unit::Bytes, "Size of the Raft log file and its WAL");
+    describe_histogram!("raftlite_apply_batch_entries", "Log entries applied per SQLite transaction");
+    describe_histogram!("raftlite_apply_seconds", Unit::Seconds, "Time to apply one batch of entries");
+    describe_counter!("raftlite_applied_entries_total", "Log entries applied since start");
+    describe_counter!("raftlite_snapshots_total", "Snapshots (compactions) recorded");
+    describe_counter!("raftlite_snapshot_copies_total", "Database copies made to send to followers");
+    describe_counter!("raftlite_restores_total", "Snapshots installed from a leader");
+    describe_counter!("raftlite_restores_failed_total", "Snapshots rejected on install");
+    describe_histogram!("raftlite_snapshot_seconds", Unit::Seconds, "Time to record a snapshot (compaction)");
+    describe_counter!("raftlite_actor_restarts_total", "Actor restarts by actor");
+    describe_gauge!("raftlite_sqlite_db_size_bytes", Unit::Bytes, "Size of the SQLite database file");
+    describe_gauge!("raftlite_sqlite_wal_size_bytes", Unit::Bytes, "Size of the SQLite WAL file");
+    describe_counter!("raftlite_internode_bytes_in_total", Unit::Bytes, "Bytes received on the inter-node port");
+    describe_counter!("raftlite_internode_bytes_out_total", Unit::Bytes, "Bytes sent to other nodes");
+    // Make the counters appear at once, with zero values.
+    counter!("raftlite_http_forwarded_total").increment(0);
+    counter!("raftlite_raft_leader_changes_total").increment(0);
+    counter!("raftlite_raft_elections_started_total").increment(0);
+    counter!("raftlite_log_appends_total").increment(0);
+    counter!("raftlite_applied_entries_total").increment(0);
+    counter!("raftlite_internode_bytes_in_total").increment(0);
+    counter!("raftlite_internode_bytes_out_total").increment(0);
+    gauge!("raftlite_log_size_bytes").set(0.0);
+}
+
+/// The `endpoint` label for a routing kind.
+pub fn endpoint_label(kind: &str) -> &'static str {
+    ENDPOINTS.iter().find(|e| **e == kind).copied().unwrap_or("other")
+}
