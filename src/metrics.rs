@@ -101,3 +101,25 @@ fn describe() {
 pub fn endpoint_label(kind: &str) -> &'static str {
     ENDPOINTS.iter().find(|e| **e == kind).copied().unwrap_or("other")
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every metric the shipped Grafana dashboard queries is one this module describes.
+    #[test]
+    fn dashboard_uses_only_known_metrics() {
+        let dash = include_str!("../config/grafana-dashboard.json");
+        let me = include_str!("metrics.rs");
+        let mut rest = dash;
+        let mut checked = 0;
+        while let Some(i) = rest.find("raftlite_") {
+            let name: String =
+                rest[i..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect::<String>();
+            let base =
+                ["_bucket", "_sum", "_count"].iter().fold(name.clone(), |n, s| n.trim_end_matches(s).to_string());
+            assert!(me.contains(&format!("\"{base}\"")), "dashboard uses unknown metric {name}");
+            checked += 1;
+            rest = &rest[i + name.len()..];
+        }
+        assert!(checked > 20);
+    }
+}

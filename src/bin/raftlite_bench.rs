@@ -23,11 +23,12 @@ struct Args {
     nodes: Vec<usize>,
     failover: usize,
     snapshots_mb: u64,
+    metrics_overhead: usize,
     dir: Option<PathBuf>,
 }
 
 fn usage() -> ! {
-    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--failover N] [--snapshots MB] [--dir DIR]");
+    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--failover N] [--snapshots MB] [--metrics-overhead ROUNDS] [--dir DIR]");
     std::process::exit(2)
 }
 
@@ -40,6 +41,7 @@ fn parse_args() -> Args {
         nodes: vec![1],
         failover: 0,
         snapshots_mb: 0,
+        metrics_overhead: 0,
         dir: None,
     };
     let mut it = std::env::args().skip(1);
@@ -52,6 +54,7 @@ fn parse_args() -> Args {
             "nodes" => a.nodes = val().split(',').map(|c| c.parse().unwrap_or_else(|_| usage())).collect(),
             "failover" => a.failover = val().parse().unwrap_or_else(|_| usage()),
             "snapshots" => a.snapshots_mb = val().parse().unwrap_or_else(|_| usage()),
+            "metrics-overhead" => a.metrics_overhead = val().parse().unwrap_or_else(|_| usage()),
             "dir" => a.dir = Some(PathBuf::from(val())),
             _ => usage(),
         }
@@ -337,6 +340,45 @@ fn bench_sqlite(path: &Path, clients: usize, duration: Duration) -> Run {
     run
 }
 
+/// Write throughput with metrics on and off (`-metrics=false`), in alternating rounds on two
+/// single nodes, so that drift of a shared machine hits both alike.
+fn metrics_overhead(binary: &Path, dir: &Path, rounds: usize, duration: Duration) {
+    let start = |name: &str, ip: &str, extra: &[&str]| {
+        let (h, r) = (free_addr(ip), free_addr(ip));
+        let mut args: Vec<String> = ["-node-id", "1", "-http-addr", &h, "-raft-addr", &r, "-log-level", "warn"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(dir.join(name).display().to_string());
+        let mut s = Server { child: None, url: format!("http://{h}"), raft: r, args, binary: binary.to_path_buf() };
+        s.spawn();
+        wait_until(name, Duration::from_secs(30), || s.leader().is_some());
+        execute(&s.url, "CREATE TABLE bench (id INTEGER PRIMARY KEY, c INTEGER, v TEXT)");
+        s
+    };
+    let on = start("metrics-on", "127.0.0.81", &[]);
+    let off = start("metrics-off", "127.0.0.82", &["-metrics=false"]);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        a.push(bench_http(&on.url, 1, duration).rate());
+        b.push(bench_http(&off.url, 1, duration).rate());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|x, y| x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal));
+        v[v.len() / 2]
+    };
+    let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" ");
+    println!("\n## Metrics overhead (1 client, one-row INSERTs, {rounds} alternating rounds of {duration:?})\n");
+    println!("metrics on  (ops/s per round): {}", fmt(&a));
+    println!("metrics off (ops/s per round): {}", fmt(&b));
+    let mut pairs: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x / y.max(1e-9)).collect();
+    println!("per-round on/off ratios: {}", pairs.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" "));
+    println!("median of per-round ratios: {:.3}", median(&mut pairs));
+    let (ma, mb) = (median(&mut a), median(&mut b));
+    println!("median on {ma:.0} ops/s, off {mb:.0} ops/s: on/off = {:.3} ({:+.1}%)", ma / mb, (ma / mb - 1.0) * 100.0);
+}
+
 /// The snapshot/backup/boot/restart figures of issue 4 on a database of `mb` megabytes.
 fn snapshot_bench(binary: &Path, dir: &Path, mb: u64, duration: Duration) {
     let mbs = |bytes: u64, t: Duration| bytes as f64 / 1e6 / t.as_secs_f64().max(1e-9);
@@ -526,6 +568,9 @@ fn main() {
         if let Some(one) = rate("raftlite 1 node", *c).filter(|_| name != "raftlite 1 node") {
             println!("{name}, {c} clients: {:.2}x a single node at {c} clients", r / one.max(1e-9));
         }
+    }
+    if args.metrics_overhead > 0 {
+        metrics_overhead(&args.binary, &tmp, args.metrics_overhead, args.duration);
     }
     if args.snapshots_mb > 0 {
         snapshot_bench(&args.binary, &tmp, args.snapshots_mb, args.duration);
