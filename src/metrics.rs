@@ -39,9 +39,11 @@ pub fn install() -> Result<(), String> {
     }
     let latency = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
     let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+    let byte_sizes = [1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11];
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_entries".into()), &sizes))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_bytes".into()), &byte_sizes))
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())?;
@@ -81,6 +83,10 @@ fn describe() {
     describe_counter!("raftlite_restores_total", "Snapshots installed from a leader");
     describe_counter!("raftlite_restores_failed_total", "Snapshots rejected on install");
     describe_histogram!("raftlite_snapshot_seconds", Unit::Seconds, "Time to record a snapshot (compaction)");
+    describe_histogram!("raftlite_snapshot_copy_bytes", Unit::Bytes, "Size of database copies made for followers");
+    describe_histogram!("raftlite_snapshot_copy_seconds", Unit::Seconds, "Time to make a copy for a follower");
+    describe_histogram!("raftlite_restore_bytes", Unit::Bytes, "Size of snapshots installed from a leader");
+    describe_histogram!("raftlite_restore_seconds", Unit::Seconds, "Time to verify and install a snapshot");
     describe_counter!("raftlite_actor_restarts_total", "Actor restarts by actor");
     describe_gauge!("raftlite_sqlite_db_size_bytes", Unit::Bytes, "Size of the SQLite database file");
     describe_gauge!("raftlite_sqlite_wal_size_bytes", Unit::Bytes, "Size of the SQLite WAL file");

@@ -106,6 +106,11 @@ fn debug_vars_and_metrics_off() {
     assert!(v["http"]["user_snapshots"].is_number());
     assert_eq!(n.get("/debug/vars?key=cluster").json()["num_join_req"], 0);
     assert_eq!(n.get("/debug/vars?key=nope").body, "{}");
+    // /status sections of spec §10 that raftlite has.
+    let st = n.status();
+    for k in ["store", "http", "node", "build", "runtime", "os", "cluster", "network", "extensions"] {
+        assert!(st.get(k).is_some(), "/status lacks {k}");
+    }
     let off = Node::start(&dir.path().join("b"), &["-metrics=false"]);
     assert_eq!(off.get("/metrics").status, 503);
     assert_eq!(off.execute(json!(["CREATE TABLE t (x)"])).status, 200);

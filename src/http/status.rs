@@ -191,6 +191,15 @@ pub async fn status(state: &AppState, p: &Params) -> Result<J, Response> {
             "hostname": std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_default(),
         },
         "actors": { "restarts": restarts },
+        "cluster": state.core.get().map(|c| json!({
+            "num_join_req": c.cluster_stats.num_join_req.load(Ordering::Relaxed),
+            "num_notify_req": c.cluster_stats.num_notify_req.load(Ordering::Relaxed),
+            "num_remove_req": c.cluster_stats.num_remove_req.load(Ordering::Relaxed),
+            "addr": state.cfg.raft_adv_addr,
+            "api_addr": api_url(&state.cfg.http_adv_addr),
+        })).unwrap_or_else(|| json!({})),
+        "network": { "bind_addr": state.cfg.raft_addr, "adv_addr": state.cfg.raft_adv_addr, "tls": false },
+        "extensions": { "names": [] },
         "cmdline": state.cfg.cmdline,
     });
     Ok(J::from_serde(&select(doc, p.get("key"))))
@@ -320,11 +329,14 @@ pub fn debug_vars(state: &AppState, p: &Params) -> Response {
             "entries_applied_since_start": load(&core.stats.applied_since_start),
         });
         doc["cluster"] = json!({
+            // raftlite never forces a new inter-node connection; kept for tools that read it.
+            "num_client_force_new_conn": 0,
             "num_join_req": load(&c.num_join_req),
             "num_notify_req": load(&c.num_notify_req),
             "num_remove_req": load(&c.num_remove_req),
         });
-        doc["snapshot"] = json!({ "num_copies": load(&s.num_snapshot_copies) });
+        // There is no older snapshot format to upgrade from: `upgrade_ok` stays 0.
+        doc["snapshot"] = json!({ "num_copies": load(&s.num_snapshot_copies), "upgrade_ok": 0 });
     }
     let restarts: serde_json::Map<String, Value> =
         supervise::restarts().into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect();

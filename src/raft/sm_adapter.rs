@@ -214,6 +214,7 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
         mut snapshot: Box<SnapshotFile>,
     ) -> Result<(), StorageError> {
         use tokio::io::AsyncWriteExt;
+        let started = std::time::Instant::now();
         // A received file is used where it is; anything else is first written to a file here.
         let path = match snapshot.path().map(Path::to_path_buf) {
             Some(p) => {
@@ -258,7 +259,10 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
             let _ = r.send(Reopen).await;
         }
         self.stats.num_restores.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(snapshot = %meta.snapshot_id, "snapshot installed");
+        metrics::histogram!("raftlite_restore_bytes")
+            .record(std::fs::metadata(&self.db_path).map(|m| m.len()).unwrap_or(0) as f64);
+        metrics::histogram!("raftlite_restore_seconds").record(started.elapsed().as_secs_f64());
+        tracing::info!(snapshot = %meta.snapshot_id, took = ?started.elapsed(), "snapshot installed");
         Ok(())
     }
 

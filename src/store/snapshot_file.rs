@@ -186,6 +186,7 @@ pub fn remove_copies(dir: &Path, keep: Option<&str>) {
 /// Copy `db` consistently to `dest` (via a temp file in `dir`), add the trailer, and return it
 /// opened for reading at offset 0.
 pub fn make_copy(db: &Path, dir: &Path, dest: &Path) -> io::Result<std::fs::File> {
+    let started = std::time::Instant::now();
     let tmp = dir.join(format!("send-{}.tmp", rand::random::<u64>()));
     let r = (|| {
         backup_to(db, &tmp)?;
@@ -197,6 +198,8 @@ pub fn make_copy(db: &Path, dir: &Path, dest: &Path) -> io::Result<std::fs::File
         trailer.extend_from_slice(&len.to_le_bytes());
         f.write_all(&trailer)?;
         std::fs::rename(&tmp, dest)?;
+        metrics::histogram!("raftlite_snapshot_copy_bytes").record(len as f64);
+        metrics::histogram!("raftlite_snapshot_copy_seconds").record(started.elapsed().as_secs_f64());
         f.seek(SeekFrom::Start(0))?;
         Ok(f)
     })();
