@@ -90,27 +90,6 @@ fn check_identity(dir: &Path, node_id: &str) -> Result<(), StartError> {
     }
 }
 
-/// A database swap (snapshot install, `/boot`) that a crash interrupted: the new file was fsynced
-/// as `db.sqlite.installing` before the old WAL was removed, so finishing the rename is safe.
-fn finish_interrupted_swap(db: &Path) -> std::io::Result<()> {
-    let installing = db.with_extension("sqlite.installing");
-    if !installing.exists() {
-        return Ok(());
-    }
-    tracing::warn!(file = %installing.display(), "finishing a database swap interrupted by a crash");
-    for ext in ["sqlite-wal", "sqlite-shm"] {
-        let p = db.with_extension(ext);
-        if p.exists() {
-            std::fs::remove_file(p)?;
-        }
-    }
-    std::fs::rename(&installing, db)?;
-    if let Some(dir) = db.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
 /// openraft's configuration from rqlite's timing flags. hashicorp/raft's "heartbeat timeout" is
 /// how long a follower waits for its leader; the leader sends heartbeats ten times as often.
 /// openraft makes a follower wait out a leader lease (`election_timeout_max`) plus a random
@@ -249,7 +228,8 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     std::fs::create_dir_all(dir.join("raft")).map_err(io)?;
     check_identity(&dir, &cfg.node_id)?;
     crate::http::backup::clean_scratch(&dir);
-    finish_interrupted_swap(&dir.join("db.sqlite")).map_err(io)?;
+    // A database swap (snapshot install, /boot) that a crash interrupted is finished first.
+    crate::store::db::finish_swap(&dir.join("db.sqlite")).map_err(io)?;
 
     let bind = |a: &str| {
         http::resolve(a)

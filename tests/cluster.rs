@@ -7,16 +7,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn count(n: &Node) -> Option<i64> {
-    n.local_rows("SELECT COUNT(*) FROM t")?.first()?.get(0)?.as_i64()
-}
-
-fn wait_count(n: &Node, want: i64) {
-    wait_for(&format!("node {} to hold {want} rows", n.id), Duration::from_secs(30), || {
-        (count(n)? == want).then_some(())
-    });
-}
-
 #[test]
 fn writes_and_reads_through_any_node() {
     let c = Cluster::start(3, &[]);

@@ -7,16 +7,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn count(n: &Node) -> Option<i64> {
-    n.local_rows("SELECT COUNT(*) FROM t")?.first()?.get(0)?.as_i64()
-}
-
-fn wait_count(n: &Node, want: i64) {
-    wait_for(&format!("node {} to hold {want} rows", n.id), Duration::from_secs(60), || {
-        (count(n)? == want).then_some(())
-    });
-}
-
 #[test]
 fn log_stays_bounded_across_50k_writes() {
     let dir = tempfile::tempdir().expect("tempdir");

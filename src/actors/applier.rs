@@ -442,20 +442,10 @@ impl Handler<ReplaceDb> for Applier {
 }
 
 /// Atomically replace `db` with `src` (a verified file in the same data directory, consumed):
-/// fsync it, drop the old WAL, rename it over the database, fsync the directory.
+/// rename it to `db.sqlite.installing` and fsync it, then finish as a restart would.
 fn swap_in(src: &Path, db: &Path) -> std::io::Result<()> {
-    let tmp = db.with_extension("sqlite.installing");
-    std::fs::rename(src, &tmp)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    for ext in ["sqlite-wal", "sqlite-shm"] {
-        let p = db.with_extension(ext);
-        if p.exists() {
-            std::fs::remove_file(p)?;
-        }
-    }
-    std::fs::rename(&tmp, db)?;
-    if let Some(dir) = db.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    let installing = db::installing_path(db);
+    std::fs::rename(src, &installing)?;
+    std::fs::File::open(&installing)?.sync_all()?;
+    db::finish_swap(db)
 }

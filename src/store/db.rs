@@ -165,6 +165,32 @@ pub fn setup_reader(conn: &Connection, fk: bool) -> rusqlite::Result<Hooks> {
     Ok(hooks)
 }
 
+/// Where a replacement database waits, fsynced, before it is renamed over `db`.
+pub fn installing_path(db: &Path) -> std::path::PathBuf {
+    db.with_extension("sqlite.installing")
+}
+
+/// Finish a database swap: if a fsynced replacement waits at [`installing_path`], drop the old
+/// WAL and shared memory, rename it over `db`, fsync the directory. Called for every swap, and at
+/// start for one a crash interrupted (the replacement is complete once it has that name).
+pub fn finish_swap(db: &Path) -> std::io::Result<()> {
+    let installing = installing_path(db);
+    if !installing.exists() {
+        return Ok(());
+    }
+    for ext in ["sqlite-wal", "sqlite-shm"] {
+        let p = db.with_extension(ext);
+        if p.exists() {
+            std::fs::remove_file(p)?;
+        }
+    }
+    std::fs::rename(&installing, db)?;
+    if let Some(dir) = db.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Open a writer connection synchronously (tests, tools).
 pub fn open_writer(path: &Path, fk: bool) -> rusqlite::Result<(Connection, Hooks)> {
     let conn = Connection::open(path)?;

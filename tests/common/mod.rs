@@ -243,6 +243,18 @@ impl Node {
     }
 }
 
+/// `SELECT COUNT(*) FROM t` read locally on `n`.
+pub fn count(n: &Node) -> Option<i64> {
+    n.local_rows("SELECT COUNT(*) FROM t")?.first()?.get(0)?.as_i64()
+}
+
+/// Wait until `n` holds `want` rows in table `t`.
+pub fn wait_count(n: &Node, want: i64) {
+    wait_for(&format!("node {} to hold {want} rows", n.id), Duration::from_secs(60), || {
+        (count(n)? == want).then_some(())
+    });
+}
+
 /// A cluster of real processes on 127.0.0.x.
 pub struct Cluster {
     pub nodes: Vec<Node>,
