@@ -60,6 +60,13 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&cfg);
+    // Fault injection for tests: FAILPOINTS="name=action;..." (only with --features failpoints).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = {
+        let scenario = fail::FailScenario::setup();
+        tracing::warn!(failpoints = %std::env::var("FAILPOINTS").unwrap_or_default(), "failpoints enabled");
+        scenario
+    };
     if cfg.metrics {
         if let Err(e) = raftlite::metrics::install() {
             tracing::warn!(error = %e, "metrics are off: cannot install the recorder");

@@ -306,6 +306,7 @@ fn apply_batch(
             }
             Pass::Done(out, last, membership) => {
                 let result = (|| {
+                    fail::fail_point!("applier::before_commit");
                     // The effects and the applied index must commit together (invariant 2).
                     if c.is_autocommit() {
                         return Err(storage_error("the batch transaction was rolled back unexpectedly"));

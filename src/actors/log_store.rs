@@ -82,7 +82,9 @@ fn run(c: &mut rusqlite::Connection, req: LogRequest, path: &std::path::Path) ->
     Ok(match req {
         LogRequest::Append(entries) => {
             let t = std::time::Instant::now();
+            fail::fail_point!("log_store::append_before_fsync");
             LogDb::append(c, &entries)?;
+            fail::fail_point!("log_store::append_after_fsync");
             metrics::histogram!("raftlite_log_fsync_seconds").record(t.elapsed().as_secs_f64());
             metrics::histogram!("raftlite_log_append_entries").record(entries.len() as f64);
             metrics::counter!("raftlite_log_appends_total").increment(1);
@@ -97,6 +99,7 @@ fn run(c: &mut rusqlite::Connection, req: LogRequest, path: &std::path::Path) ->
             LogReply::Done
         }
         LogRequest::PutMeta(k, v) => {
+            fail::fail_point!("log_store::save_meta");
             LogDb::put_meta(c, k, &v)?;
             LogReply::Done
         }

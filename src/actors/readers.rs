@@ -102,6 +102,7 @@ impl Handler<Query> for Readers {
                 let r = conn
                     .call_raw(move |c| {
                         guarded(ACTOR, || {
+                            fail::fail_point!("readers::query");
                             let db = Db::new(c, &hooks);
                             let out = db.run(&q.stmts, &q.opts, q.mode, q.deadline);
                             db.end_read();

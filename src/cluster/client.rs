@@ -64,6 +64,7 @@ impl Peers {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
+        fail::fail_point!("network::send", |_| Err(CallError::Unreachable("failpoint network::send".into())));
         let body = codec::encode(req).map_err(|e| CallError::Bad(e.to_string()))?;
         metrics::counter!("raftlite_internode_bytes_out_total").increment(body.len() as u64);
         let r = self

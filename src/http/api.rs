@@ -187,6 +187,7 @@ async fn route<B: Buf + Send>(
     if method == Method::OPTIONS {
         return empty(&state, StatusCode::OK);
     }
+    fail::fail_point!("http::handler");
     let params = match Params::parse(&query) {
         Ok(p) => p,
         Err(e) => return bad_request(&state, e),
@@ -220,7 +221,7 @@ async fn route<B: Buf + Send>(
         return super::backup::boot(&state, body).await;
     }
     let body = match kind {
-        "execute" | "query" | "request" | "sql" | "remove" | "leader" | "load" => {
+        "execute" | "query" | "request" | "sql" | "remove" | "leader" | "load" | "later" => {
             match read_body(&headers, body, state.cfg.max_body_bytes).await {
                 Ok(b) => b,
                 Err(StatusCode::PAYLOAD_TOO_LARGE) => {
@@ -250,6 +251,9 @@ async fn route<B: Buf + Send>(
         "reap" => return super::backup::reap(&state, &params).await,
         "metrics" => return super::status::metrics(&state).await,
         "debug_vars" => return super::status::debug_vars(&state, &params),
+        "later" if p == "/debug/failpoints" && cfg!(feature = "failpoints") => {
+            return set_failpoints(&state, &fwd.body);
+        }
         "later" => {
             return text(
                 &state,
@@ -638,6 +642,22 @@ async fn readyz(state: &AppState, p: &Params) -> Response {
         }
         _ => text(state, StatusCode::SERVICE_UNAVAILABLE, "[+]node ok\n[+]leader ok\n[-]db not ok"),
     }
+}
+
+/// `POST /debug/failpoints` with `name=actions` lines (builds with the `failpoints` feature only):
+/// configure fault injection at run time, e.g. `applier::before_commit=1*panic`.
+fn set_failpoints(state: &AppState, body: &[u8]) -> Response {
+    let spec = String::from_utf8_lossy(body);
+    for line in spec.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let Some((name, actions)) = line.split_once('=') else {
+            return text(state, StatusCode::BAD_REQUEST, &format!("want name=actions, got {line:?}"));
+        };
+        if let Err(e) = fail::cfg(name.trim(), actions.trim()) {
+            return text(state, StatusCode::BAD_REQUEST, &format!("{name}: {e}"));
+        }
+        tracing::warn!(failpoint = %name, actions = %actions, "failpoint configured");
+    }
+    empty(state, StatusCode::OK)
 }
 
 /// `DELETE /remove` with `{"id":"<node id>"}`.

@@ -70,6 +70,7 @@ async fn handle<B: Buf + Send>(
     if method != Method::POST {
         return reply(StatusCode::METHOD_NOT_ALLOWED, Vec::new());
     }
+    fail::fail_point!("internode::receive", |_| reply(StatusCode::SERVICE_UNAVAILABLE, b"failpoint".to_vec()));
     let known = matches!(
         path.as_str(),
         "/raft/append"

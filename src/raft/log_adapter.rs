@@ -2,9 +2,6 @@
 //! sends typed requests to the `LogStore` actor. The flush callback fires only after the actor
 //! reports the append committed (fsynced), never before (design.md invariant 1).
 
-// `StorageError` is the error type openraft's storage traits prescribe.
-#![allow(clippy::result_large_err)]
-
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::time::Duration;

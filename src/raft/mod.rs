@@ -1,6 +1,9 @@
 //! openraft's type configuration for raftlite, and the thin adapters openraft owns: they hold
 //! `Addr`s and send typed messages to the actors that own the real resources (design.md §2).
 
+// `StorageError` is the error type openraft's storage traits prescribe; its size is not ours.
+#![allow(clippy::result_large_err)]
+
 pub mod log_adapter;
 pub mod network;
 pub mod sm_adapter;

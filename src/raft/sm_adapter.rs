@@ -140,6 +140,7 @@ pub struct Builder {
 impl RaftSnapshotBuilder<TypeConfig> for Builder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let started = std::time::Instant::now();
+        fail::fail_point!("snapshot::build", |_| Err(snap_err("failpoint snapshot::build")));
         let (applied, membership) = self.sm.applier.send(Compact).await.map_err(snap_err)?.map_err(snap_err)?;
         let now_ms = chrono::Utc::now().timestamp_millis();
         let id = match applied {
@@ -215,6 +216,7 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
     ) -> Result<(), StorageError> {
         use tokio::io::AsyncWriteExt;
         let started = std::time::Instant::now();
+        fail::fail_point!("snapshot::install", |_| Err(snap_err("failpoint snapshot::install")));
         // A received file is used where it is; anything else is first written to a file here.
         let path = match snapshot.path().map(Path::to_path_buf) {
             Some(p) => {

@@ -285,6 +285,9 @@ impl<'a> Db<'a> {
             if sql::is_blank(&st.sql) {
                 continue;
             }
+            if i > 0 {
+                fail::fail_point!("applier::between_statements");
+            }
             let start = Instant::now();
             let mut r = if timed_out.contains(&i) {
                 err(timeout_text)
