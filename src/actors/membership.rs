@@ -12,7 +12,7 @@ use openraft::ChangeMembers;
 
 use crate::actors::supervise::note_restart;
 use crate::cluster::{ClusterReply, JoinRequest, NotifyRequest};
-use crate::raft::{numeric_id, NodeInfo, Raft};
+use crate::raft::{numeric_id, wait_replicated, NodeInfo, Raft};
 
 const ACTOR: &str = "membership";
 
@@ -127,19 +127,7 @@ async fn join(raft: Raft, me: u64, req: JoinRequest, stats: Arc<ClusterStats>) -
     }
     // Wait for the learner to catch up before it can count toward a quorum.
     let target = raft.metrics().borrow().last_log_index.unwrap_or(0);
-    let caught_up = raft
-        .wait(Some(std::time::Duration::from_secs(120)))
-        .metrics(
-            |m| {
-                m.replication
-                    .as_ref()
-                    .and_then(|r| r.get(&nid).cloned().flatten())
-                    .map(|l| l.index >= target)
-                    .unwrap_or(false)
-            },
-            "learner caught up",
-        )
-        .await;
+    let caught_up = wait_replicated(&raft, nid, target, std::time::Duration::from_secs(120)).await;
     if let Err(e) = caught_up {
         return ClusterReply::Error(format!("node {} did not catch up: {e}", req.id));
     }

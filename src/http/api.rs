@@ -733,19 +733,7 @@ async fn handover(raft: crate::raft::Raft, peers: Arc<Peers>, me: u64, target: O
     };
     let node = mem.get_node(&target).cloned().ok_or("target unknown")?;
     // Let the target catch up first so that it can win.
-    let _ = raft
-        .wait(Some(Duration::from_secs(5)))
-        .metrics(
-            |m| {
-                m.replication
-                    .as_ref()
-                    .and_then(|r| r.get(&target).cloned().flatten())
-                    .map(|l| l.index >= last)
-                    .unwrap_or(false)
-            },
-            "target caught up",
-        )
-        .await;
+    let _ = crate::raft::wait_replicated(&raft, target, last, Duration::from_secs(5)).await;
     // openraft 0.9 has no transfer API, and voters refuse to vote while their leader lease (one
     // election timeout) is fresh. So: stop heartbeats, let the lease run out, and ask the target
     // to start an election it will win (its log is the most up to date). Heartbeats are switched

@@ -60,6 +60,24 @@ pub fn numeric_id(id: &str) -> u64 {
     h
 }
 
+/// On the leader: wait until `node` has replicated the log up to `index`.
+pub async fn wait_replicated(raft: &Raft, node: u64, index: u64, timeout: std::time::Duration) -> Result<(), String> {
+    raft.wait(Some(timeout))
+        .metrics(
+            |m| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&node).cloned().flatten())
+                    .map(|l| l.index >= index)
+                    .unwrap_or(false)
+            },
+            "replicated",
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Convert any error into openraft's `AnyError`.
 pub fn any_err(e: impl fmt::Display) -> openraft::AnyError {
     openraft::AnyError::error(e.to_string())
