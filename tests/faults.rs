@@ -75,3 +75,84 @@ fn reader_and_http_panics_are_contained() {
     // Unknown failpoint actions are a 400.
     assert_eq!(n.post("/debug/failpoints", "text/plain", "x=not-an-action").status, 400);
 }
+
+/// A failed fsync of the Raft log (EIO injected with strace) stops the node from acknowledging
+/// anything: no write after the failure is acknowledged, and every write acknowledged before it
+/// is there after a restart.
+#[test]
+fn fsync_error_stops_acknowledgements_and_loses_nothing() {
+    if std::process::Command::new("strace").arg("-V").output().is_err() {
+        panic!("strace is required (the CI script installs it)");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut n = Node::new("1", &data, "127.0.0.1", &[]);
+    // Every fsync of a thread from its 20th on fails: past start-up, into the first writes.
+    let child = std::process::Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=fsync,fdatasync",
+            "-e",
+            "inject=fsync,fdatasync:error=EIO:when=20+",
+            "-o",
+            "/dev/null",
+        ])
+        .arg(env!("CARGO_BIN_EXE_raftlited"))
+        .args(["-node-id", "1", "-http-addr", &n.http, "-raft-addr", &n.raft])
+        .arg(&data)
+        .stderr(std::fs::File::create(dir.path().join("log")).expect("log"))
+        .spawn()
+        .expect("strace");
+    let mut child = KillOnDrop(child);
+    n.wait_ready();
+    n.execute(json!(["CREATE TABLE t (v INTEGER)"]));
+    let (mut acked, mut failed_at) = (Vec::new(), None);
+    for i in 0..200 {
+        let r = n.execute(json!([["INSERT INTO t VALUES(?)", i]]));
+        let ok = r.status == 200 && r.body.contains("rows_affected");
+        match (ok, failed_at) {
+            (true, None) => acked.push(i),
+            (true, Some(f)) => panic!("write {i} acknowledged after the fsync failure at {f}: {}", r.body),
+            (false, None) => failed_at = Some(i),
+            (false, Some(_)) => {}
+        }
+        if failed_at.map(|f| i > f + 10).unwrap_or(false) {
+            break;
+        }
+    }
+    let f = failed_at.expect("the injected fsync error never surfaced");
+    println!("{} writes acknowledged, first failure at write {f}", acked.len());
+    assert_eq!(n.get("/readyz").status, 503);
+    child.kill();
+    // Restart without faults: everything acknowledged is there, once.
+    n.spawn();
+    n.wait_ready();
+    assert!(n.rows("SELECT v FROM t GROUP BY v HAVING COUNT(*) > 1").is_empty());
+    let have: Vec<i64> = n.rows("SELECT v FROM t").iter().filter_map(|r| r[0].as_i64()).collect();
+    for a in &acked {
+        assert!(have.contains(a), "acknowledged {a} lost");
+    }
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl KillOnDrop {
+    /// SIGKILL the traced node (strace's child) by its PID, then strace itself.
+    fn kill(&mut self) {
+        let pid = self.0.id();
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for c in children.split_whitespace() {
+            let _ = std::process::Command::new("kill").args(["-9", c]).status();
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

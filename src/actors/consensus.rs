@@ -22,6 +22,9 @@ pub enum ProposeError {
     Timeout,
     #[error("{0}")]
     Failed(String),
+    /// Raft stopped (a storage error): this node cannot take writes until it is restarted.
+    #[error("raft stopped: {0}")]
+    Stopped(String),
 }
 
 pub struct Consensus {
@@ -73,6 +76,7 @@ impl Handler<Propose> for Consensus {
                 Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                     Err(ProposeError::NotLeader { leader: f.leader_node })
                 }
+                Ok(Err(RaftError::Fatal(f))) => Err(ProposeError::Stopped(f.to_string())),
                 Ok(Err(e)) => Err(ProposeError::Failed(e.to_string())),
             }
         })

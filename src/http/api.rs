@@ -431,6 +431,7 @@ async fn propose(state: &AppState, p: &Params, cmd: Command, started: Instant, f
     match core.consensus.send(Propose(cmd)).await {
         Ok(Ok(resp)) => result_envelope(state, p, &resp.results, resp.error.as_deref(), started, Some(resp.raft_index)),
         Ok(Err(ProposeError::NotLeader { leader })) => not_leader(state, p, leader, fwd).await,
+        Ok(Err(e @ ProposeError::Stopped(_))) => text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         Ok(Err(e)) => result_envelope(state, p, &[], Some(&e.to_string()), started, None),
         Err(e) => text(state, StatusCode::SERVICE_UNAVAILABLE, &format!("consensus unavailable: {e}")),
     }
@@ -599,6 +600,13 @@ async fn readyz(state: &AppState, p: &Params) -> Response {
         return text(state, StatusCode::SERVICE_UNAVAILABLE, "[+]node ok\n[-]store not ready");
     };
     let m = core.raft.metrics().borrow().clone();
+    if let Err(e) = &m.running_state {
+        return text(
+            state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("[+]node ok\n[-]store not ok: raft stopped: {e}"),
+        );
+    }
     let Some(leader) = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned()) else {
         return text(state, StatusCode::SERVICE_UNAVAILABLE, "[+]node ok\n[-]leader not ok");
     };
