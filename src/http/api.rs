@@ -86,7 +86,16 @@ where
     let st = state.clone();
     let started = Instant::now();
     let endpoint = crate::metrics::endpoint_label(kind_of(&path));
-    let m = method.as_str().to_string();
+    // A closed set of label values: nothing a client sends becomes a label.
+    let method_label: &'static str = match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "HEAD" => "HEAD",
+        "PUT" => "PUT",
+        _ => "other",
+    };
     // Handlers do not panic by design; this guard turns a bug into a 500 instead of a dropped
     // connection, and keeps the server serving.
     let fut = std::panic::AssertUnwindSafe(route(state, method, path, query, headers, Box::pin(body)));
@@ -96,10 +105,6 @@ where
             tracing::error!("panic in HTTP handler");
             text(&st, StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         }
-    };
-    let method_label = match m.as_str() {
-        "GET" | "POST" | "DELETE" | "OPTIONS" | "HEAD" | "PUT" => m,
-        _ => "other".to_string(),
     };
     metrics::counter!(
         "raftlite_http_requests_total",
@@ -437,17 +442,22 @@ async fn propose(state: &AppState, p: &Params, cmd: Command, started: Instant, f
     }
 }
 
-fn disallowed(stmts: &[Statement]) -> bool {
-    stmts.iter().any(|s| sql::has_disallowed_pragma(&s.sql))
+/// The answers every data endpoint gives before any work: nothing to run, or a disallowed PRAGMA
+/// (which fails the whole request, spec §8).
+fn early_answer(state: &AppState, p: &Params, stmts: &[Statement], started: Instant) -> Option<Response> {
+    if stmts.is_empty() {
+        return Some(result_envelope(state, p, &[], None, started, None));
+    }
+    if stmts.iter().any(|s| sql::has_disallowed_pragma(&s.sql)) {
+        return Some(result_envelope(state, p, &[], Some("disallowed pragma"), started, None));
+    }
+    None
 }
 
 async fn execute(state: &AppState, p: &Params, mut stmts: Vec<Statement>, fwd: &Fwd) -> Response {
     let started = Instant::now();
-    if stmts.is_empty() {
-        return result_envelope(state, p, &[], None, started, None);
-    }
-    if disallowed(&stmts) {
-        return result_envelope(state, p, &[], Some("disallowed pragma"), started, None);
+    if let Some(r) = early_answer(state, p, &stmts, started) {
+        return r;
     }
     preprocess(p, &mut stmts);
     let cmd = Command::Execute { stmts, opts: exec_options(p), seed: rand::random() };
@@ -522,11 +532,8 @@ async fn local_read(
 
 async fn query_endpoint(state: &AppState, p: &Params, mut stmts: Vec<Statement>, fwd: &Fwd) -> Response {
     let started = Instant::now();
-    if stmts.is_empty() {
-        return result_envelope(state, p, &[], None, started, None);
-    }
-    if disallowed(&stmts) {
-        return result_envelope(state, p, &[], Some("disallowed pragma"), started, None);
+    if let Some(r) = early_answer(state, p, &stmts, started) {
+        return r;
     }
     let core = match core(state) {
         Ok(c) => c,
@@ -545,8 +552,8 @@ async fn query_endpoint(state: &AppState, p: &Params, mut stmts: Vec<Statement>,
 
 async fn request(state: &AppState, p: &Params, mut stmts: Vec<Statement>, fwd: &Fwd) -> Response {
     let started = Instant::now();
-    if disallowed(&stmts) {
-        return result_envelope(state, p, &[], Some("disallowed pragma"), started, None);
+    if let Some(r) = early_answer(state, p, &stmts, started) {
+        return r;
     }
     let core = match core(state) {
         Ok(c) => c,

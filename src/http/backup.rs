@@ -162,7 +162,7 @@ pub(crate) async fn load(state: &AppState, p: &Params, fwd: &Fwd) -> Response {
         let (path, image) = (t.0.clone(), body.clone());
         let checked = tokio::task::spawn_blocking(move || {
             std::fs::write(&path, &image).map_err(|e| e.to_string())?;
-            dump::prepare_image(&path, 4096, &[])
+            dump::check_image(&path).map(|_| ())
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));

@@ -100,15 +100,21 @@ pub fn is_sqlite_image(bytes: &[u8]) -> bool {
     bytes.starts_with(b"SQLite format 3\0")
 }
 
-/// Check a database image and make it ready to become the live database: integrity-checked,
-/// in the live database's page size, with raftlite's meta table set to `meta` (key/value pairs).
-pub fn prepare_image(path: &Path, page_size: i64, meta: &[(&str, Vec<u8>)]) -> Result<(), String> {
+/// Open a database image and run SQLite's quick integrity check on it.
+pub fn check_image(path: &Path) -> Result<Connection, String> {
     let c = Connection::open(path).map_err(|e| format!("invalid SQLite data: {e}"))?;
     let check: String =
         c.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(|e| format!("invalid SQLite data: {e}"))?;
     if check != "ok" {
         return Err(format!("invalid SQLite data: {check}"));
     }
+    Ok(c)
+}
+
+/// Check a database image and make it ready to become the live database: integrity-checked,
+/// in the live database's page size, with raftlite's meta table set to `meta` (key/value pairs).
+pub fn prepare_image(path: &Path, page_size: i64, meta: &[(&str, Vec<u8>)]) -> Result<(), String> {
+    let c = check_image(path)?;
     let e = |e: rusqlite::Error| e.to_string();
     let current: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(e)?;
     if current != page_size {
