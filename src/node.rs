@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::actors::applier::{AppliedState, Applier, ApplierStats};
-use crate::actors::consensus::Consensus;
+use crate::actors::consensus::{Consensus, StopRaft};
 use crate::actors::http_front::HttpFront;
 use crate::actors::log_store::LogStore;
 use crate::actors::membership::{ClusterStats, Membership};
@@ -21,10 +21,9 @@ use crate::cluster::client::{bind_ip, Peers};
 use crate::cluster::{join, JoinRequest};
 use crate::config::Config;
 use crate::http::{self, AppState, Core};
-use crate::raft::log_adapter::LogAdapter;
-use crate::raft::network::Network;
-use crate::raft::sm_adapter::{SmAdapter, SnapshotStats};
-use crate::raft::{numeric_id, NodeInfo, Raft};
+use crate::raft::parts::RaftParts;
+use crate::raft::sm_adapter::SnapshotStats;
+use crate::raft::{numeric_id, NodeInfo, Raft, SharedRaft};
 use crate::store::log_db::LogDb;
 
 #[derive(Debug, Error)]
@@ -185,39 +184,10 @@ async fn join_or_bootstrap(
     Ok(())
 }
 
-/// Count leader changes and elections, and log each once, from openraft's metrics stream.
-fn watch_raft(raft: Raft) {
-    tokio::spawn(async move {
-        let mut rx = raft.metrics();
-        let (mut leader, mut state) = {
-            let m = rx.borrow();
-            (m.current_leader, m.state)
-        };
-        while rx.changed().await.is_ok() {
-            let (l, s, term) = {
-                let m = rx.borrow();
-                (m.current_leader, m.state, m.current_term)
-            };
-            if l != leader {
-                metrics::counter!("raftlite_raft_leader_changes_total").increment(1);
-                tracing::info!(leader = ?l, term, "leader changed");
-                leader = l;
-            }
-            if s != state {
-                if s == openraft::ServerState::Candidate {
-                    metrics::counter!("raftlite_raft_elections_started_total").increment(1);
-                    tracing::info!(term, "election started");
-                }
-                state = s;
-            }
-        }
-    });
-}
-
 /// A running node.
 pub struct Node {
     pub state: Arc<AppState>,
-    pub raft: Raft,
+    pub consensus: actix::Addr<Consensus>,
     pub http_front: actix::Addr<HttpFront>,
 }
 
@@ -296,17 +266,18 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         // The database is reused as it is: no restore at start, whatever its size.
         snap_stats.num_restores_start_skipped.fetch_add(1, Ordering::Relaxed);
     }
-    let sm =
-        SmAdapter::new(applier, Some(readers.clone()), db_path.clone(), snap_dir, snap_stats.clone()).map_err(io)?;
-    let raft = Raft::new(
+    let parts = RaftParts {
         node_id,
-        Arc::new(raft_config(&cfg)?),
-        Network::new(peers.clone()),
-        LogAdapter::new(log_store.clone()),
-        sm,
-    )
-    .await
-    .map_err(|e| StartError::Raft(e.to_string()))?;
+        config: Arc::new(raft_config(&cfg)?),
+        peers: peers.clone(),
+        log_store: log_store.clone(),
+        applier: applier.clone(),
+        readers: readers.clone(),
+        db_path: db_path.clone(),
+        snap_dir,
+        snap_stats: snap_stats.clone(),
+    };
+    let raft = SharedRaft::new(parts.build().await.map_err(StartError::Raft)?);
 
     let me =
         NodeInfo { id: cfg.node_id.clone(), raft_addr: cfg.raft_adv_addr.clone(), api_addr: cfg.http_adv_addr.clone() };
@@ -318,9 +289,9 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let snapshotter = Supervisor::start(move |_| Snapshotter::new(r, wal, every, max_e, max_w));
     let r = raft.clone();
     let apply_timeout = cfg.raft_apply_timeout;
-    let consensus = Supervisor::start(move |_| Consensus::new(r, apply_timeout));
+    let consensus = Supervisor::start(move |_| Consensus::new(r, parts, apply_timeout));
     let core = Core {
-        consensus,
+        consensus: consensus.clone(),
         applier: applier_addr,
         readers,
         log_store,
@@ -338,9 +309,8 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     if state.core.set(core).is_err() {
         return Err(StartError::Raft("store opened twice".into()));
     }
-    watch_raft(raft.clone());
-    join_or_bootstrap(&cfg, &raft, &peers, node_id, me).await?;
-    Ok(Node { state, raft, http_front })
+    join_or_bootstrap(&cfg, &raft.get(), &peers, node_id, me).await?;
+    Ok(Node { state, consensus, http_front })
 }
 
 impl Node {
@@ -359,7 +329,7 @@ impl Node {
                 }
             }
         }
-        if let Err(e) = self.raft.shutdown().await {
+        if let Err(e) = self.consensus.send(StopRaft).await {
             tracing::warn!(error = %e, "raft shutdown");
         }
     }

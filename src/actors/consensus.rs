@@ -2,15 +2,40 @@
 //! through it; linearizable reads wait on its read barrier. openraft's own tasks (RaftCore, the
 //! state-machine worker, replication) run on the tokio worker threads; this actor is the typed
 //! front door to them.
+//!
+//! It also keeps Raft alive. When openraft stops with a fatal error (a storage error, a panic in
+//! its core task), Consensus builds a new `Raft` over the same stores: the log store has reopened
+//! its file and dropped any entries it never acknowledged, the database is reread, and the node
+//! rejoins its cluster as a follower. A fault that keeps coming back is not retried for ever:
+//! after [`MAX_REBUILDS`] rebuilds within [`REBUILD_WINDOW`] the process exits with the error, so
+//! a failing disk ends in a clear fatal error rather than a loop. A full disk is the exception:
+//! it is expected to be fixed by freeing space, so Raft stays stopped (writes get 503 "database
+//! or disk is full") and the rebuild is retried every [`DISK_FULL_RETRY`] without limit.
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, RaftError};
 
-use crate::actors::supervise::note_restart;
-use crate::raft::{NodeInfo, Raft};
+use crate::actors::supervise::{note_restart, trip};
+use crate::raft::parts::RaftParts;
+use crate::raft::{NodeInfo, Raft, SharedRaft};
 use crate::store::command::{Command, Response};
+
+/// Rebuilds of Raft allowed within [`REBUILD_WINDOW`] before the node gives up.
+pub const MAX_REBUILDS: usize = 5;
+pub const REBUILD_WINDOW: Duration = Duration::from_secs(600);
+/// Exit status of a node whose Raft failed more often than it may be rebuilt.
+pub const EXIT_RAFT_FAILED: i32 = 70;
+/// How often a node whose disk is full tries to rebuild Raft.
+pub const DISK_FULL_RETRY: Duration = Duration::from_secs(2);
+
+/// Is this fatal error a full disk? SQLite says "database or disk is full" (SQLITE_FULL); the
+/// file system says ENOSPC. openraft carries storage errors as text, so match the text.
+fn disk_full(msg: &str) -> bool {
+    msg.contains("disk is full") || msg.contains("No space left on device") || msg.contains("os error 28")
+}
 
 const ACTOR: &str = "consensus";
 
@@ -22,29 +47,156 @@ pub enum ProposeError {
     Timeout,
     #[error("{0}")]
     Failed(String),
-    /// Raft stopped (a storage error): this node cannot take writes until it is restarted.
+    /// Raft stopped (a storage error); it is being rebuilt, or the node is about to exit.
     #[error("raft stopped: {0}")]
     Stopped(String),
+    /// The Consensus actor failed on this request and is restarting; try again.
+    #[error("consensus restarting: {0}")]
+    Restarting(String),
 }
 
 pub struct Consensus {
-    raft: Raft,
+    raft: SharedRaft,
+    parts: RaftParts,
     apply_timeout: Duration,
+    /// When Raft was rebuilt, most recent last; only those within [`REBUILD_WINDOW`] are kept.
+    rebuilds: VecDeque<Instant>,
+    /// Set by [`StopRaft`]: Raft is being shut down on purpose and must stay down.
+    stopping: bool,
+    /// Bumped for every `Raft` this actor watches, so a stale watcher's report is ignored.
+    generation: u64,
 }
 
 impl Consensus {
-    pub fn new(raft: Raft, apply_timeout: Duration) -> Self {
-        Consensus { raft, apply_timeout }
+    pub fn new(raft: SharedRaft, parts: RaftParts, apply_timeout: Duration) -> Self {
+        Consensus { raft, parts, apply_timeout, rebuilds: VecDeque::new(), stopping: false, generation: 0 }
+    }
+
+    /// Watch the current `Raft` and report here if it stops on its own.
+    fn watch(&mut self, ctx: &mut Context<Self>) {
+        self.generation += 1;
+        let generation = self.generation;
+        let raft = self.raft.get();
+        crate::raft::watch_leadership(raft.clone());
+        ctx.spawn(
+            async move { wait_stopped(raft).await }
+                .into_actor(self)
+                .map(move |fatal, _act, ctx| ctx.notify(RaftStopped { generation, fatal })),
+        );
+    }
+}
+
+/// Wait until `raft` stops; `None` for a deliberate shutdown.
+async fn wait_stopped(raft: Raft) -> Option<String> {
+    let mut rx = raft.metrics();
+    loop {
+        match &rx.borrow().running_state {
+            Ok(()) => {}
+            Err(Fatal::Stopped) => return None,
+            Err(f) => return Some(f.to_string()),
+        }
+        if rx.changed().await.is_err() {
+            // The core task ended without reporting: it panicked.
+            return Some(Fatal::<u64>::Panicked.to_string());
+        }
     }
 }
 
 impl Actor for Consensus {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.watch(ctx);
+    }
 }
 
 impl Supervised for Consensus {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         note_restart(ACTOR);
+    }
+}
+
+/// The watched `Raft` stopped with `fatal` (None: shut down on purpose).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RaftStopped {
+    generation: u64,
+    fatal: Option<String>,
+}
+
+/// Shut Raft down for good (node shutdown): no rebuild follows.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopRaft;
+
+impl Handler<RaftStopped> for Consensus {
+    type Result = ();
+    fn handle(&mut self, msg: RaftStopped, ctx: &mut Context<Self>) {
+        let Some(fatal) = msg.fatal else { return };
+        if self.stopping || msg.generation != self.generation {
+            return;
+        }
+        let full = disk_full(&fatal);
+        let now = Instant::now();
+        while self.rebuilds.front().is_some_and(|t| now.duration_since(*t) > REBUILD_WINDOW) {
+            self.rebuilds.pop_front();
+        }
+        if !full && self.rebuilds.len() >= MAX_REBUILDS {
+            tracing::error!(
+                error = %fatal,
+                rebuilds = self.rebuilds.len(),
+                "FATAL: raft failed again after {MAX_REBUILDS} rebuilds in {}s; stopping this node. \
+                 Check the disk holding the data directory; if its files are damaged, wipe the data \
+                 directory and rejoin the node to its cluster",
+                REBUILD_WINDOW.as_secs()
+            );
+            std::process::exit(EXIT_RAFT_FAILED);
+        }
+        metrics::counter!("raftlite_raft_rebuilds_total").increment(1);
+        let pause = if full {
+            tracing::error!(error = %fatal, "disk full: raft stopped, writes are refused; retrying every {}s until space is freed", DISK_FULL_RETRY.as_secs());
+            DISK_FULL_RETRY
+        } else {
+            self.rebuilds.push_back(now);
+            tracing::error!(error = %fatal, attempt = self.rebuilds.len(), "raft stopped on a fatal error; rebuilding it over the same stores");
+            // A short pause: no hot loop, and a fault about to clear gets a chance.
+            Duration::from_millis(200)
+        };
+        let (old, parts) = (self.raft.get(), self.parts.clone());
+        ctx.wait(
+            async move {
+                let _ = old.shutdown().await;
+                tokio::time::sleep(pause).await;
+                parts.build().await
+            }
+            .into_actor(self)
+            .map(|res, act, ctx| match res {
+                Ok(raft) => {
+                    tracing::info!("raft rebuilt; rejoining the cluster");
+                    act.raft.replace(raft);
+                    act.watch(ctx);
+                }
+                Err(e) => {
+                    // Report through the same path, so the rebuild budget applies to this too.
+                    act.generation += 1;
+                    let generation = act.generation;
+                    ctx.notify(RaftStopped { generation, fatal: Some(format!("rebuild failed: {e}")) });
+                }
+            }),
+        );
+    }
+}
+
+impl Handler<StopRaft> for Consensus {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, _msg: StopRaft, _ctx: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
+        let raft = self.raft.get();
+        Box::pin(async move {
+            if let Err(e) = raft.shutdown().await {
+                tracing::warn!(error = %e, "raft shutdown");
+            }
+        })
     }
 }
 
@@ -66,8 +218,12 @@ pub struct GetRaft;
 
 impl Handler<Propose> for Consensus {
     type Result = ResponseFuture<Result<Response, ProposeError>>;
-    fn handle(&mut self, msg: Propose, _ctx: &mut Context<Self>) -> Self::Result {
-        let raft = self.raft.clone();
+    fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(f) = trip(ACTOR, "consensus::propose") {
+            ctx.stop();
+            return Box::pin(async move { Err(ProposeError::Restarting(f.to_string())) });
+        }
+        let raft = self.raft.get();
         let timeout = self.apply_timeout;
         Box::pin(async move {
             match tokio::time::timeout(timeout, raft.client_write(msg.0)).await {
@@ -86,7 +242,7 @@ impl Handler<Propose> for Consensus {
 impl Handler<LinearizableBarrier> for Consensus {
     type Result = ResponseFuture<Result<(), ProposeError>>;
     fn handle(&mut self, msg: LinearizableBarrier, _ctx: &mut Context<Self>) -> Self::Result {
-        let raft = self.raft.clone();
+        let raft = self.raft.get();
         Box::pin(async move {
             match tokio::time::timeout(msg.0, raft.ensure_linearizable()).await {
                 Err(_) => Err(ProposeError::Failed("timeout waiting for fsm".into())),
@@ -103,6 +259,18 @@ impl Handler<LinearizableBarrier> for Consensus {
 impl Handler<GetRaft> for Consensus {
     type Result = MessageResult<GetRaft>;
     fn handle(&mut self, _msg: GetRaft, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.raft.clone())
+        MessageResult(self.raft.get())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::disk_full;
+
+    #[test]
+    fn full_disks_are_recognised() {
+        assert!(disk_full("when Write Logs: log_store storage error: database or disk is full"));
+        assert!(disk_full("No space left on device (os error 28)"));
+        assert!(!disk_full("log_store storage error: disk I/O error"));
     }
 }

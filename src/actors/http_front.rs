@@ -1,13 +1,14 @@
 //! The `HttpFront` actor: owns the HTTP API server and the inter-node server. The listeners are
 //! bound once at start (so a busy port is a clear startup error); the actor serves them on tokio
 //! tasks and, if restarted, aborts those tasks and serves the same listeners again, without
-//! dropping the sockets.
+//! dropping the sockets. Every second it checks that both servers are still running; a server
+//! task that ended (a panic in the accept loop) restarts the actor, which serves them again.
 
 use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::actors::supervise::note_restart;
+use crate::actors::supervise::{note_restart, trip};
 use crate::http::{self, AppState};
 
 const ACTOR: &str = "http_front";
@@ -39,6 +40,7 @@ impl Actor for HttpFront {
             (Ok(api), Ok(inter)) => {
                 self.tasks.push(tokio::spawn(http::serve(self.state.clone(), api)));
                 self.tasks.push(tokio::spawn(http::internode::serve(self.state.clone(), inter)));
+                ctx.run_interval(std::time::Duration::from_secs(1), |_act, ctx| ctx.notify(Check));
             }
             (Err(e), _) | (_, Err(e)) => {
                 tracing::error!(error = %e, "cannot serve the listeners");
@@ -50,6 +52,24 @@ impl Actor for HttpFront {
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         for t in self.tasks.drain(..) {
             t.abort();
+        }
+    }
+}
+
+/// Are the servers still running?
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Check;
+
+impl Handler<Check> for HttpFront {
+    type Result = ();
+    fn handle(&mut self, _msg: Check, ctx: &mut Context<Self>) {
+        let dead = self.tasks.iter().any(|t| t.is_finished());
+        if dead {
+            tracing::error!("an HTTP server task ended; serving the listeners again");
+        }
+        if dead || trip(ACTOR, "http_front::check").is_err() {
+            ctx.stop();
         }
     }
 }

@@ -2,6 +2,13 @@
 //! handled one at a time, in arrival order (openraft requires log and vote IO to complete in the
 //! order it was submitted), and an append is acknowledged only after its transaction committed
 //! with `synchronous=FULL`, i.e. after fsync.
+//!
+//! An append that fails (an fsync error, a full disk, a panic) was not acknowledged, so whatever
+//! it may have left in the file must not count as logged: the store remembers the first index it
+//! failed to append and refuses further appends until [`LogRequest::Recover`], which the rebuilt
+//! Raft sends before it reads the log, deletes everything from that index on. Raft may drop an
+//! unacknowledged tail at any time; keeping it could make this node vote or replicate on data
+//! that was never durable (fsyncgate: a second fsync can "succeed" after a failed one).
 
 use std::path::PathBuf;
 
@@ -15,11 +22,13 @@ const ACTOR: &str = "log_store";
 pub struct LogStore {
     path: PathBuf,
     conn: Option<tokio_rusqlite::Connection>,
+    /// The first index of an append that failed; kept across actor restarts.
+    failed_from: Option<u64>,
 }
 
 impl LogStore {
     pub fn new(path: PathBuf) -> Self {
-        LogStore { path, conn: None }
+        LogStore { path, conn: None, failed_from: None }
     }
 }
 
@@ -28,9 +37,14 @@ impl LogStore {
 pub enum LogRequest {
     Append(Vec<(u64, Vec<u8>)>),
     Truncate(u64),
-    Purge { upto: u64, purged_id: Vec<u8> },
+    Purge {
+        upto: u64,
+        purged_id: Vec<u8>,
+    },
     PutMeta(&'static str, Vec<u8>),
     GetMeta(&'static str),
+    /// Before a (re)built Raft reads the log: drop what a failed append may have left.
+    Recover,
     Range(u64, u64),
     Last,
     SizeBytes,
@@ -104,6 +118,8 @@ fn run(c: &mut rusqlite::Connection, req: LogRequest, path: &std::path::Path) ->
             LogReply::Done
         }
         LogRequest::GetMeta(k) => LogReply::Meta(LogDb::get_meta(c, k)?),
+        // Answered in the handler when nothing failed.
+        LogRequest::Recover => LogReply::Done,
         LogRequest::Range(a, b) => LogReply::Entries(LogDb::range(c, a, b)?),
         LogRequest::Last => LogReply::Entries(LogDb::last(c)?.into_iter().collect()),
         LogRequest::SizeBytes => LogReply::Size(LogDb::size_bytes(path)),
@@ -116,13 +132,37 @@ impl Handler<LogRequest> for LogStore {
     fn handle(&mut self, req: LogRequest, _ctx: &mut Context<Self>) -> Self::Result {
         let conn = self.conn.clone();
         let path = self.path.clone();
+        let appending = match &req {
+            LogRequest::Append(e) => e.first().map(|(i, _)| *i),
+            _ => None,
+        };
+        let (failed_from, recovering) = (self.failed_from, matches!(req, LogRequest::Recover));
         AtomicResponse::new(Box::pin(
             async move {
                 let conn = conn.ok_or(Fault::Unavailable(ACTOR))?;
+                if appending.is_some() && failed_from.is_some() {
+                    return Err(Fault::Refused {
+                        actor: ACTOR,
+                        msg: "an earlier append failed; waiting for raft to rebuild",
+                    });
+                }
+                if let (true, Some(from)) = (recovering, failed_from) {
+                    tracing::warn!(from, "dropping log entries a failed append may have left");
+                    let truncate = move |c: &mut rusqlite::Connection| LogDb::truncate(c, from);
+                    return flatten(ACTOR, conn.call_raw(move |c| guarded(ACTOR, || truncate(c))).await)
+                        .map(|_| LogReply::Done);
+                }
                 flatten(ACTOR, conn.call_raw(move |c| guarded(ACTOR, || run(c, req, &path))).await)
             }
             .into_actor(self)
-            .map(|res, _act, ctx| {
+            .map(move |res, act, ctx| {
+                match (&res, appending) {
+                    (Err(_), Some(first)) => {
+                        act.failed_from = Some(act.failed_from.map_or(first, |f| f.min(first)));
+                    }
+                    (Ok(_), _) if recovering => act.failed_from = None,
+                    _ => {}
+                }
                 if let Err(f) = &res {
                     if f.needs_restart() {
                         tracing::error!(fault = %f, "log store failed; restarting it");

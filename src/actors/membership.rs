@@ -10,9 +10,9 @@ use actix::prelude::*;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 
-use crate::actors::supervise::note_restart;
+use crate::actors::supervise::{note_restart, trip};
 use crate::cluster::{ClusterReply, JoinRequest, NotifyRequest};
-use crate::raft::{numeric_id, wait_replicated, NodeInfo, Raft};
+use crate::raft::{numeric_id, wait_replicated, NodeInfo, Raft, SharedRaft};
 
 const ACTOR: &str = "membership";
 
@@ -27,7 +27,7 @@ pub struct ClusterStats {
 }
 
 pub struct Membership {
-    raft: Raft,
+    raft: SharedRaft,
     node_id: u64,
     stats: Arc<ClusterStats>,
     /// `-bootstrap-expect`: how many distinct nodes must have notified before bootstrapping.
@@ -36,7 +36,13 @@ pub struct Membership {
 }
 
 impl Membership {
-    pub fn new(raft: Raft, node_id: u64, me: NodeInfo, bootstrap_expect: usize, stats: Arc<ClusterStats>) -> Self {
+    pub fn new(
+        raft: SharedRaft,
+        node_id: u64,
+        me: NodeInfo,
+        bootstrap_expect: usize,
+        stats: Arc<ClusterStats>,
+    ) -> Self {
         let mut notified = BTreeMap::new();
         notified.insert(node_id, me);
         Membership { raft, node_id, stats, bootstrap_expect, notified }
@@ -172,16 +178,24 @@ async fn remove(raft: Raft, me: u64, id: String, stats: Arc<ClusterStats>) -> Cl
 
 impl Handler<Join> for Membership {
     type Result = AtomicResponse<Self, ClusterReply>;
-    fn handle(&mut self, msg: Join, _ctx: &mut Context<Self>) -> Self::Result {
-        let fut = join(self.raft.clone(), self.node_id, msg.0, self.stats.clone());
+    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(f) = trip(ACTOR, "membership::change") {
+            ctx.stop();
+            return AtomicResponse::new(Box::pin(async move { ClusterReply::Error(f.to_string()) }.into_actor(self)));
+        }
+        let fut = join(self.raft.get(), self.node_id, msg.0, self.stats.clone());
         AtomicResponse::new(Box::pin(fut.into_actor(self)))
     }
 }
 
 impl Handler<Remove> for Membership {
     type Result = AtomicResponse<Self, ClusterReply>;
-    fn handle(&mut self, msg: Remove, _ctx: &mut Context<Self>) -> Self::Result {
-        let fut = remove(self.raft.clone(), self.node_id, msg.0, self.stats.clone());
+    fn handle(&mut self, msg: Remove, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(f) = trip(ACTOR, "membership::change") {
+            ctx.stop();
+            return AtomicResponse::new(Box::pin(async move { ClusterReply::Error(f.to_string()) }.into_actor(self)));
+        }
+        let fut = remove(self.raft.get(), self.node_id, msg.0, self.stats.clone());
         AtomicResponse::new(Box::pin(fut.into_actor(self)))
     }
 }
@@ -193,7 +207,7 @@ impl Handler<Notify> for Membership {
         let n = msg.0;
         let nid = numeric_id(&n.id);
         self.notified.insert(nid, NodeInfo { id: n.id, raft_addr: n.raft_addr, api_addr: n.api_addr });
-        let raft = self.raft.clone();
+        let raft = self.raft.get();
         let ready = self.bootstrap_expect > 0 && self.notified.len() >= self.bootstrap_expect;
         let members = self.notified.clone();
         AtomicResponse::new(Box::pin(

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::actors::supervise::note_restart;
-use crate::raft::Raft;
+use crate::actors::supervise::{note_restart, trip};
+use crate::raft::SharedRaft;
 
 const ACTOR: &str = "snapshotter";
 
 pub struct Snapshotter {
-    raft: Raft,
+    raft: SharedRaft,
     wal_path: PathBuf,
     every: Duration,
     max_entries: u64,
@@ -23,13 +23,13 @@ pub struct Snapshotter {
 }
 
 impl Snapshotter {
-    pub fn new(raft: Raft, wal_path: PathBuf, every: Duration, max_entries: u64, max_wal: u64) -> Self {
+    pub fn new(raft: SharedRaft, wal_path: PathBuf, every: Duration, max_entries: u64, max_wal: u64) -> Self {
         Snapshotter { raft, wal_path, every, max_entries, max_wal }
     }
 
     /// Why a snapshot is due now, if it is.
     fn due(&self) -> Option<String> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.get().metrics().borrow().clone();
         let applied = m.last_applied.map(|l| l.index)?;
         let since = applied.saturating_sub(m.snapshot.map(|s| s.index).unwrap_or(0));
         if m.snapshot.is_some() && since == 0 {
@@ -68,9 +68,13 @@ pub struct Tick;
 impl Handler<Tick> for Snapshotter {
     type Result = ();
     fn handle(&mut self, _msg: Tick, ctx: &mut Context<Self>) {
+        if trip(ACTOR, "snapshotter::tick").is_err() {
+            ctx.stop();
+            return;
+        }
         if let Some(why) = self.due() {
             tracing::debug!(reason = %why, "snapshot due");
-            let raft = self.raft.clone();
+            let raft = self.raft.get();
             ctx.spawn(
                 async move {
                     if let Err(e) = raft.trigger().snapshot().await {

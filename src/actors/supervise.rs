@@ -21,6 +21,9 @@ pub enum Fault {
     Storage { actor: &'static str, msg: String },
     #[error("{0} is restarting, try again")]
     Unavailable(&'static str),
+    /// The actor refuses this request until it is recovered (the log store after a failed append).
+    #[error("{actor} refused: {msg}")]
+    Refused { actor: &'static str, msg: &'static str },
 }
 
 impl Fault {
@@ -57,6 +60,13 @@ pub fn guarded<T>(actor: &'static str, f: impl FnOnce() -> T) -> Result<T, Fault
         tracing::error!(actor, %msg, "panic caught in actor");
         Fault::Panic { actor, msg }
     })
+}
+
+/// Evaluate failpoint `point` inside `actor`'s handler; a `panic` action becomes a
+/// [`Fault::Panic`] (the caller then stops the actor so its supervisor restarts it).
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+pub fn trip(actor: &'static str, point: &str) -> Result<(), Fault> {
+    guarded(actor, || fail::fail_point!(point))
 }
 
 /// Flatten the result of a guarded call on a tokio-rusqlite thread.

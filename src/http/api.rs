@@ -436,7 +436,9 @@ async fn propose(state: &AppState, p: &Params, cmd: Command, started: Instant, f
     match core.consensus.send(Propose(cmd)).await {
         Ok(Ok(resp)) => result_envelope(state, p, &resp.results, resp.error.as_deref(), started, Some(resp.raft_index)),
         Ok(Err(ProposeError::NotLeader { leader })) => not_leader(state, p, leader, fwd).await,
-        Ok(Err(e @ ProposeError::Stopped(_))) => text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Ok(Err(e @ (ProposeError::Stopped(_) | ProposeError::Restarting(_)))) => {
+            text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        }
         Ok(Err(e)) => result_envelope(state, p, &[], Some(&e.to_string()), started, None),
         Err(e) => text(state, StatusCode::SERVICE_UNAVAILABLE, &format!("consensus unavailable: {e}")),
     }
@@ -465,8 +467,21 @@ async fn execute(state: &AppState, p: &Params, mut stmts: Vec<Statement>, fwd: &
 }
 
 /// Resolve `auto` and decide whether this node may serve a read at `level` locally.
+/// The log index this node must apply before its local copy is as new as it was before the
+/// restart: the last entry in the log at start, or less if a leader has since cut an
+/// uncommitted tail away. Every entry in the log at start is either committed (and will be
+/// applied once a leader is known) or truncated.
+fn recovery_target(core: &Core, m: &crate::raft::Metrics) -> u64 {
+    let at_start = core.stats.replay_bound.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(1);
+    at_start.min(m.last_log_index.unwrap_or(0))
+}
+
+fn recovered(core: &Core, m: &crate::raft::Metrics) -> bool {
+    core.stats.applied_index.load(std::sync::atomic::Ordering::Relaxed) >= recovery_target(core, m)
+}
+
 async fn read_gate(state: &AppState, core: &Core, p: &Params, level: Level, fwd: &Fwd) -> Result<(), Response> {
-    let m = core.raft.metrics().borrow().clone();
+    let m = core.raft.get().metrics().borrow().clone();
     let is_leader = m.current_leader == Some(core.node_id);
     let leader_node = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
     let voter = m.membership_config.membership().voter_ids().any(|v| v == core.node_id);
@@ -496,6 +511,16 @@ async fn read_gate(state: &AppState, core: &Core, p: &Params, level: Level, fwd:
         }
         Level::Weak => {
             if is_leader {
+                // Just restarted and still applying what it had logged: a weak read must not see
+                // the database go back in time, so wait for the replay (a moment).
+                if !recovered(core, &m) {
+                    let target = recovery_target(core, &m);
+                    let done =
+                        core.raft.get().wait(Some(p.timeout)).applied_index_at_least(Some(target), "replay").await;
+                    if done.is_err() {
+                        return Err(text(state, StatusCode::SERVICE_UNAVAILABLE, "replaying the log; try again"));
+                    }
+                }
                 Ok(())
             } else {
                 Err(not_leader(state, p, leader_node, fwd).await)
@@ -606,7 +631,7 @@ async fn readyz(state: &AppState, p: &Params) -> Response {
     let Some(core) = state.core.get() else {
         return text(state, StatusCode::SERVICE_UNAVAILABLE, "[+]node ok\n[-]store not ready");
     };
-    let m = core.raft.metrics().borrow().clone();
+    let m = core.raft.get().metrics().borrow().clone();
     if let Err(e) = &m.running_state {
         return text(
             state,
@@ -617,6 +642,14 @@ async fn readyz(state: &AppState, p: &Params) -> Response {
     let Some(leader) = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned()) else {
         return text(state, StatusCode::SERVICE_UNAVAILABLE, "[+]node ok\n[-]leader not ok");
     };
+    if !recovered(core, &m) {
+        let applied = core.stats.applied_index.load(std::sync::atomic::Ordering::Relaxed);
+        let msg = format!(
+            "[+]node ok\n[+]leader ok\n[-]store not ok: replaying the log (applied {applied} of {})",
+            recovery_target(core, &m)
+        );
+        return text(state, StatusCode::SERVICE_UNAVAILABLE, &msg);
+    }
     let mut lines = vec!["[+]node ok", "[+]leader ok"];
     // The leader must be reachable over the cluster service (unless it is this node).
     let leader_commit = if m.current_leader == Some(core.node_id) {
@@ -634,6 +667,7 @@ async fn readyz(state: &AppState, p: &Params) -> Response {
     if p.has("sync") {
         let caught_up = core
             .raft
+            .get()
             .wait(Some(p.timeout))
             .metrics(|m| m.last_applied.map(|l| l.index).unwrap_or(0) >= leader_commit, "caught up with the leader")
             .await;
@@ -691,7 +725,7 @@ async fn remove(state: &AppState, p: &Params, fwd: &Fwd) -> Response {
     match core.membership.send(crate::actors::membership::Remove(id)).await {
         Ok(ClusterReply::Ok) => empty(state, StatusCode::OK),
         Ok(ClusterReply::NotLeader { .. }) => {
-            let m = core.raft.metrics().borrow().clone();
+            let m = core.raft.get().metrics().borrow().clone();
             let leader = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
             not_leader(state, p, leader, fwd).await
         }
@@ -703,7 +737,7 @@ async fn remove(state: &AppState, p: &Params, fwd: &Fwd) -> Response {
 
 /// Remove `id` from the cluster through whichever node leads (used on shutdown).
 pub async fn remove_node(core: &Core, id: &str) -> Result<(), String> {
-    let m = core.raft.metrics().borrow().clone();
+    let m = core.raft.get().metrics().borrow().clone();
     let leader = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
     let leader = leader.ok_or("no leader")?;
     let req = crate::cluster::RemoveRequest { id: id.to_string() };
@@ -718,7 +752,7 @@ pub async fn remove_node(core: &Core, id: &str) -> Result<(), String> {
 /// Hand leadership to `target` (or the most up-to-date other voter): the target, once caught up,
 /// starts an election it wins. With `wait`, return once leadership has moved.
 pub async fn transfer_leadership(core: &Core, target: Option<u64>, wait: bool) -> Result<(), String> {
-    let (raft, peers, me) = (core.raft.clone(), core.peers.clone(), core.node_id);
+    let (raft, peers, me) = (core.raft.get(), core.peers.clone(), core.node_id);
     if wait {
         handover(raft, peers, me, target).await
     } else {
@@ -784,7 +818,7 @@ async fn leader(state: &AppState, p: &Params, fwd: &Fwd) -> Response {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let m = core.raft.metrics().borrow().clone();
+    let m = core.raft.get().metrics().borrow().clone();
     let leader_node = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
     if fwd.method == Method::POST {
         if m.current_leader != Some(core.node_id) {

@@ -76,11 +76,11 @@ fn gzip(src: &Path, dst: &Path) -> std::io::Result<()> {
 }
 
 fn is_leader(core: &Core) -> bool {
-    core.raft.metrics().borrow().current_leader == Some(core.node_id)
+    core.raft.get().metrics().borrow().current_leader == Some(core.node_id)
 }
 
 fn leader_node(core: &Core) -> Option<crate::raft::NodeInfo> {
-    let m = core.raft.metrics().borrow().clone();
+    let m = core.raft.get().metrics().borrow().clone();
     m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned())
 }
 
@@ -217,7 +217,7 @@ pub async fn boot<B: Buf + Send>(state: &AppState, body: BodyStream<B>) -> Respo
     let Some(core) = state.core.get() else {
         return api::text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
     };
-    let m = core.raft.metrics().borrow().clone();
+    let m = core.raft.get().metrics().borrow().clone();
     if m.current_leader != Some(core.node_id) {
         return api::text(state, StatusCode::SERVICE_UNAVAILABLE, "not leader");
     }
@@ -262,7 +262,7 @@ pub async fn boot<B: Buf + Send>(state: &AppState, body: BodyStream<B>) -> Respo
     // A no-op through the log marks the new state, and a snapshot records it.
     let noop = Command::Execute { stmts: Vec::new(), opts: ExecOptions::default(), seed: 0 };
     let _ = core.consensus.send(Propose(noop)).await;
-    let _ = core.raft.trigger().snapshot().await;
+    let _ = core.raft.get().trigger().snapshot().await;
     tracing::info!(bytes = written, took = ?started.elapsed(), "booted from an uploaded database");
     api::empty(state, StatusCode::OK)
 }
@@ -298,17 +298,18 @@ pub async fn snapshot(state: &AppState, p: &Params) -> Response {
         return api::text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
     };
     core.snap_stats.user_snapshots.fetch_add(1, Ordering::Relaxed);
-    let m = core.raft.metrics().borrow().clone();
+    let m = core.raft.get().metrics().borrow().clone();
     let applied = m.last_applied.map(|l| l.index);
     if applied.is_none() || m.snapshot.map(|s| s.index) == applied {
         return api::empty(state, StatusCode::NO_CONTENT);
     }
-    if let Err(e) = core.raft.trigger().snapshot().await {
+    if let Err(e) = core.raft.get().trigger().snapshot().await {
         return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
     }
     let target = applied.unwrap_or(0);
     let done = core
         .raft
+        .get()
         .wait(Some(Duration::from_secs(60)))
         .metrics(|m| m.snapshot.map(|s| s.index >= target).unwrap_or(false), "snapshot")
         .await;
@@ -316,7 +317,7 @@ pub async fn snapshot(state: &AppState, p: &Params) -> Response {
         return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
     }
     if let Some(keep) = p.get("trailing_logs").and_then(|t| t.parse::<u64>().ok()) {
-        if let Err(e) = core.raft.trigger().purge_log(target.saturating_sub(keep)).await {
+        if let Err(e) = core.raft.get().trigger().purge_log(target.saturating_sub(keep)).await {
             return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
         }
     }

@@ -93,7 +93,7 @@ async fn handle<B: Buf + Send>(
     let Some(core) = state.core.get() else {
         return reply(StatusCode::SERVICE_UNAVAILABLE, b"store not open".to_vec());
     };
-    let raft = &core.raft;
+    let raft = &core.raft.get();
     let r: Result<Response, Response> = async {
         Ok(match path.as_str() {
             "/raft/append" => {

@@ -29,7 +29,7 @@ use crate::actors::membership::{ClusterStats, Membership};
 use crate::actors::readers::Readers;
 use crate::cluster::client::Peers;
 use crate::config::Config;
-use crate::raft::Raft;
+use crate::raft::SharedRaft;
 
 /// Version stamped into `X-RQLITE-VERSION` and `/status`.
 pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
@@ -40,7 +40,7 @@ pub struct Core {
     pub applier: Addr<crate::actors::applier::Applier>,
     pub readers: Addr<Readers>,
     pub log_store: Addr<LogStore>,
-    pub raft: Raft,
+    pub raft: SharedRaft,
     pub stats: Arc<ApplierStats>,
     pub node_id: u64,
     pub db_path: PathBuf,

@@ -47,7 +47,7 @@ fn api_url(addr: &str) -> String {
 }
 
 async fn store_json(state: &AppState, core: &Core) -> Value {
-    let m: Metrics = core.raft.metrics().borrow().clone();
+    let m: Metrics = core.raft.get().metrics().borrow().clone();
     let st = &core.stats;
     let leader = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
     let log_size = match core.log_store.send(LogRequest::SizeBytes).await {
@@ -241,7 +241,7 @@ pub async fn nodes(state: &AppState, p: &Params) -> Result<J, Response> {
     let Some(core) = state.core.get() else {
         return Err(super::api::text(state, http::StatusCode::SERVICE_UNAVAILABLE, "store not open"));
     };
-    let m: Metrics = core.raft.metrics().borrow().clone();
+    let m: Metrics = core.raft.get().metrics().borrow().clone();
     let mem = m.membership_config.membership();
     let mut ids: Vec<u64> =
         if p.has("nonvoters") { mem.nodes().map(|(id, _)| *id).collect() } else { mem.voter_ids().collect() };
@@ -262,7 +262,7 @@ pub async fn nodes(state: &AppState, p: &Params) -> Result<J, Response> {
 pub async fn metrics(state: &AppState) -> Response {
     use metrics::{counter, gauge};
     if let Some(core) = state.core.get() {
-        let m: Metrics = core.raft.metrics().borrow().clone();
+        let m: Metrics = core.raft.get().metrics().borrow().clone();
         gauge!("raftlite_raft_term").set(m.current_term as f64);
         for s in ["Leader", "Follower", "Candidate", "Learner", "Shutdown"] {
             let now = format!("{:?}", m.state) == s;

@@ -6,6 +6,7 @@
 
 pub mod log_adapter;
 pub mod network;
+pub mod parts;
 pub mod sm_adapter;
 
 use std::fmt;
@@ -31,6 +32,35 @@ pub type LogId = openraft::LogId<u64>;
 pub type StoredMembership = openraft::StoredMembership<u64, NodeInfo>;
 pub type StorageError = openraft::StorageError<u64>;
 pub type Entry = openraft::Entry<TypeConfig>;
+pub type Metrics = openraft::RaftMetrics<u64, NodeInfo>;
+
+/// The node's current `Raft` handle. Consensus replaces it when it rebuilds Raft over the same
+/// stores after a fatal error, so everything that talks to Raft asks for it here each time rather
+/// than keeping its own copy.
+#[derive(Clone)]
+pub struct SharedRaft(std::sync::Arc<std::sync::RwLock<Raft>>);
+
+impl SharedRaft {
+    pub fn new(raft: Raft) -> Self {
+        SharedRaft(std::sync::Arc::new(std::sync::RwLock::new(raft)))
+    }
+
+    /// The current handle (a cheap clone).
+    pub fn get(&self) -> Raft {
+        match self.0.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Install a rebuilt `Raft`.
+    pub fn replace(&self, raft: Raft) {
+        match self.0.write() {
+            Ok(mut r) => *r = raft,
+            Err(poisoned) => *poisoned.into_inner() = raft,
+        }
+    }
+}
 
 /// What the cluster knows about a node: its rqlite-style string id and its two addresses.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +106,36 @@ pub async fn wait_replicated(raft: &Raft, node: u64, index: u64, timeout: std::t
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+/// Count leader changes and elections, and log each once, from openraft's metrics stream (one
+/// watcher per `Raft`; it ends when that `Raft` stops).
+pub fn watch_leadership(raft: Raft) {
+    tokio::spawn(async move {
+        let mut rx = raft.metrics();
+        let (mut leader, mut state) = {
+            let m = rx.borrow();
+            (m.current_leader, m.state)
+        };
+        while rx.changed().await.is_ok() {
+            let (l, s, term) = {
+                let m = rx.borrow();
+                (m.current_leader, m.state, m.current_term)
+            };
+            if l != leader {
+                metrics::counter!("raftlite_raft_leader_changes_total").increment(1);
+                tracing::info!(leader = ?l, term, "leader changed");
+                leader = l;
+            }
+            if s != state {
+                if s == openraft::ServerState::Candidate {
+                    metrics::counter!("raftlite_raft_elections_started_total").increment(1);
+                    tracing::info!(term, "election started");
+                }
+                state = s;
+            }
+        }
+    });
 }
 
 /// Convert any error into openraft's `AnyError`.

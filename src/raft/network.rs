@@ -77,6 +77,9 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: InstallSnapshotRequest<TypeConfig>,
         o: RPCOption,
     ) -> Rpc<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> {
+        fail::fail_point!("snapshot::send", |_| Err(RPCError::Unreachable(Unreachable::new(&Msg(
+            "failpoint snapshot::send".into()
+        )))));
         self.rpc("/raft/snapshot", &rpc, &o).await
     }
     async fn vote(&mut self, rpc: VoteRequest<u64>, o: RPCOption) -> Rpc<VoteResponse<u64>> {

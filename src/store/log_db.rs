@@ -27,6 +27,13 @@ pub enum LogDbError {
 /// `LogStore` actor's tokio-rusqlite thread).
 pub struct LogDb;
 
+/// `synchronous=FULL`; the power-loss test's negative control switches fsync off through a
+/// failpoint (compiled only with the `failpoints` feature).
+fn log_sync_mode() -> &'static str {
+    fail::fail_point!("log_store::no_fsync", |_| "OFF");
+    "FULL"
+}
+
 pub const KEY_VOTE: &str = "vote";
 pub const KEY_COMMITTED: &str = "committed";
 pub const KEY_PURGED: &str = "purged";
@@ -46,7 +53,8 @@ impl LogDb {
     /// Configure a freshly opened connection and verify the log.
     pub fn init(conn: &Connection, path: &str) -> Result<(), LogDbError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        // The power-loss test's negative control switches fsync off here (never in a real build).
+        conn.pragma_update(None, "synchronous", log_sync_mode())?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS log (idx INTEGER PRIMARY KEY, crc INTEGER NOT NULL, entry BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);",

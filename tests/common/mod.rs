@@ -42,6 +42,10 @@ pub struct Node {
     pub http: String,
     pub raft: String,
     pub extra: Vec<String>,
+    /// Environment variables for the process (failpoints, LD_PRELOAD).
+    pub env: Vec<(String, String)>,
+    /// Where the node's stderr goes (default: `<dir>.log`).
+    pub log: PathBuf,
     child: Option<Child>,
     client: reqwest::blocking::Client,
 }
@@ -75,6 +79,8 @@ impl Node {
             http: free_addr(ip),
             raft: free_addr(ip),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+            log: dir.with_extension("log"),
             child: None,
             client: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -89,15 +95,12 @@ impl Node {
     }
 
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.with_extension("log"))
-            .expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_raftlited"))
             .args(["-node-id", &self.id, "-http-addr", &self.http, "-raft-addr", &self.raft])
             .args(&self.extra)
             .arg(&self.dir)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -132,7 +135,7 @@ impl Node {
         loop {
             if let Ok(Some(st)) = c.try_wait() {
                 if !st.success() {
-                    let log = std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default();
+                    let log = std::fs::read_to_string(&self.log).unwrap_or_default();
                     let tail: Vec<&str> = log.lines().rev().take(30).collect();
                     eprintln!(
                         "node {} exited with {st}; log tail:\n{}",
@@ -163,6 +166,30 @@ impl Node {
     pub fn get(&self, path: &str) -> Resp {
         let r = self.client.get(self.url(path)).send().expect("GET");
         Resp { status: r.status().as_u16(), headers: r.headers().clone(), body: r.text().unwrap_or_default() }
+    }
+
+    /// GET that returns None when the node does not answer.
+    pub fn get_opt(&self, path: &str) -> Option<Resp> {
+        let r = self.client.get(self.url(path)).timeout(Duration::from_secs(2)).send().ok()?;
+        Some(Resp { status: r.status().as_u16(), headers: r.headers().clone(), body: r.text().unwrap_or_default() })
+    }
+
+    /// POST JSON that returns None when the node does not answer.
+    pub fn post_opt(&self, path: &str, body: String) -> Option<Resp> {
+        let r = self.client.post(self.url(path)).header("Content-Type", "application/json").body(body).send().ok()?;
+        Some(Resp { status: r.status().as_u16(), headers: r.headers().clone(), body: r.text().unwrap_or_default() })
+    }
+
+    /// The exit status, once the process has exited (it is then reaped and forgotten).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        let st = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())?;
+        self.child = None;
+        Some(st)
+    }
+
+    /// Is the process still running (not exited)?
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().map(|c| matches!(c.try_wait(), Ok(None))).unwrap_or(false)
     }
 
     pub fn post(&self, path: &str, content_type: &str, body: impl Into<reqwest::blocking::Body>) -> Resp {

@@ -1,0 +1,185 @@
+//! Every failpoint on a 3-node cluster (built with `--features failpoints`), on the leader and on a
+//! follower: the fault is injected, the cluster is driven so that the faulty code runs, the fault
+//! is cleared, and then the cluster must be whole again (a leader, every node ready and holding
+//! the same rows), with every acknowledged write on every node exactly once.
+#![cfg(feature = "failpoints")]
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+
+#[derive(Clone, Copy, Debug)]
+enum Drive {
+    /// Inserts through whichever node is leader.
+    Writes,
+    /// Two-statement requests (`v` and `-v`) through the leader.
+    Batches,
+    /// A snapshot on the target, then inserts.
+    Snapshot,
+    /// Leadership moved to (or away from) the target: votes are saved.
+    Election,
+    /// Local reads on the target.
+    Reads,
+}
+
+struct Case {
+    point: &'static str,
+    action: &'static str,
+    on_leader: bool,
+    drive: Drive,
+    /// The actor whose restart counter must move on the target.
+    restarts: Option<&'static str>,
+}
+
+const fn case(
+    point: &'static str,
+    action: &'static str,
+    on_leader: bool,
+    drive: Drive,
+    restarts: Option<&'static str>,
+) -> Case {
+    Case { point, action, on_leader, drive, restarts }
+}
+
+const CASES: &[Case] = &[
+    case("log_store::append_before_fsync", "1*panic", false, Drive::Writes, Some("log_store")),
+    case("log_store::append_after_fsync", "1*panic", false, Drive::Writes, Some("log_store")),
+    case("log_store::append_after_fsync", "1*panic", true, Drive::Writes, Some("log_store")),
+    case("log_store::save_meta", "1*panic", false, Drive::Election, Some("log_store")),
+    case("applier::between_statements", "1*panic", false, Drive::Batches, Some("applier")),
+    case("applier::before_commit", "1*panic", true, Drive::Writes, Some("applier")),
+    case("applier::before_commit", "1*panic", false, Drive::Writes, Some("applier")),
+    case("readers::query", "1*panic", false, Drive::Reads, Some("readers")),
+    case("consensus::propose", "1*panic", true, Drive::Writes, Some("consensus")),
+    case("snapshot::build", "1*return", false, Drive::Snapshot, None),
+    case("snapshotter::tick", "1*panic", false, Drive::Writes, Some("snapshotter")),
+    case("internode::receive", "20*return", false, Drive::Writes, None),
+    case("network::send", "20*return", true, Drive::Writes, None),
+    case("http::handler", "2*panic", true, Drive::Writes, None),
+    case("http_front::check", "1*panic", false, Drive::Writes, Some("http_front")),
+];
+
+fn set(n: &Node, spec: &str) {
+    let r = n.post("/debug/failpoints", "text/plain", spec.to_string());
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+fn restarts(n: &Node, actor: &str) -> u64 {
+    n.status()["actors"]["restarts"][actor].as_u64().unwrap_or(0)
+}
+
+/// One insert through the current leader; true if acknowledged.
+fn insert(c: &Cluster, v: i64) -> bool {
+    let Some(l) = c.leader() else { return false };
+    let body = json!([["INSERT INTO t(v) VALUES(?)", v]]).to_string();
+    l.post_opt("/db/execute", body)
+        .map(|r| r.status == 200 && r.json()["results"][0]["rows_affected"] == 1)
+        .unwrap_or(false)
+}
+
+/// Rows `v` and `-v` in one request through the current leader; true if both acknowledged.
+fn insert_pair(c: &Cluster, v: i64) -> bool {
+    let Some(l) = c.leader() else { return false };
+    let body = json!([["INSERT INTO t(v) VALUES(?)", v], ["INSERT INTO t(v) VALUES(?)", -v]]).to_string();
+    l.post_opt("/db/execute", body)
+        .map(|r| {
+            let j = r.json();
+            r.status == 200 && j["results"][0]["rows_affected"] == 1 && j["results"][1]["rows_affected"] == 1
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn every_failpoint_on_a_three_node_cluster() {
+    let c = Cluster::start(3, &["-raft-snap", "30", "-raft-snap-int", "200ms"]);
+    assert_eq!(c.wait_leader().execute(json!(["CREATE TABLE t (v INTEGER NOT NULL)"])).status, 200);
+    let mut acked: Vec<i64> = Vec::new();
+    let mut next = 0i64;
+    for (i, k) in CASES.iter().enumerate() {
+        let leader = c.wait_leader().id.clone();
+        // Followers take turns, so that no node gets more faults that stop its Raft than a node
+        // may survive in ten minutes (five rebuilds; the sixth is a fatal exit by design).
+        let followers: Vec<&Node> = c.nodes.iter().filter(|n| n.id != leader).collect();
+        let target = if k.on_leader { c.node(&leader) } else { followers[i % followers.len()] };
+        let before = k.restarts.map(|a| restarts(target, a)).unwrap_or(0);
+        let role = if k.on_leader { "leader" } else { "follower" };
+        println!("{}={} on the {role} (node {})", k.point, k.action, target.id);
+        set(target, &format!("{}={}", k.point, k.action));
+        match k.drive {
+            Drive::Writes => {}
+            Drive::Batches => {
+                for _ in 0..5 {
+                    next += 1;
+                    if insert_pair(&c, next) {
+                        acked.extend([next, -next]);
+                    }
+                }
+            }
+            Drive::Snapshot => {
+                let _ = target.post_opt("/snapshot", String::new());
+            }
+            Drive::Election => {
+                let body = json!({ "id": target.id }).to_string();
+                let _ = c.node(&leader).post_opt("/leader", body);
+            }
+            Drive::Reads => {
+                for _ in 0..5 {
+                    let _ = target.local_rows("SELECT COUNT(*) FROM t");
+                }
+            }
+        }
+        for _ in 0..20 {
+            next += 1;
+            if insert(&c, next) {
+                acked.push(next);
+            }
+        }
+        // The fault has run where it can; wait for its restart, then clear it.
+        if let Some(actor) = k.restarts {
+            wait_for(&format!("{actor} restarted on node {}", target.id), Duration::from_secs(30), || {
+                (restarts(target, actor) > before).then_some(())
+            });
+        }
+        set(target, &format!("{}=off", k.point));
+        // Whole again: a write is acknowledged, every node is ready and holds the same rows.
+        wait_for(&format!("a write after {}", k.point), Duration::from_secs(30), || {
+            next += 1;
+            insert(&c, next).then(|| acked.push(next))
+        });
+        let want = acked.len() as i64;
+        for n in &c.nodes {
+            wait_for(&format!("node {} ready after {}", n.id, k.point), Duration::from_secs(30), || {
+                n.get_opt("/readyz").filter(|r| r.status == 200)
+            });
+            wait_for(&format!("node {} to converge after {}", n.id, k.point), Duration::from_secs(30), || {
+                let rows = n.local_rows("SELECT v FROM t")?;
+                let have: HashSet<i64> = rows.iter().filter_map(|r| r[0].as_i64()).collect();
+                (rows.len() == have.len() && acked.iter().all(|a| have.contains(a)) && have.len() as i64 >= want)
+                    .then_some(())
+            });
+        }
+        let counts: Vec<Option<i64>> = c.nodes.iter().map(count).collect();
+        assert!(counts.windows(2).all(|w| w[0] == w[1]), "after {}: replicas differ {counts:?}", k.point);
+    }
+    println!("{} acknowledged writes on every node after {} fault cases", acked.len(), CASES.len());
+}
+
+/// A join that hits a panic in the leader's Membership actor fails; the joiner retries, the
+/// restarted actor admits it.
+#[test]
+fn membership_panic_during_a_join_is_retried() {
+    let mut c = Cluster::start(2, &[]);
+    let leader = c.wait_leader().id.clone();
+    set(c.node(&leader), "membership::change=1*panic");
+    let dir = c.dir().join("n3");
+    let first = c.node(&leader).raft.clone();
+    let mut n3 = Node::new("3", &dir, "127.0.0.13", &["-join", &first, "-join-interval", "200ms"]);
+    n3.spawn();
+    n3.wait_ready();
+    c.nodes.push(n3);
+    c.wait_voters(3);
+    assert_eq!(restarts(c.node(&leader), "membership"), 1);
+}
