@@ -89,6 +89,25 @@ fn check_identity(dir: &Path, node_id: &str) -> Result<(), StartError> {
     }
 }
 
+/// Open the database once before anything else does: a file SQLite cannot read as a database
+/// (or whose schema or raftlite's meta table cannot be read) refuses to start, naming the file
+/// and what to do. A full `PRAGMA integrity_check` would cost a read of the whole file on every
+/// start; damage deeper in the file surfaces when a page is read, and stops the node then.
+fn check_database(path: &Path, fk: bool) -> Result<(), StartError> {
+    let check = || -> rusqlite::Result<()> {
+        let (conn, _hooks) = crate::store::db::open_writer(path, fk)?;
+        conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |_| Ok(()))?;
+        let meta = crate::store::db::META_TABLE;
+        conn.query_row(&format!("SELECT COUNT(*) FROM {meta}"), [], |_| Ok(()))
+    };
+    check().map_err(|e| {
+        StartError::Database(format!(
+            "{}: {e}; the database is damaged. Wipe this node's data directory and rejoin it to the cluster (or restore a backup with /boot)",
+            path.display()
+        ))
+    })
+}
+
 /// openraft's configuration from rqlite's timing flags. hashicorp/raft's "heartbeat timeout" is
 /// how long a follower waits for its leader; the leader sends heartbeats ten times as often.
 /// openraft makes a follower wait out a leader lease (`election_timeout_max`) plus a random
@@ -217,8 +236,10 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let log_path = dir.join("raft").join("log.sqlite");
     let lp = log_path.clone();
     let (raft_dir, dbp, my_id) = (dir.join("raft"), dir.join("db.sqlite"), cfg.node_id.clone());
+    let fk = cfg.fk;
     let last_log = tokio::task::spawn_blocking(move || -> Result<u64, StartError> {
         let end = LogDb::last(&LogDb::open(&lp)?)?.map(|(i, _)| i + 1).unwrap_or(0);
+        check_database(&dbp, fk)?;
         crate::cluster::recovery::apply_peers_file(&raft_dir, &lp, &dbp, &my_id).map_err(StartError::Raft)?;
         Ok(end)
     })

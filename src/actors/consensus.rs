@@ -31,6 +31,21 @@ pub const EXIT_RAFT_FAILED: i32 = 70;
 /// How often a node whose disk is full tries to rebuild Raft.
 pub const DISK_FULL_RETRY: Duration = Duration::from_secs(2);
 
+/// Exit with [`EXIT_RAFT_FAILED`] in a moment: requests already answered with a 503 get their
+/// responses out first, so no client is left with a dropped connection.
+fn exit_soon() {
+    tokio::spawn(async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::process::exit(EXIT_RAFT_FAILED);
+    });
+}
+
+/// Is this fatal error damaged data (SQLite's "database disk image is malformed" or "file is not
+/// a database", a log record failing its checksum)? Rebuilding cannot help.
+fn corrupt(msg: &str) -> bool {
+    msg.contains("malformed") || msg.contains("not a database") || msg.contains("fails its checksum")
+}
+
 /// Is this fatal error a full disk? SQLite says "database or disk is full" (SQLITE_FULL); the
 /// file system says ENOSPC. openraft carries storage errors as text, so match the text.
 fn disk_full(msg: &str) -> bool {
@@ -136,6 +151,15 @@ impl Handler<RaftStopped> for Consensus {
         if self.stopping || msg.generation != self.generation {
             return;
         }
+        if corrupt(&fatal) {
+            tracing::error!(
+                error = %fatal,
+                "FATAL: this node's data is damaged; stopping. Wipe its data directory and rejoin it to the cluster"
+            );
+            self.stopping = true;
+            exit_soon();
+            return;
+        }
         let full = disk_full(&fatal);
         let now = Instant::now();
         while self.rebuilds.front().is_some_and(|t| now.duration_since(*t) > REBUILD_WINDOW) {
@@ -150,7 +174,9 @@ impl Handler<RaftStopped> for Consensus {
                  directory and rejoin the node to its cluster",
                 REBUILD_WINDOW.as_secs()
             );
-            std::process::exit(EXIT_RAFT_FAILED);
+            self.stopping = true;
+            exit_soon();
+            return;
         }
         metrics::counter!("raftlite_raft_rebuilds_total").increment(1);
         let pause = if full {
@@ -272,5 +298,7 @@ mod tests {
         assert!(disk_full("when Write Logs: log_store storage error: database or disk is full"));
         assert!(disk_full("No space left on device (os error 28)"));
         assert!(!disk_full("log_store storage error: disk I/O error"));
+        assert!(super::corrupt("applier storage error: database disk image is malformed"));
+        assert!(!super::corrupt("applier storage error: disk I/O error"));
     }
 }
