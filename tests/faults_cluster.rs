@@ -183,3 +183,34 @@ fn membership_panic_during_a_join_is_retried() {
     c.wait_voters(3);
     assert_eq!(restarts(c.node(&leader), "membership"), 1);
 }
+
+/// A follower that fell behind a compacted log catches up by snapshot even when the first send
+/// (on the leader) and the first install (on the follower) fail: both are retried.
+#[test]
+fn snapshot_send_and_install_failures_are_retried() {
+    let mut c = Cluster::start(3, &["-raft-snap", "20", "-raft-snap-int", "200ms"]);
+    let l = c.wait_leader().id.clone();
+    assert_eq!(c.node(&l).execute(json!(["CREATE TABLE t (v INTEGER NOT NULL)"])).status, 200);
+    let f = c.follower().id.clone();
+    c.node_mut(&f).kill();
+    for v in 0..100 {
+        assert_eq!(c.node(&l).execute(json!([["INSERT INTO t VALUES(?)", v]])).status, 200);
+    }
+    // Wait until the leader has compacted past what the follower has.
+    wait_for("the leader to compact its log", Duration::from_secs(30), || {
+        (c.node(&l).status()["store"]["num_snapshots"].as_u64()? > 0).then_some(())
+    });
+    set(c.node(&l), "snapshot::send=1*return");
+    let n = c.node_mut(&f);
+    n.env.push(("FAILPOINTS".into(), "snapshot::install=1*return".into()));
+    n.spawn();
+    let caught_up = (0..1500).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        count(c.node(&f)) == Some(100)
+    });
+    let log = std::fs::read_to_string(&c.node(&f).log).unwrap_or_default();
+    assert!(caught_up, "the follower never caught up; its log:\n{log}");
+    let st = c.node(&f).status();
+    assert!(st["store"]["num_restores"].as_u64().unwrap_or(0) >= 1, "{}", st["store"]);
+    assert!(log.contains("failpoint snapshot::install"), "the install failpoint never ran");
+}

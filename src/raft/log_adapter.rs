@@ -19,11 +19,39 @@ use crate::store::log_db::{KEY_PURGED, KEY_VOTE};
 #[derive(Clone)]
 pub struct LogAdapter {
     addr: Addr<LogStore>,
+    /// The state machine's snapshot directory: purges never go past its recorded snapshot.
+    snapshot_guard: Option<std::path::PathBuf>,
 }
 
 impl LogAdapter {
     pub fn new(addr: Addr<LogStore>) -> Self {
-        LogAdapter { addr }
+        LogAdapter { addr, snapshot_guard: None }
+    }
+
+    /// Never purge past the snapshot recorded in `snap_dir` (invariant 4 of design.md).
+    /// openraft asks for the purge that follows a snapshot install before the install has
+    /// finished; if the install then fails or the node crashes, a log purged past the database
+    /// would leave a node that can never start again (openraft refuses a purged log beyond its
+    /// snapshot). Keeping those entries a little longer costs nothing: the next purge takes them.
+    pub fn with_snapshot_guard(mut self, snap_dir: std::path::PathBuf) -> Self {
+        self.snapshot_guard = Some(snap_dir);
+        self
+    }
+
+    /// How far a purge up to `want` may go now.
+    fn purge_limit(&self, want: LogId) -> Result<Option<LogId>, StorageError> {
+        let Some(dir) = &self.snapshot_guard else { return Ok(Some(want)) };
+        let recorded = crate::raft::sm_adapter::read_current(dir)
+            .map_err(|e| StorageIOError::read_snapshot(None, any_err(e)))?
+            .and_then(|m| m.last_log_id);
+        Ok(match recorded {
+            Some(r) if r.index < want.index => {
+                tracing::debug!(want = %want, recorded = %r, "purge held back to the recorded snapshot");
+                Some(r)
+            }
+            Some(_) => Some(want),
+            None => None,
+        })
     }
 
     /// Send a request; while the actor is restarting (state being reloaded from disk) retry for
@@ -157,6 +185,7 @@ impl RaftLogStorage<TypeConfig> for LogAdapter {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let Some(log_id) = self.purge_limit(log_id)? else { return Ok(()) };
         let purged_id = codec::encode(&log_id).map_err(|e| StorageIOError::write_logs(any_err(e)))?;
         self.call(|| LogRequest::Purge { upto: log_id.index, purged_id: purged_id.clone() })
             .await
