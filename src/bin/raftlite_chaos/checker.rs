@@ -1,0 +1,368 @@
+//! History checkers. The register checker is a Wing–Gong–Lowe linearizability search (the
+//! algorithm porcupine uses: linearize calls from the front of the history, backtrack at the
+//! first return that cannot be explained, memoise (linearized set, state) pairs), run per key
+//! (a register history is linearizable iff each key's is). Operations whose outcome is unknown
+//! return at the end of time: they may take effect at any point after their call. A search that
+//! runs out of time is a failure, not a pass.
+//!
+//! The set and bank checkers are direct: every acknowledged insert is in the final read and
+//! nothing appears twice; every read of all balances sums to the total.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// One register operation, as a client saw it. Times are nanoseconds since the run started.
+#[derive(Clone, Debug, Serialize)]
+pub struct RegOp {
+    pub client: usize,
+    pub key: u32,
+    pub call: u64,
+    /// `None`: the outcome is unknown (timeout, connection lost).
+    pub ret: Option<u64>,
+    pub kind: RegKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum RegKind {
+    /// A read that returned this value (`None`: no value yet).
+    Read(Option<i64>),
+    Write(i64),
+    /// Compare-and-set `from` -> `to`; `ok` is whether it took effect.
+    Cas {
+        from: i64,
+        to: i64,
+        ok: bool,
+    },
+}
+
+#[derive(Debug, PartialEq, Serialize)]
+pub enum Verdict {
+    Linearizable,
+    /// Not linearizable: the key and the ops of its history.
+    Violation {
+        key: u32,
+        ops: usize,
+    },
+    /// The search did not finish in time.
+    Timeout {
+        key: u32,
+    },
+}
+
+/// Check every key's history; the first violation or timeout wins.
+pub fn check_register(ops: &[RegOp], budget: Duration) -> Verdict {
+    let mut by_key: BTreeMap<u32, Vec<&RegOp>> = BTreeMap::new();
+    for op in ops {
+        // A read with an unknown outcome says nothing.
+        if op.ret.is_none() && matches!(op.kind, RegKind::Read(_)) {
+            continue;
+        }
+        // A failed compare-and-set changed nothing: it only constrains like a read would not,
+        // since it tells us the value differed from `from` at some point; keep it.
+        by_key.entry(op.key).or_default().push(op);
+    }
+    let deadline = Instant::now() + budget;
+    for (key, hist) in by_key {
+        match check_key(&hist, deadline) {
+            Some(true) => {}
+            Some(false) => return Verdict::Violation { key, ops: hist.len() },
+            None => return Verdict::Timeout { key },
+        }
+    }
+    Verdict::Linearizable
+}
+
+/// The register's model: apply `op` to `state`; `None` if the op's result is impossible.
+fn step(state: Option<i64>, kind: &RegKind, known: bool) -> Option<Option<i64>> {
+    match kind {
+        RegKind::Read(v) => (*v == state).then_some(state),
+        RegKind::Write(v) => Some(Some(*v)),
+        RegKind::Cas { from, to, ok } => {
+            let matches = state == Some(*from);
+            if !known {
+                // Unknown outcome: it took effect exactly when it could have.
+                return Some(if matches { Some(*to) } else { state });
+            }
+            match (ok, matches) {
+                (true, true) => Some(Some(*to)),
+                (false, false) => Some(state),
+                _ => None,
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Event {
+    op: usize,
+    is_call: bool,
+    /// Index of the matching event (call <-> return).
+    mate: usize,
+    prev: usize,
+    next: usize,
+}
+
+/// Some(true) linearizable, Some(false) not, None out of time.
+fn check_key(hist: &[&RegOp], deadline: Instant) -> Option<bool> {
+    let n = hist.len();
+    if n == 0 {
+        return Some(true);
+    }
+    // Events sorted by time; returns before calls at equal times (an op that returned at t did
+    // not overlap one called at t). Unknown returns go after everything.
+    let mut evs: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * n);
+    for (i, op) in hist.iter().enumerate() {
+        evs.push((op.call, true, i));
+        evs.push((op.ret.unwrap_or(u64::MAX), false, i));
+    }
+    evs.sort_by_key(|&(t, is_call, i)| (t, is_call, i));
+    // A doubly linked list with a head sentinel at index 0.
+    let head = 0usize;
+    let mut list: Vec<Event> = Vec::with_capacity(evs.len() + 1);
+    list.push(Event { op: usize::MAX, is_call: false, mate: 0, prev: 0, next: 1 });
+    let mut call_at = vec![0usize; n];
+    let mut ret_at = vec![0usize; n];
+    for (k, &(_, is_call, i)) in evs.iter().enumerate() {
+        let idx = k + 1;
+        list.push(Event { op: i, is_call, mate: 0, prev: idx - 1, next: idx + 1 });
+        if is_call {
+            call_at[i] = idx;
+        } else {
+            ret_at[i] = idx;
+        }
+    }
+    let end = list.len(); // one past the last: "null"
+    for i in 0..n {
+        list[call_at[i]].mate = ret_at[i];
+        list[ret_at[i]].mate = call_at[i];
+    }
+    let words = n.div_ceil(64);
+    let mut linearized = vec![0u64; words];
+    let mut cache: HashSet<(Vec<u64>, Option<i64>)> = HashSet::new();
+    let mut stack: Vec<(usize, Option<i64>)> = Vec::new();
+    let mut state: Option<i64> = None;
+    let mut entry = list[head].next;
+    let mut steps = 0u64;
+
+    fn lift(list: &mut [Event], call: usize, end: usize) {
+        let ret = list[call].mate;
+        let (p, nx) = (list[call].prev, list[call].next);
+        list[p].next = nx;
+        if nx != end {
+            list[nx].prev = p;
+        }
+        let (p, nx) = (list[ret].prev, list[ret].next);
+        list[p].next = nx;
+        if nx != end {
+            list[nx].prev = p;
+        }
+    }
+    fn unlift(list: &mut [Event], call: usize, end: usize) {
+        let ret = list[call].mate;
+        let (p, nx) = (list[ret].prev, list[ret].next);
+        list[p].next = ret;
+        if nx != end {
+            list[nx].prev = ret;
+        }
+        let (p, nx) = (list[call].prev, list[call].next);
+        list[p].next = call;
+        if nx != end {
+            list[nx].prev = call;
+        }
+    }
+
+    while list[head].next != end {
+        steps += 1;
+        if steps.is_multiple_of(4096) && Instant::now() > deadline {
+            return None;
+        }
+        if entry == end {
+            // Cannot happen with a well-formed list: every call has a return after it.
+            return Some(false);
+        }
+        let ev = list[entry];
+        if ev.is_call {
+            let op = hist[ev.op];
+            if let Some(next_state) = step(state, &op.kind, op.ret.is_some()) {
+                let mut bits = linearized.clone();
+                bits[ev.op / 64] |= 1 << (ev.op % 64);
+                if cache.insert((bits.clone(), next_state)) {
+                    stack.push((entry, state));
+                    state = next_state;
+                    linearized = bits;
+                    lift(&mut list, entry, end);
+                    entry = list[head].next;
+                    continue;
+                }
+            }
+            entry = ev.next;
+        } else {
+            // A return whose op could not be linearized before it: backtrack.
+            let Some((call, prev_state)) = stack.pop() else { return Some(false) };
+            state = prev_state;
+            let op = list[call].op;
+            linearized[op / 64] &= !(1 << (op % 64));
+            unlift(&mut list, call, end);
+            entry = list[call].next;
+        }
+    }
+    Some(true)
+}
+
+/// The set workload's verdict.
+#[derive(Debug, Default, Serialize)]
+pub struct SetVerdict {
+    pub acknowledged: usize,
+    pub lost: Vec<i64>,
+    pub duplicated: Vec<i64>,
+    /// Values in the final read that no client ever tried to insert.
+    pub phantom: Vec<i64>,
+}
+
+impl SetVerdict {
+    pub fn ok(&self) -> bool {
+        self.lost.is_empty() && self.duplicated.is_empty() && self.phantom.is_empty()
+    }
+}
+
+/// `acked`: inserts acknowledged; `attempted`: every insert tried (acknowledged or not);
+/// `final_read`: the values read at the end (with repeats, if any).
+pub fn check_set(acked: &[i64], attempted: &HashSet<i64>, final_read: &[i64]) -> SetVerdict {
+    let mut seen: HashMap<i64, usize> = HashMap::new();
+    for v in final_read {
+        *seen.entry(*v).or_default() += 1;
+    }
+    let mut v = SetVerdict { acknowledged: acked.len(), ..Default::default() };
+    v.lost = acked.iter().filter(|a| !seen.contains_key(a)).copied().collect();
+    v.duplicated = seen.iter().filter(|(_, c)| **c > 1).map(|(k, _)| *k).collect();
+    v.phantom = seen.keys().filter(|k| !attempted.contains(k)).copied().collect();
+    v.lost.sort_unstable();
+    v.duplicated.sort_unstable();
+    v.phantom.sort_unstable();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(client: usize, call: u64, ret: Option<u64>, kind: RegKind) -> RegOp {
+        RegOp { client, key: 1, call, ret, kind }
+    }
+
+    const B: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn sequential_history_is_linearizable() {
+        let h = vec![
+            op(0, 0, Some(1), RegKind::Write(1)),
+            op(0, 2, Some(3), RegKind::Read(Some(1))),
+            op(0, 4, Some(5), RegKind::Cas { from: 1, to: 2, ok: true }),
+            op(0, 6, Some(7), RegKind::Read(Some(2))),
+            op(0, 8, Some(9), RegKind::Cas { from: 1, to: 3, ok: false }),
+        ];
+        assert_eq!(check_register(&h, B), Verdict::Linearizable);
+    }
+
+    #[test]
+    fn concurrent_reads_may_see_either_value() {
+        let h = vec![
+            op(0, 0, Some(1), RegKind::Write(1)),
+            op(1, 2, Some(10), RegKind::Write(2)),
+            op(2, 3, Some(4), RegKind::Read(Some(2))),
+            op(3, 5, Some(6), RegKind::Read(Some(2))),
+        ];
+        assert_eq!(check_register(&h, B), Verdict::Linearizable);
+        let h2 = vec![
+            op(0, 0, Some(1), RegKind::Write(1)),
+            op(1, 2, Some(10), RegKind::Write(2)),
+            op(2, 3, Some(4), RegKind::Read(Some(1))),
+            op(3, 5, Some(6), RegKind::Read(Some(2))),
+        ];
+        assert_eq!(check_register(&h2, B), Verdict::Linearizable);
+    }
+
+    #[test]
+    fn a_stale_read_is_caught() {
+        // Write 2 completed before the read began, yet the read saw 1.
+        let h = vec![
+            op(0, 0, Some(1), RegKind::Write(1)),
+            op(0, 2, Some(3), RegKind::Write(2)),
+            op(1, 4, Some(5), RegKind::Read(Some(1))),
+        ];
+        assert_eq!(check_register(&h, B), Verdict::Violation { key: 1, ops: 3 });
+    }
+
+    #[test]
+    fn a_read_going_back_in_time_is_caught() {
+        let h = vec![
+            op(0, 0, Some(1), RegKind::Write(1)),
+            op(1, 2, Some(20), RegKind::Write(2)),
+            op(2, 3, Some(4), RegKind::Read(Some(2))),
+            op(3, 5, Some(6), RegKind::Read(Some(1))),
+        ];
+        assert!(matches!(check_register(&h, B), Verdict::Violation { .. }));
+    }
+
+    #[test]
+    fn unknown_writes_may_or_may_not_happen() {
+        let took = vec![
+            op(0, 0, Some(1), RegKind::Write(1)),
+            op(1, 2, None, RegKind::Write(2)),
+            op(2, 100, Some(101), RegKind::Read(Some(2))),
+        ];
+        assert_eq!(check_register(&took, B), Verdict::Linearizable);
+        let did_not = vec![
+            op(0, 0, Some(1), RegKind::Write(1)),
+            op(1, 2, None, RegKind::Write(2)),
+            op(2, 100, Some(101), RegKind::Read(Some(1))),
+        ];
+        assert_eq!(check_register(&did_not, B), Verdict::Linearizable);
+        // But it cannot take effect before it was called.
+        let early = vec![
+            op(0, 0, Some(1), RegKind::Write(1)),
+            op(2, 2, Some(3), RegKind::Read(Some(2))),
+            op(1, 5, None, RegKind::Write(2)),
+        ];
+        assert!(matches!(check_register(&early, B), Verdict::Violation { .. }));
+    }
+
+    #[test]
+    fn cas_results_must_match_the_value() {
+        let h =
+            vec![op(0, 0, Some(1), RegKind::Write(1)), op(0, 2, Some(3), RegKind::Cas { from: 5, to: 6, ok: true })];
+        assert!(matches!(check_register(&h, B), Verdict::Violation { .. }));
+    }
+
+    #[test]
+    fn a_large_concurrent_history_finishes() {
+        // 6 clients, 400 ops on one key, each write read back by its own client.
+        let mut h = Vec::new();
+        let mut t = 0;
+        for round in 0..66 {
+            for c in 0..6 {
+                let v = (round * 6 + c) as i64;
+                h.push(op(c, t + c as u64, Some(t + 10 + c as u64), RegKind::Write(v)));
+            }
+            t += 20;
+            for c in 0..6 {
+                h.push(op(c, t + c as u64, Some(t + 3 + c as u64), RegKind::Read(Some((round * 6 + 5) as i64))));
+            }
+            t += 20;
+        }
+        let started = Instant::now();
+        assert_eq!(check_register(&h, Duration::from_secs(20)), Verdict::Linearizable);
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn set_checker() {
+        let attempted: HashSet<i64> = [1, 2, 3, 4].into_iter().collect();
+        let v = check_set(&[1, 2], &attempted, &[1, 2, 3]);
+        assert!(v.ok(), "{v:?}");
+        let v = check_set(&[1, 2], &attempted, &[1, 3, 3, 9]);
+        assert_eq!((v.lost, v.duplicated, v.phantom), (vec![2], vec![3], vec![9]));
+    }
+}

@@ -1,0 +1,192 @@
+//! The cluster under test: `raftlited` processes on 127.0.0.x (inside the run's network
+//! namespace), started, killed, paused, removed and re-added by PID.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct NodeProc {
+    pub id: String,
+    pub ip: String,
+    pub http: String,
+    pub raft: String,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+    pub paused: bool,
+}
+
+pub struct Cluster {
+    pub nodes: Vec<NodeProc>,
+    binary: PathBuf,
+    extra: Vec<String>,
+    client: reqwest::blocking::Client,
+}
+
+pub fn client(timeout: Duration) -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(1))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_else(|_| reqwest::blocking::Client::new())
+}
+
+impl Cluster {
+    /// `n` nodes on 127.0.0.11.. with fixed ports (the namespace is ours alone).
+    pub fn new(binary: &Path, dir: &Path, n: usize, extra: &[String]) -> Cluster {
+        let nodes = (1..=n)
+            .map(|i| {
+                let ip = format!("127.0.0.{}", 10 + i);
+                NodeProc {
+                    id: i.to_string(),
+                    http: format!("{ip}:4001"),
+                    raft: format!("{ip}:4002"),
+                    ip,
+                    dir: dir.join(format!("node{i}")),
+                    log: dir.join(format!("node{i}.log")),
+                    child: None,
+                    paused: false,
+                }
+            })
+            .collect();
+        Cluster { nodes, binary: binary.to_path_buf(), extra: extra.to_vec(), client: client(Duration::from_secs(2)) }
+    }
+
+    /// Start node `i` (index); `join`: the raft address to join, if any.
+    pub fn spawn(&mut self, i: usize, join: Option<&str>) -> std::io::Result<()> {
+        let n = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&n.log)?;
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(["-node-id", &n.id, "-http-addr", &n.http, "-raft-addr", &n.raft]).args(&self.extra);
+        if let Some(j) = join {
+            cmd.args(["-join", j, "-join-interval", "500ms", "-join-attempts", "60"]);
+        }
+        let child = cmd.arg(&n.dir).stdout(Stdio::null()).stderr(log).spawn()?;
+        n.child = Some(child);
+        n.paused = false;
+        Ok(())
+    }
+
+    pub fn start_all(&mut self) -> Result<(), String> {
+        self.spawn(0, None).map_err(|e| e.to_string())?;
+        self.wait("node 1 ready", Duration::from_secs(30), |c| c.ready(0))?;
+        let first = self.nodes[0].raft.clone();
+        for i in 1..self.nodes.len() {
+            self.spawn(i, Some(&first)).map_err(|e| e.to_string())?;
+        }
+        let n = self.nodes.len();
+        self.wait("every node a voter", Duration::from_secs(60), |c| {
+            c.leader().and_then(|l| c.voters(l)).map(|v| v == n).unwrap_or(false) && (0..n).all(|i| c.ready(i))
+        })
+    }
+
+    pub fn wait(&self, what: &str, timeout: Duration, f: impl Fn(&Cluster) -> bool) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if f(self) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!("timed out after {timeout:?} waiting for {what}"))
+    }
+
+    pub fn url(&self, i: usize, path: &str) -> String {
+        format!("http://{}{}", self.nodes[i].http, path)
+    }
+
+    pub fn get_json(&self, i: usize, path: &str) -> Option<Value> {
+        let r = self.client.get(self.url(i, path)).send().ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        r.json().ok()
+    }
+
+    pub fn ready(&self, i: usize) -> bool {
+        self.client.get(self.url(i, "/readyz")).send().map(|r| r.status().is_success()).unwrap_or(false)
+    }
+
+    /// The index of the node that the running, unpaused nodes agree leads.
+    pub fn leader(&self) -> Option<usize> {
+        let mut seen = None;
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.child.is_none() || n.paused {
+                continue;
+            }
+            let st = self.get_json(i, "/status")?;
+            let addr = st["store"]["leader"]["addr"].as_str().unwrap_or("").to_string();
+            if addr.is_empty() {
+                return None;
+            }
+            match &seen {
+                None => seen = Some(addr),
+                Some(a) if *a != addr => return None,
+                _ => {}
+            }
+        }
+        let addr = seen?;
+        self.nodes.iter().position(|n| n.raft == addr)
+    }
+
+    /// Voters the leader `i` reports.
+    pub fn voters(&self, i: usize) -> Option<usize> {
+        let v = self.get_json(i, "/nodes")?;
+        Some(v.as_object()?.values().filter(|n| n["voter"].as_bool().unwrap_or(false)).count())
+    }
+
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(|c| c.id())
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.nodes[i].paused = false;
+    }
+
+    pub fn signal(&mut self, i: usize, sig: &str) {
+        if let Some(pid) = self.pid(i) {
+            let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+            self.nodes[i].paused = sig == "-STOP";
+        }
+    }
+
+    /// Remove node `i` from the cluster through the leader.
+    pub fn remove(&self, i: usize) -> Result<(), String> {
+        let l = self.leader().ok_or("no leader")?;
+        let body = serde_json::json!({ "id": self.nodes[i].id }).to_string();
+        let r = self
+            .client
+            .delete(self.url(l, "/remove"))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .map_err(|e| e.to_string())?;
+        if r.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("remove: {}", r.status()))
+        }
+    }
+
+    pub fn stop_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].paused {
+                self.signal(i, "-CONT");
+            }
+            self.kill(i);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
