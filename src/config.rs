@@ -119,10 +119,10 @@ static FLAGS: &[FlagDef] = &[
         "Comma-delimited list of paths to directories, zipfiles, or tar.gz files containing SQLite extensions",
         false,
     ),
-    f("write-queue-capacity", Int, "1024", "Write queue capacity", false),
-    f("write-queue-batch-size", Int, "128", "Write queue batch size", false),
-    f("write-queue-timeout", Dur, "50ms", "Write queue timeout", false),
-    f("write-queue-tx", Bool, "false", "Use a transaction when processing a queued write", false),
+    f("write-queue-capacity", Int, "1024", "Write queue capacity", true),
+    f("write-queue-batch-size", Int, "128", "Write queue batch size", true),
+    f("write-queue-timeout", Dur, "50ms", "Write queue timeout", true),
+    f("write-queue-tx", Bool, "false", "Use a transaction when processing a queued write", true),
     f("auth", Str, "", "Path to authentication and authorization file. If not set, not enabled", false),
     f("http-cert", Str, "", "Path to HTTPS X.509 certificate", false),
     f("http-key", Str, "", "Path to HTTPS X.509 private key", false),
@@ -422,6 +422,10 @@ pub struct Config {
     /// Raft addresses of nodes to join (`-join a,b,c`).
     pub join: Vec<String>,
     pub join_attempts: u32,
+    pub write_queue_capacity: usize,
+    pub write_queue_batch_size: usize,
+    pub write_queue_timeout: Duration,
+    pub write_queue_tx: bool,
     pub join_interval: Duration,
     pub bootstrap_expect: usize,
     pub bootstrap_expect_timeout: Duration,
@@ -544,6 +548,10 @@ impl Config {
             metrics: s.bool("metrics"),
             join: s.get("join").split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect(),
             join_attempts: s.int("join-attempts").max(1) as u32,
+            write_queue_capacity: s.int("write-queue-capacity").max(1) as usize,
+            write_queue_batch_size: s.int("write-queue-batch-size").max(1) as usize,
+            write_queue_timeout: s.dur("write-queue-timeout"),
+            write_queue_tx: s.bool("write-queue-tx"),
             join_interval: s.dur("join-interval"),
             bootstrap_expect: s.int("bootstrap-expect").max(0) as usize,
             bootstrap_expect_timeout: s.dur("bootstrap-expect-timeout"),
@@ -624,8 +632,9 @@ mod tests {
     #[test]
     fn inert_flags_are_reported() {
         let c = Config::load(&args("-write-queue-tx -auth a.json -join 127.0.0.1:4002 d"), &[]).unwrap();
+        assert!(c.write_queue_tx);
         assert_eq!(c.join, vec!["127.0.0.1:4002".to_string()]);
-        assert_eq!(c.inert_flags_set, vec!["auth".to_string(), "write-queue-tx".to_string()]);
+        assert_eq!(c.inert_flags_set, vec!["auth".to_string()]);
     }
 
     #[test]

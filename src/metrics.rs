@@ -61,6 +61,22 @@ fn describe() {
     describe_counter!("raftlite_http_requests_total", "HTTP API requests by endpoint, method and status");
     describe_histogram!("raftlite_http_request_duration_seconds", Unit::Seconds, "HTTP API request latency");
     describe_counter!("raftlite_http_forwarded_total", "Requests a follower forwarded to the leader");
+    describe_histogram!(
+        "raftlite_group_commit_requests",
+        "Write requests carried by one proposal (group commit: one log entry, one fsync)"
+    );
+    describe_counter!(
+        "raftlite_raft_rebuilds_total",
+        "Times Raft was rebuilt over the same stores after a fatal error"
+    );
+    describe_gauge!("raftlite_write_queue_depth", "Queued write requests not yet written");
+    describe_counter!("raftlite_write_queue_batches_total", "Batches of queued writes written");
+    describe_counter!("raftlite_write_queue_requests_total", "Queued write requests written");
+    describe_counter!(
+        "raftlite_write_queue_statement_errors_total",
+        "Queued statements that failed (nobody waits for them)"
+    );
+    describe_counter!("raftlite_write_queue_retries_total", "Queued-write batches retried after a failure");
     describe_gauge!("raftlite_raft_term", "Current Raft term");
     describe_gauge!("raftlite_raft_state", "1 for the Raft role this node has now (label state)");
     describe_gauge!("raftlite_raft_is_leader", "1 if this node is the leader");

@@ -330,6 +330,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     if state.core.set(core).is_err() {
         return Err(StartError::Raft("store opened twice".into()));
     }
+    tokio::spawn(crate::http::queue::run(state.clone()));
     join_or_bootstrap(&cfg, &raft.get(), &peers, node_id, me).await?;
     Ok(Node { state, consensus, http_front })
 }

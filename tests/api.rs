@@ -315,7 +315,7 @@ fn config_file_and_flags() {
     let cfg = dir.path().join("node.toml");
     std::fs::write(
         &cfg,
-        format!("node-id = \"cfg1\"\nhttp-addr = \"{http}\"\nraft_addr = \"{raft}\"\ndata-dir = \"{}\"\nwrite-queue-tx = true\n", dir.path().join("d").display()),
+        format!("node-id = \"cfg1\"\nhttp-addr = \"{http}\"\nraft_addr = \"{raft}\"\ndata-dir = \"{}\"\njoin-as = \"bob\"\n", dir.path().join("d").display()),
     )
     .expect("write config");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_raftlited"))
@@ -333,7 +333,7 @@ fn config_file_and_flags() {
     let _ = child.kill();
     let _ = child.wait();
     let log = std::fs::read_to_string(dir.path().join("log")).expect("log");
-    assert!(log.contains("-write-queue-tx") && log.contains("no effect yet"), "{log}");
+    assert!(log.contains("-join-as") && log.contains("no effect yet"), "{log}");
     // Bad flags exit non-zero with a message.
     let out =
         std::process::Command::new(env!("CARGO_BIN_EXE_raftlited")).args(["-no-such-flag"]).output().expect("run");

@@ -13,7 +13,7 @@ use openraft::EntryPayload;
 use crate::actors::supervise::{flatten, guarded, note_restart, Fault};
 use crate::raft::{Entry, LogId, StoredMembership};
 use crate::store::codec;
-use crate::store::command::{Command, Response};
+use crate::store::command::{Command, ExecOptions, Response, Statement};
 use crate::store::db::{self, Db, Hooks, Mode};
 
 const ACTOR: &str = "applier";
@@ -157,26 +157,51 @@ fn apply_pass(
                 membership = StoredMembership::new(Some(e.log_id), m.clone());
                 Response { raft_index: index, ..Default::default() }
             }
-            EntryPayload::Normal(cmd) => {
-                let (stmts, opts, seed, mode) = match cmd {
-                    Command::Execute { stmts, opts, seed } => (stmts, opts, seed, Mode::Write),
-                    Command::Query { stmts, opts, seed } => (stmts, opts, seed, Mode::Query),
-                    Command::Request { stmts, opts, seed } => (stmts, opts, seed, Mode::Request),
-                    // `apply_entries` hands loads to `load_image`, never to a batch.
-                    Command::Load { .. } => {
-                        out.push(Response {
+            EntryPayload::Normal(Command::Load { .. }) => {
+                // `apply_entries` hands loads to `load_image`, never to a batch.
+                Response { raft_index: index, error: Some("load inside a batch".into()), ..Default::default() }
+            }
+            EntryPayload::Normal(Command::Batch(cmds)) => {
+                // Statement positions count through the whole batch, so a deterministic re-run
+                // after an interrupt skips exactly the statement that timed out.
+                let skip: Vec<usize> = timed_out.iter().filter(|(p, _)| *p == pos).map(|(_, s)| *s).collect();
+                let mut parts = Vec::with_capacity(cmds.len());
+                let mut offset = 0;
+                for (k, cmd) in cmds.iter().enumerate() {
+                    let Some((stmts, opts, seed, mode)) = parts_of(cmd) else {
+                        parts.push(Response {
                             raft_index: index,
-                            error: Some("load inside a batch".into()),
+                            error: Some("not batchable".into()),
                             ..Default::default()
                         });
-                        last = Some(e.log_id);
                         continue;
+                    };
+                    db.seed(seed ^ index ^ ((k as u64) << 48));
+                    let local: Vec<usize> = skip
+                        .iter()
+                        .filter(|s| (offset..offset + stmts.len()).contains(*s))
+                        .map(|s| s - offset)
+                        .collect();
+                    match db.run_in_batch(stmts, opts, mode, &local) {
+                        Ok(results) => {
+                            parts.push(Response { results, error: None, raft_index: index, parts: Vec::new() })
+                        }
+                        Err(stmt) => return Pass::Rerun { entry: pos, stmt: offset + stmt },
                     }
+                    offset += stmts.len();
+                }
+                Response { raft_index: index, parts, ..Default::default() }
+            }
+            EntryPayload::Normal(cmd) => {
+                let Some((stmts, opts, seed, mode)) = parts_of(cmd) else {
+                    out.push(Response { raft_index: index, ..Default::default() });
+                    last = Some(e.log_id);
+                    continue;
                 };
                 db.seed(seed ^ index);
                 let skip: Vec<usize> = timed_out.iter().filter(|(p, _)| *p == pos).map(|(_, s)| *s).collect();
                 match db.run_in_batch(stmts, opts, mode, &skip) {
-                    Ok(results) => Response { results, error: None, raft_index: index },
+                    Ok(results) => Response { results, error: None, raft_index: index, parts: Vec::new() },
                     Err(stmt) => return Pass::Rerun { entry: pos, stmt },
                 }
             }
@@ -185,6 +210,16 @@ fn apply_pass(
         last = Some(e.log_id);
     }
     Pass::Done(out, last, membership)
+}
+
+/// The statements, options, seed and mode of a command that runs SQL.
+fn parts_of(cmd: &Command) -> Option<(&[Statement], &ExecOptions, u64, Mode)> {
+    match cmd {
+        Command::Execute { stmts, opts, seed } => Some((stmts, opts, *seed, Mode::Write)),
+        Command::Query { stmts, opts, seed } => Some((stmts, opts, *seed, Mode::Query)),
+        Command::Request { stmts, opts, seed } => Some((stmts, opts, *seed, Mode::Request)),
+        Command::Load { .. } | Command::Batch(_) => None,
+    }
 }
 
 fn storage_error(msg: &str) -> rusqlite::Error {
@@ -331,12 +366,15 @@ fn apply_batch(
                     if e.log_id.index < replay_bound {
                         stats.replayed_at_start.fetch_add(1, Ordering::Relaxed);
                     }
-                    if let EntryPayload::Normal(
-                        Command::Execute { opts, .. } | Command::Query { opts, .. } | Command::Request { opts, .. },
-                    ) = &e.payload
-                    {
-                        if opts.proposed_at_ms > 0 {
-                            stats.last_applied_proposed_ms.store(opts.proposed_at_ms, Ordering::Relaxed);
+                    if let EntryPayload::Normal(cmd) = &e.payload {
+                        let first = match cmd {
+                            Command::Batch(cmds) => cmds.first(),
+                            c => Some(c),
+                        };
+                        if let Some((_, opts, _, _)) = first.and_then(parts_of) {
+                            if opts.proposed_at_ms > 0 {
+                                stats.last_applied_proposed_ms.store(opts.proposed_at_ms, Ordering::Relaxed);
+                            }
                         }
                     }
                     stats.applied_since_start.fetch_add(1, Ordering::Relaxed);

@@ -70,8 +70,19 @@ pub enum ProposeError {
     Restarting(String),
 }
 
+/// Group commit: at most this many proposals in flight at once; requests that arrive meanwhile
+/// wait and go together in the next one.
+const MAX_IN_FLIGHT: usize = 2;
+/// Most requests in one batched log entry.
+const MAX_BATCH: usize = 256;
+
+type Reply = tokio::sync::oneshot::Sender<Result<Response, ProposeError>>;
+
 pub struct Consensus {
     raft: SharedRaft,
+    /// Writes waiting for the next proposal (group commit).
+    pending: VecDeque<(Command, Reply)>,
+    in_flight: usize,
     parts: RaftParts,
     apply_timeout: Duration,
     /// When Raft was rebuilt, most recent last; only those within [`REBUILD_WINDOW`] are kept.
@@ -84,7 +95,37 @@ pub struct Consensus {
 
 impl Consensus {
     pub fn new(raft: SharedRaft, parts: RaftParts, apply_timeout: Duration) -> Self {
-        Consensus { raft, parts, apply_timeout, rebuilds: VecDeque::new(), stopping: false, generation: 0 }
+        Consensus {
+            raft,
+            pending: VecDeque::new(),
+            in_flight: 0,
+            parts,
+            apply_timeout,
+            rebuilds: VecDeque::new(),
+            stopping: false,
+            generation: 0,
+        }
+    }
+
+    /// Propose what is waiting, as long as fewer than [`MAX_IN_FLIGHT`] proposals are out. With
+    /// one client every write goes at once (no added latency); with many, the writes that arrive
+    /// while a proposal is in flight share the next log entry: one append, one fsync on each
+    /// node, one apply transaction.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        while self.in_flight < MAX_IN_FLIGHT && !self.pending.is_empty() {
+            let n = self.pending.len().min(MAX_BATCH);
+            let (cmds, replies): (Vec<Command>, Vec<Reply>) = self.pending.drain(..n).unzip();
+            metrics::histogram!("raftlite_group_commit_requests").record(cmds.len() as f64);
+            let cmd = if cmds.len() == 1 { cmds.into_iter().next() } else { Some(Command::Batch(cmds)) };
+            let Some(cmd) = cmd else { continue };
+            self.in_flight += 1;
+            let (raft, timeout) = (self.raft.get(), self.apply_timeout);
+            ctx.spawn(async move { propose(raft, cmd, timeout).await }.into_actor(self).map(move |res, act, ctx| {
+                act.in_flight = act.in_flight.saturating_sub(1);
+                distribute(res, replies);
+                act.flush(ctx);
+            }));
+        }
     }
 
     /// Watch the current `Raft` and report here if it stops on its own.
@@ -127,7 +168,52 @@ impl Actor for Consensus {
 
 impl Supervised for Consensus {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        // Proposals in flight were dropped with the old context: their outcome is unknown.
+        self.in_flight = 0;
+        for (_, reply) in self.pending.drain(..) {
+            let _ = reply.send(Err(ProposeError::Restarting("the write was not proposed".into())));
+        }
         note_restart(ACTOR);
+    }
+}
+
+/// One proposal through Raft, waiting for its applied result.
+async fn propose(raft: Raft, cmd: Command, timeout: Duration) -> Result<Response, ProposeError> {
+    match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
+        Err(_) => Err(ProposeError::Timeout),
+        Ok(Ok(resp)) => Ok(resp.data),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            Err(ProposeError::NotLeader { leader: f.leader_node })
+        }
+        Ok(Err(RaftError::Fatal(f))) => Err(ProposeError::Stopped(f.to_string())),
+        Ok(Err(e)) => Err(ProposeError::Failed(e.to_string())),
+    }
+}
+
+/// Hand each batched request its own part of the response (or the shared error).
+fn distribute(res: Result<Response, ProposeError>, replies: Vec<Reply>) {
+    match res {
+        Ok(resp) if replies.len() == 1 => {
+            if let Some(r) = replies.into_iter().next() {
+                let _ = r.send(Ok(resp));
+            }
+        }
+        Ok(resp) if resp.parts.len() == replies.len() => {
+            for (part, r) in resp.parts.into_iter().zip(replies) {
+                let _ = r.send(Ok(part));
+            }
+        }
+        Ok(resp) => {
+            let msg = resp.error.unwrap_or_else(|| "batch response does not match the batch".into());
+            for r in replies {
+                let _ = r.send(Err(ProposeError::Failed(msg.clone())));
+            }
+        }
+        Err(e) => {
+            for r in replies {
+                let _ = r.send(Err(e.clone()));
+            }
+        }
     }
 }
 
@@ -249,18 +335,16 @@ impl Handler<Propose> for Consensus {
             ctx.stop();
             return Box::pin(async move { Err(ProposeError::Restarting(f.to_string())) });
         }
-        let raft = self.raft.get();
-        let timeout = self.apply_timeout;
+        if !matches!(msg.0, Command::Execute { .. }) {
+            return Box::pin(propose(self.raft.get(), msg.0, self.apply_timeout));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.pending.push_back((msg.0, tx));
+        self.flush(ctx);
         Box::pin(async move {
-            match tokio::time::timeout(timeout, raft.client_write(msg.0)).await {
-                Err(_) => Err(ProposeError::Timeout),
-                Ok(Ok(resp)) => Ok(resp.data),
-                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                    Err(ProposeError::NotLeader { leader: f.leader_node })
-                }
-                Ok(Err(RaftError::Fatal(f))) => Err(ProposeError::Stopped(f.to_string())),
-                Ok(Err(e)) => Err(ProposeError::Failed(e.to_string())),
-            }
+            rx.await.unwrap_or_else(|_| {
+                Err(ProposeError::Restarting("the proposal was dropped; its outcome is unknown".into()))
+            })
         })
     }
 }

@@ -279,6 +279,7 @@ async fn route<B: Buf + Send>(
     };
     match kind {
         "sql" => sql_endpoint(&state, &params, stmts),
+        "execute" if params.has("queue") => queued_execute(&state, &params, stmts).await,
         "execute" => execute(&state, &params, stmts, &fwd).await,
         "query" => query_endpoint(&state, &params, stmts, &fwd).await,
         _ => request(&state, &params, stmts, &fwd).await,
@@ -307,7 +308,9 @@ fn statements(
         return Ok(vec![Statement::new(s)]);
     }
     let stmts = parse_json_statements(body)?;
-    if stmts.is_empty() {
+    // An empty list is a flush barrier for `queue&wait` (spec §6), and a bad request otherwise.
+    let barrier = kind == "execute" && params.has("queue") && params.has("wait");
+    if stmts.is_empty() && !barrier {
         return Err(BadRequest("no statements".into()));
     }
     Ok(stmts)
@@ -464,6 +467,38 @@ async fn execute(state: &AppState, p: &Params, mut stmts: Vec<Statement>, fwd: &
     preprocess(p, &mut stmts);
     let cmd = Command::Execute { stmts, opts: exec_options(p), seed: rand::random() };
     propose(state, p, cmd, started, fwd).await
+}
+
+/// `POST /db/execute?queue` (spec §6): rewrite, queue, answer with the sequence number; with
+/// `wait`, once the batch holding the request has committed (`timeout` → 408).
+async fn queued_execute(state: &AppState, p: &Params, mut stmts: Vec<Statement>) -> Response {
+    let wait = p.has("wait");
+    if stmts.is_empty() && !wait {
+        return text(state, StatusCode::BAD_REQUEST, "empty statement list");
+    }
+    if stmts.iter().any(|s| sql::has_disallowed_pragma(&s.sql)) {
+        return text(state, StatusCode::BAD_REQUEST, "disallowed pragma");
+    }
+    if !p.noleader {
+        let known = state.core.get().map(|c| c.raft.get().metrics().borrow().current_leader.is_some()).unwrap_or(false);
+        if !known {
+            return text(state, StatusCode::SERVICE_UNAVAILABLE, "leader not found");
+        }
+    }
+    preprocess(p, &mut stmts);
+    let (seq, done) = match state.queue.push(stmts, wait).await {
+        Ok(x) => x,
+        Err(e) => return text(state, StatusCode::SERVICE_UNAVAILABLE, &e),
+    };
+    if let Some(done) = done {
+        if tokio::time::timeout(p.timeout, done).await.is_err() {
+            return text(state, StatusCode::REQUEST_TIMEOUT, "timeout waiting for the queued write to commit");
+        }
+    }
+    let mut o = super::render::J::obj();
+    o.put("results", super::render::J::Arr(Vec::new()));
+    o.put("sequence_number", super::render::J::Int(seq as i64));
+    json(state, &o, p.pretty)
 }
 
 /// Resolve `auto` and decide whether this node may serve a read at `level` locally.

@@ -81,6 +81,7 @@ async fn handle<B: Buf + Send>(
             | "/cluster/remove"
             | "/cluster/meta"
             | "/cluster/elect"
+            | "/cluster/execute"
     );
     if !known {
         return reply(StatusCode::NOT_FOUND, Vec::new());
@@ -114,6 +115,20 @@ async fn handle<B: Buf + Send>(
                     state.note_leader_contact();
                 }
                 encoded(&resp)
+            }
+            // A follower's batch of queued writes, proposed here (this node should lead).
+            "/cluster/execute" => {
+                let cmd: crate::store::command::Command = decode(&body)?;
+                let r: Result<crate::store::command::Response, String> =
+                    if matches!(cmd, crate::store::command::Command::Execute { .. }) {
+                        match core.consensus.send(crate::actors::consensus::Propose(cmd)).await {
+                            Ok(r) => r.map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    } else {
+                        Err("only writes may be forwarded here".into())
+                    };
+                encoded(&r)
             }
             "/cluster/join" => {
                 let req: JoinRequest = decode(&body)?;

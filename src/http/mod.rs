@@ -9,6 +9,7 @@
 pub mod api;
 pub mod backup;
 pub mod internode;
+pub mod queue;
 pub mod render;
 pub mod request;
 pub mod status;
@@ -63,11 +64,14 @@ pub struct AppState {
     last_leader_contact_ms: AtomicU64,
     /// The highest commit index a leader has told this node about.
     leader_commit_seen: AtomicU64,
+    /// Queued writes (`?queue`).
+    pub queue: queue::WriteQueue,
 }
 
 impl AppState {
     pub fn new(cfg: Config) -> Arc<AppState> {
         Arc::new(AppState {
+            queue: queue::WriteQueue::new(&cfg),
             cfg,
             started: chrono::Utc::now(),
             started_instant: Instant::now(),

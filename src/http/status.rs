@@ -178,6 +178,16 @@ pub async fn status(state: &AppState, p: &Params) -> Result<J, Response> {
             "auth": "disabled",
             "allow_origin": state.cfg.http_allow_origin,
             "max_body_bytes": state.cfg.max_body_bytes,
+            "queue": {
+                "_default": {
+                    "max_size": state.queue.capacity,
+                    "batch_size": state.queue.batch_size,
+                    "timeout": format!("{:?}", state.queue.timeout),
+                    "tx": state.queue.use_tx,
+                    "depth": state.queue.depth(),
+                    "sequence_number": state.queue.last_written.load(std::sync::atomic::Ordering::Relaxed),
+                }
+            },
         },
         "runtime": {
             "GOOS": std::env::consts::OS,

@@ -61,6 +61,10 @@ pub enum Command {
     Request { stmts: Vec<Statement>, opts: ExecOptions, seed: u64 },
     /// `/db/load` of a database image: replaces the database on every node.
     Load { image: Vec<u8> },
+    /// Group commit: independent write requests that arrived together, in one log entry (one
+    /// append, one fsync, one apply transaction). Each keeps its own options and results, as if
+    /// it had its own entry; only `Execute` commands are batched.
+    Batch(Vec<Command>),
 }
 
 /// What one statement produced.
@@ -89,4 +93,7 @@ pub struct Response {
     pub error: Option<String>,
     /// The log index that produced this response.
     pub raft_index: u64,
+    /// For a [`Command::Batch`]: one response per batched command, in order.
+    #[serde(default)]
+    pub parts: Vec<Response>,
 }

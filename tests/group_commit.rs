@@ -1,0 +1,99 @@
+//! Group commit: concurrent write requests share log entries (one append and fsync, one apply
+//! transaction), and each still gets its own result, exactly as if it had an entry to itself.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+
+#[test]
+fn concurrent_writes_share_entries_and_keep_their_own_results() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = Node::start(&dir.path().join("data"), &[]);
+    assert_eq!(n.execute(json!(["CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER UNIQUE)"])).status, 200);
+    let got: Arc<Mutex<HashMap<i64, Value>>> = Arc::default();
+    let url = n.url("/db/execute");
+    let threads: Vec<_> = (0..16)
+        .map(|c| {
+            let (got, url) = (got.clone(), url.clone());
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                for i in 0..40 {
+                    let v = c * 1000 + i;
+                    // Every fifth request also carries a failing statement: its error must stay its own.
+                    let body = if i % 5 == 0 {
+                        json!([["INSERT INTO t(v) VALUES(?)", v], "INSERT INTO nope VALUES(1)"])
+                    } else {
+                        json!([["INSERT INTO t(v) VALUES(?)", v]])
+                    };
+                    let r = client.post(&url).header("Content-Type", "application/json").body(body.to_string()).send();
+                    let j: Value = r.expect("POST").json().expect("JSON");
+                    got.lock().expect("lock").insert(v, j);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("writer");
+    }
+    let rows = n.rows("SELECT id, v FROM t");
+    let ids: HashMap<i64, i64> = rows.iter().map(|r| (r[1].as_i64().unwrap(), r[0].as_i64().unwrap())).collect();
+    assert_eq!(ids.len(), 640);
+    for (v, j) in got.lock().expect("lock").iter() {
+        let r = &j["results"];
+        assert_eq!(r[0]["rows_affected"], 1, "{j}");
+        assert_eq!(r[0]["last_insert_id"].as_i64(), ids.get(v).copied(), "request for {v} got another's id: {j}");
+        if v % 1000 % 5 == 0 {
+            assert_eq!(r[1]["error"], "no such table: nope", "{j}");
+        } else {
+            assert_eq!(r.as_array().map(|a| a.len()), Some(1), "{j}");
+        }
+    }
+    // Requests were batched: more requests than log entries carried them.
+    let m = n.get("/metrics").body;
+    let field =
+        |name: &str| -> f64 { m.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or(0.0) };
+    let (sum, count) = (field("raftlite_group_commit_requests_sum"), field("raftlite_group_commit_requests_count"));
+    println!("{sum} requests in {count} proposals");
+    assert!(sum >= 641.0 && count < sum, "no batching: {sum} requests in {count} proposals");
+}
+
+/// Queued writes (spec §6): answered at once with increasing sequence numbers, written in
+/// batches; `wait` waits for the commit; a follower's queue reaches the leader; an empty list
+/// without `wait` is a 400; `/status` shows the queue.
+#[test]
+fn queued_writes_are_batched_and_reach_the_leader() {
+    let c = Cluster::start(3, &["-write-queue-batch-size", "64", "-write-queue-timeout", "20ms"]);
+    let l = c.wait_leader();
+    assert_eq!(l.execute(json!(["CREATE TABLE q (v INTEGER)"])).status, 200);
+    let f = c.follower();
+    let mut last = 0i64;
+    for (i, n) in [l, f].iter().enumerate() {
+        for v in 0..100 {
+            let r = n.execute_q("queue", json!([["INSERT INTO q VALUES(?)", i as i64 * 1000 + v]]));
+            assert_eq!(r.status, 200, "{}", r.body);
+            let j = r.json();
+            assert_eq!(j["results"], json!([]));
+            let seq = j["sequence_number"].as_i64().expect("sequence_number");
+            assert!(seq > last || i == 1, "sequence numbers increase: {seq} after {last}");
+            last = seq;
+        }
+        // A flush barrier: an empty list with wait returns once everything before it committed.
+        let r = n.execute_q("queue&wait", json!([]));
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(l.rows("SELECT COUNT(*) FROM q"), vec![json!([200])]);
+    assert_eq!(l.execute_q("queue", json!([])).status, 400);
+    let st = f.status();
+    let q = &st["http"]["queue"]["_default"];
+    assert_eq!(q["batch_size"], 64);
+    assert!(q["sequence_number"].as_i64().unwrap_or(0) > 0, "{q}");
+    let m = l.get("/metrics").body;
+    let batches = m
+        .lines()
+        .find_map(|x| x.strip_prefix("raftlite_write_queue_batches_total ")?.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(batches > 0.0 && batches < 100.0, "100 queued requests in {batches} batches on the leader");
+}
