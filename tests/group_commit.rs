@@ -97,3 +97,33 @@ fn queued_writes_are_batched_and_reach_the_leader() {
         .unwrap_or(0.0);
     assert!(batches > 0.0 && batches < 100.0, "100 queued requests in {batches} batches on the leader");
 }
+
+/// Concurrent linearizable reads share read barriers (one heartbeat round for many reads).
+#[test]
+fn concurrent_linearizable_reads_share_barriers() {
+    let c = Cluster::start(3, &[]);
+    let l = c.wait_leader();
+    assert_eq!(l.execute(json!(["CREATE TABLE r (v)", "INSERT INTO r VALUES(1)"])).status, 200);
+    let url = l.url("/db/query?level=linearizable&q=SELECT%20v%20FROM%20r");
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                for _ in 0..30 {
+                    let body = client.get(&url).send().expect("GET").text().expect("body");
+                    assert!(body.contains("[[1]]"), "{body}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("reader");
+    }
+    let m = l.get("/metrics").body;
+    let field =
+        |name: &str| -> f64 { m.lines().find_map(|x| x.strip_prefix(name)?.trim().parse().ok()).unwrap_or(0.0) };
+    let (sum, count) = (field("raftlite_read_barrier_reads_sum"), field("raftlite_read_barrier_reads_count"));
+    println!("{sum} linearizable reads in {count} barriers");
+    assert!(sum >= 480.0 && count < sum, "no sharing: {sum} reads in {count} barriers");
+}

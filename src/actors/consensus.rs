@@ -77,12 +77,16 @@ const MAX_IN_FLIGHT: usize = 2;
 const MAX_BATCH: usize = 256;
 
 type Reply = tokio::sync::oneshot::Sender<Result<Response, ProposeError>>;
+type BarrierReply = tokio::sync::oneshot::Sender<Result<(), ProposeError>>;
 
 pub struct Consensus {
     raft: SharedRaft,
     /// Writes waiting for the next proposal (group commit).
     pending: VecDeque<(Command, Reply)>,
     in_flight: usize,
+    /// Linearizable reads waiting for the next read barrier, with their timeouts.
+    barrier_waiting: Vec<(Duration, BarrierReply)>,
+    barrier_in_flight: bool,
     parts: RaftParts,
     apply_timeout: Duration,
     /// When Raft was rebuilt, most recent last; only those within [`REBUILD_WINDOW`] are kept.
@@ -99,12 +103,35 @@ impl Consensus {
             raft,
             pending: VecDeque::new(),
             in_flight: 0,
+            barrier_waiting: Vec::new(),
+            barrier_in_flight: false,
             parts,
             apply_timeout,
             rebuilds: VecDeque::new(),
             stopping: false,
             generation: 0,
         }
+    }
+
+    /// Start a read barrier for every linearizable read waiting now. Reads that arrive while one
+    /// is in flight wait for the next: a barrier only vouches for reads that began before it did,
+    /// so concurrent reads share a heartbeat round without any read seeing a stale state.
+    fn start_barrier(&mut self, ctx: &mut Context<Self>) {
+        if self.barrier_in_flight || self.barrier_waiting.is_empty() {
+            return;
+        }
+        let waiting = std::mem::take(&mut self.barrier_waiting);
+        let timeout = waiting.iter().map(|(t, _)| *t).max().unwrap_or(Duration::from_secs(10));
+        metrics::histogram!("raftlite_read_barrier_reads").record(waiting.len() as f64);
+        self.barrier_in_flight = true;
+        let raft = self.raft.get();
+        ctx.spawn(async move { barrier(raft, timeout).await }.into_actor(self).map(move |res, act, ctx| {
+            act.barrier_in_flight = false;
+            for (_, r) in waiting {
+                let _ = r.send(res.clone());
+            }
+            act.start_barrier(ctx);
+        }));
     }
 
     /// Propose what is waiting, as long as fewer than [`MAX_IN_FLIGHT`] proposals are out. With
@@ -170,6 +197,10 @@ impl Supervised for Consensus {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         // Proposals in flight were dropped with the old context: their outcome is unknown.
         self.in_flight = 0;
+        self.barrier_in_flight = false;
+        for (_, reply) in self.barrier_waiting.drain(..) {
+            let _ = reply.send(Err(ProposeError::Restarting("read barrier dropped".into())));
+        }
         for (_, reply) in self.pending.drain(..) {
             let _ = reply.send(Err(ProposeError::Restarting("the write was not proposed".into())));
         }
@@ -351,18 +382,30 @@ impl Handler<Propose> for Consensus {
 
 impl Handler<LinearizableBarrier> for Consensus {
     type Result = ResponseFuture<Result<(), ProposeError>>;
-    fn handle(&mut self, msg: LinearizableBarrier, _ctx: &mut Context<Self>) -> Self::Result {
-        let raft = self.raft.get();
+    fn handle(&mut self, msg: LinearizableBarrier, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.barrier_waiting.push((msg.0, tx));
+        self.start_barrier(ctx);
         Box::pin(async move {
-            match tokio::time::timeout(msg.0, raft.ensure_linearizable()).await {
+            match tokio::time::timeout(msg.0, rx).await {
                 Err(_) => Err(ProposeError::Failed("timeout waiting for fsm".into())),
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                    Err(ProposeError::NotLeader { leader: f.leader_node })
-                }
-                Ok(Err(e)) => Err(ProposeError::Failed(e.to_string())),
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err(ProposeError::Restarting("read barrier dropped".into())),
             }
         })
+    }
+}
+
+/// openraft's read barrier: leadership confirmed by a quorum, and everything committed before
+/// it applied here.
+async fn barrier(raft: Raft, timeout: Duration) -> Result<(), ProposeError> {
+    match tokio::time::timeout(timeout, raft.ensure_linearizable()).await {
+        Err(_) => Err(ProposeError::Failed("timeout waiting for fsm".into())),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+            Err(ProposeError::NotLeader { leader: f.leader_node })
+        }
+        Ok(Err(e)) => Err(ProposeError::Failed(e.to_string())),
     }
 }
 
