@@ -26,10 +26,90 @@ struct Args {
     metrics_overhead: usize,
     plot: Option<PathBuf>,
     dir: Option<PathBuf>,
+    workloads: Vec<Workload>,
+}
+
+/// What each client request does.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Workload {
+    /// One-row INSERT per request.
+    Insert,
+    /// 100 one-row INSERT statements per request.
+    Bulk,
+    /// One-row INSERT per request, queued (`?queue`); the run ends with a `queue&wait` barrier.
+    Queued,
+    /// A point read at this level.
+    Read(&'static str),
+    /// 90 % point reads (weak), 10 % one-row INSERTs.
+    Mix,
+}
+
+impl Workload {
+    fn parse(s: &str) -> Option<Workload> {
+        Some(match s {
+            "insert" => Workload::Insert,
+            "bulk" => Workload::Bulk,
+            "queued" => Workload::Queued,
+            "read-none" => Workload::Read("none"),
+            "read-weak" => Workload::Read("weak"),
+            "read-linearizable" => Workload::Read("linearizable"),
+            "mix" => Workload::Mix,
+            _ => return None,
+        })
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Workload::Insert => "insert".into(),
+            Workload::Bulk => "bulk x100".into(),
+            Workload::Queued => "queued insert".into(),
+            Workload::Read(l) => format!("read {l}"),
+            Workload::Mix => "90/10 read/write".into(),
+        }
+    }
+
+    /// Method (true: POST), path and query, body, and the text an acknowledged answer contains.
+    fn request(&self, c: usize, i: u64) -> (bool, String, String, &'static str) {
+        let insert = |q: &str| {
+            (true, format!("/db/execute{q}"), format!(r#"[["INSERT INTO bench(c, v) VALUES(?, ?)", {c}, "value-{i}"]]"#))
+        };
+        let read = |level: &str| {
+            let id = 1 + (i * 7919 + c as u64 * 104_729) % 1000;
+            (false, format!("/db/query?level={level}&q=SELECT%20v%20FROM%20bench%20WHERE%20id%3D{id}"), String::new())
+        };
+        match self {
+            Workload::Insert => {
+                let (m, p, b) = insert("");
+                (m, p, b, "rows_affected")
+            }
+            Workload::Queued => {
+                let (m, p, b) = insert("?queue");
+                (m, p, b, "sequence_number")
+            }
+            Workload::Bulk => {
+                let stmts: Vec<String> = (0..100)
+                    .map(|k| format!(r#"["INSERT INTO bench(c, v) VALUES(?, ?)", {c}, "value-{i}-{k}"]"#))
+                    .collect();
+                (true, "/db/execute".into(), format!("[{}]", stmts.join(",")), "rows_affected")
+            }
+            Workload::Read(level) => {
+                let (m, p, b) = read(level);
+                (m, p, b, "\"values\"")
+            }
+            Workload::Mix if i % 10 == 9 => {
+                let (m, p, b) = insert("");
+                (m, p, b, "rows_affected")
+            }
+            Workload::Mix => {
+                let (m, p, b) = read("weak");
+                (m, p, b, "\"values\"")
+            }
+        }
+    }
 }
 
 fn usage() -> ! {
-    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--failover N] [--snapshots MB] [--metrics-overhead ROUNDS] [--plot FILE.png] [--dir DIR]");
+    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--workloads insert,bulk,queued,read-none,read-weak,read-linearizable,mix] [--failover N] [--snapshots MB] [--metrics-overhead ROUNDS] [--plot FILE.png] [--dir DIR]");
     std::process::exit(2)
 }
 
@@ -45,6 +125,7 @@ fn parse_args() -> Args {
         metrics_overhead: 0,
         plot: None,
         dir: None,
+        workloads: vec![Workload::Insert],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -59,6 +140,9 @@ fn parse_args() -> Args {
             "metrics-overhead" => a.metrics_overhead = val().parse().unwrap_or_else(|_| usage()),
             "plot" => a.plot = Some(PathBuf::from(val())),
             "dir" => a.dir = Some(PathBuf::from(val())),
+            "workloads" => {
+                a.workloads = val().split(',').map(|w| Workload::parse(w).unwrap_or_else(|| usage())).collect()
+            }
             _ => usage(),
         }
     }
@@ -241,8 +325,8 @@ fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| std::process::exit(1))
 }
 
-/// `clients` concurrent HTTP clients (keep-alive) sending one-row INSERT requests.
-fn bench_http(url: &str, clients: usize, duration: Duration) -> Run {
+/// `clients` concurrent HTTP clients (keep-alive) sending `w`'s requests.
+fn bench_http(url: &str, clients: usize, duration: Duration, w: Workload) -> Run {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap_or_else(|_| std::process::exit(1));
     rt.block_on(async {
         let client = reqwest::Client::new();
@@ -250,19 +334,21 @@ fn bench_http(url: &str, clients: usize, duration: Duration) -> Run {
         let start = Instant::now();
         let tasks: Vec<_> = (0..clients)
             .map(|c| {
-                let (client, stop, url) = (client.clone(), stop.clone(), format!("{url}/db/execute"));
+                let (client, stop, url) = (client.clone(), stop.clone(), url.to_string());
                 tokio::spawn(async move {
                     let (mut h, mut ok, mut err) = (hist(), 0u64, 0u64);
                     let mut i = 0u64;
                     while !stop.load(Ordering::Relaxed) {
-                        let body = format!(r#"[["INSERT INTO bench(c, v) VALUES(?, ?)", {c}, "value-{i}"]]"#);
+                        let (post, path, body, ack) = w.request(c, i);
                         i += 1;
                         let t = Instant::now();
-                        let r = client.post(&url).header("Content-Type", "application/json").body(body).send().await;
+                        let r = if post {
+                            client.post(format!("{url}{path}")).header("Content-Type", "application/json").body(body).send().await
+                        } else {
+                            client.get(format!("{url}{path}")).send().await
+                        };
                         let acked = match r {
-                            Ok(r) if r.status().is_success() => {
-                                r.text().await.map(|b| b.contains("rows_affected")).unwrap_or(false)
-                            }
+                            Ok(r) if r.status().is_success() => r.text().await.map(|b| b.contains(ack)).unwrap_or(false),
                             _ => false,
                         };
                         if acked {
@@ -285,6 +371,15 @@ fn bench_http(url: &str, clients: usize, duration: Duration) -> Run {
                 run.ops += ok;
                 run.errors += err;
             }
+        }
+        if w == Workload::Queued {
+            // Queued writes count once they are committed: the run ends at the flush barrier.
+            let _ = client
+                .post(format!("{url}/db/execute?queue&wait&timeout=60s"))
+                .header("Content-Type", "application/json")
+                .body("[]")
+                .send()
+                .await;
         }
         run.secs = start.elapsed().as_secs_f64();
         run
@@ -534,8 +629,8 @@ fn metrics_overhead(binary: &Path, dir: &Path, rounds: usize, duration: Duration
     let off = start("metrics-off", "127.0.0.82", &["-metrics=false"]);
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        a.push(bench_http(&on.url, 1, duration).rate());
-        b.push(bench_http(&off.url, 1, duration).rate());
+        a.push(bench_http(&on.url, 1, duration, Workload::Insert).rate());
+        b.push(bench_http(&off.url, 1, duration, Workload::Insert).rate());
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(|x, y| x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal));
@@ -616,7 +711,7 @@ fn snapshot_bench(binary: &Path, dir: &Path, mb: u64, duration: Duration) {
     println!("/db/backup (binary, streamed): {:.0} MB in {backup_t:?} ({:.0} MB/s)", n as f64 / 1e6, mbs(n, backup_t));
 
     // Write latency without and with compaction running.
-    let quiet = bench_http(&node.url, 1, duration);
+    let quiet = bench_http(&node.url, 1, duration, Workload::Insert);
     let stop = Arc::new(AtomicBool::new(false));
     let (st, url) = (stop.clone(), node.url.clone());
     let snapper = std::thread::spawn(move || {
@@ -630,7 +725,7 @@ fn snapshot_bench(binary: &Path, dir: &Path, mb: u64, duration: Duration) {
         }
         n
     });
-    let busy = bench_http(&node.url, 1, duration);
+    let busy = bench_http(&node.url, 1, duration, Workload::Insert);
     stop.store(true, Ordering::Relaxed);
     let snaps = snapper.join().unwrap_or(0);
     println!(
@@ -694,13 +789,13 @@ fn main() {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         tmp.display()
     );
-    println!("workload: one-row INSERT per request/transaction, {:?} per run\n", args.duration);
-    println!("| system | clients | ops | errors | ops/s | p50 ms | p99 ms |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("{:?} per run; ops are requests (a bulk request holds 100 rows)\n", args.duration);
+    println!("| system | workload | clients | ops | errors | ops/s | p50 ms | p99 ms |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
     let mut rates: Vec<(String, usize, f64)> = Vec::new();
-    let print = |run: &Run| {
+    let print = |run: &Run, w: &str| {
         println!(
-            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} |",
+            "| {} | {w} | {} | {} | {} | {:.0} | {:.2} | {:.2} |",
             run.name,
             run.clients,
             run.ops,
@@ -719,22 +814,36 @@ fn main() {
             eprintln!("cannot create the bench table");
             std::process::exit(1);
         }
-        for &c in &args.clients {
-            let mut r = bench_http(&servers[l].url, c, args.duration);
-            r.name = format!("raftlite {n} node{}", if n == 1 { "" } else { "s" });
-            print(&r);
-            rates.push((r.name.clone(), c, r.rate()));
+        // Rows for the point reads.
+        let rows: Vec<String> = (0..1000).map(|k| format!(r#"["INSERT INTO bench(c, v) VALUES(0, 'seed-{k}')"]"#)).collect();
+        let _ = reqwest::blocking::Client::new()
+            .post(format!("{}/db/execute", servers[l].url))
+            .header("Content-Type", "application/json")
+            .body(format!("[{}]", rows.join(",")))
+            .send();
+        for &w in &args.workloads {
+            for &c in &args.clients {
+                let mut r = bench_http(&servers[l].url, c, args.duration, w);
+                r.name = format!("raftlite {n} node{}", if n == 1 { "" } else { "s" });
+                print(&r, &w.name());
+                let key = if w == Workload::Insert { r.name.clone() } else { format!("{} {}", r.name, w.name()) };
+                rates.push((key, c, r.rate()));
+            }
         }
         drop(servers);
     }
     for &c in args.clients.iter().filter(|_| write_bench) {
         let s = bench_sqlite(&tmp.join(format!("sqlite-{c}.db")), c, args.duration);
-        print(&s);
+        print(&s, "insert");
         rates.push((s.name.clone(), c, s.rate()));
     }
     println!();
     let rate = |name: &str, c: usize| rates.iter().find(|(n, cc, _)| n == name && *cc == c).map(|r| r.2);
+    let sqlite1 = rate("standalone SQLite", 1);
     for (name, c, r) in rates.iter().filter(|(n, _, _)| n.starts_with("raftlite")) {
+        if let Some(s) = sqlite1.filter(|_| *c > 1) {
+            println!("{name}, {c} clients: {:.2}x standalone SQLite at 1 client", r / s.max(1e-9));
+        }
         if let Some(s) = rate("standalone SQLite", *c) {
             println!("{name}, {c} clients: {:.2}x standalone SQLite at {c} clients", r / s.max(1e-9));
         }
