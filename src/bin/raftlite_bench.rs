@@ -71,7 +71,11 @@ impl Workload {
     /// Method (true: POST), path and query, body, and the text an acknowledged answer contains.
     fn request(&self, c: usize, i: u64) -> (bool, String, String, &'static str) {
         let insert = |q: &str| {
-            (true, format!("/db/execute{q}"), format!(r#"[["INSERT INTO bench(c, v) VALUES(?, ?)", {c}, "value-{i}"]]"#))
+            (
+                true,
+                format!("/db/execute{q}"),
+                format!(r#"[["INSERT INTO bench(c, v) VALUES(?, ?)", {c}, "value-{i}"]]"#),
+            )
         };
         let read = |level: &str| {
             let id = 1 + (i * 7919 + c as u64 * 104_729) % 1000;
@@ -343,12 +347,19 @@ fn bench_http(url: &str, clients: usize, duration: Duration, w: Workload) -> Run
                         i += 1;
                         let t = Instant::now();
                         let r = if post {
-                            client.post(format!("{url}{path}")).header("Content-Type", "application/json").body(body).send().await
+                            client
+                                .post(format!("{url}{path}"))
+                                .header("Content-Type", "application/json")
+                                .body(body)
+                                .send()
+                                .await
                         } else {
                             client.get(format!("{url}{path}")).send().await
                         };
                         let acked = match r {
-                            Ok(r) if r.status().is_success() => r.text().await.map(|b| b.contains(ack)).unwrap_or(false),
+                            Ok(r) if r.status().is_success() => {
+                                r.text().await.map(|b| b.contains(ack)).unwrap_or(false)
+                            }
                             _ => false,
                         };
                         if acked {
@@ -815,7 +826,8 @@ fn main() {
             std::process::exit(1);
         }
         // Rows for the point reads.
-        let rows: Vec<String> = (0..1000).map(|k| format!(r#"["INSERT INTO bench(c, v) VALUES(0, 'seed-{k}')"]"#)).collect();
+        let rows: Vec<String> =
+            (0..1000).map(|k| format!(r#"["INSERT INTO bench(c, v) VALUES(0, 'seed-{k}')"]"#)).collect();
         let _ = reqwest::blocking::Client::new()
             .post(format!("{}/db/execute", servers[l].url))
             .header("Content-Type", "application/json")
