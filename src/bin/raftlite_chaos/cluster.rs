@@ -64,7 +64,10 @@ impl Cluster {
         if let Some(j) = join {
             cmd.args(["-join", j, "-join-interval", "500ms", "-join-attempts", "60"]);
         }
-        let child = cmd.arg(&n.dir).stdout(Stdio::null()).stderr(log).spawn()?;
+        // A process group of its own: a Ctrl-C at the terminal reaches the harness, which stops
+        // the nodes itself after its final checks, not the nodes directly.
+        use std::os::unix::process::CommandExt;
+        let child = cmd.arg(&n.dir).stdout(Stdio::null()).stderr(log).process_group(0).spawn()?;
         n.child = Some(child);
         n.paused = false;
         Ok(())

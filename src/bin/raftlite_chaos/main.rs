@@ -169,9 +169,41 @@ fn main() {
         std::process::exit(2);
     }
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("raftlite-chaos"));
-    let status = Command::new("ip").args(["netns", "exec", &ns]).arg(exe).args(&o.args).arg("--in-netns").status();
+    let child = Command::new("ip").args(["netns", "exec", &ns]).arg(exe).args(&o.args).arg("--in-netns").spawn();
+    let status = match child {
+        Ok(mut child) => {
+            // Ctrl-C or SIGTERM: pass it on, so the inner run stops its nodes and reports.
+            let pid = child.id();
+            on_signal(move || {
+                let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            });
+            child.wait().ok()
+        }
+        Err(e) => {
+            eprintln!("raftlite-chaos: {e}");
+            None
+        }
+    };
     let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-    std::process::exit(status.ok().and_then(|s| s.code()).unwrap_or(2));
+    std::process::exit(status.and_then(|s| s.code()).unwrap_or(2));
+}
+
+/// Run `f` (once) on SIGINT or SIGTERM, from a thread of its own.
+fn on_signal(f: impl FnOnce() + Send + 'static) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+                return;
+            };
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        });
+        f();
+    });
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -251,7 +283,14 @@ fn run(o: &Opts) -> Result<bool, String> {
         }
         nem
     });
-    std::thread::sleep(o.duration);
+    // Run for the duration, or until SIGINT/SIGTERM (then stop early and report as usual).
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    on_signal(move || flag.store(true, Ordering::Relaxed));
+    let until = Instant::now() + o.duration;
+    while Instant::now() < until && !interrupted.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     stop.store(true, Ordering::Relaxed);
     for t in clients.into_iter().chain(stale_reader) {
         let _ = t.join();
@@ -261,6 +300,9 @@ fn run(o: &Opts) -> Result<bool, String> {
 
     // Heal everything, then check.
     let mut failures = Vec::new();
+    if interrupted.load(Ordering::Relaxed) {
+        failures.push(format!("interrupted after {duration_s:.0} s"));
+    }
     {
         let mut c = lock(&cluster);
         for i in 0..c.nodes.len() {
