@@ -27,6 +27,7 @@ struct Args {
     plot: Option<PathBuf>,
     dir: Option<PathBuf>,
     workloads: Vec<Workload>,
+    json: Option<PathBuf>,
 }
 
 /// What each client request does.
@@ -113,7 +114,7 @@ impl Workload {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--workloads insert,bulk,queued,read-none,read-weak,read-linearizable,mix] [--failover N] [--snapshots MB] [--metrics-overhead ROUNDS] [--plot FILE.png] [--dir DIR]");
+    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--workloads insert,bulk,queued,read-none,read-weak,read-linearizable,mix] [--failover N] [--snapshots MB] [--metrics-overhead ROUNDS] [--plot FILE.png] [--json FILE] [--dir DIR]");
     std::process::exit(2)
 }
 
@@ -130,6 +131,7 @@ fn parse_args() -> Args {
         plot: None,
         dir: None,
         workloads: vec![Workload::Insert],
+        json: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -144,6 +146,7 @@ fn parse_args() -> Args {
             "metrics-overhead" => a.metrics_overhead = val().parse().unwrap_or_else(|_| usage()),
             "plot" => a.plot = Some(PathBuf::from(val())),
             "dir" => a.dir = Some(PathBuf::from(val())),
+            "json" => a.json = Some(PathBuf::from(val())),
             "workloads" => {
                 a.workloads = val().split(',').map(|w| Workload::parse(w).unwrap_or_else(|| usage())).collect()
             }
@@ -395,6 +398,28 @@ fn bench_http(url: &str, clients: usize, duration: Duration, w: Workload) -> Run
         run.secs = start.elapsed().as_secs_f64();
         run
     })
+}
+
+/// The disk's raw rate of small appends each made durable (`fdatasync`): the floor under any
+/// fsync-per-write design on this machine.
+fn bench_disk(path: &Path, duration: Duration) -> Run {
+    use std::io::Write;
+    let mut run = Run { name: "raw disk".into(), clients: 1, ops: 0, errors: 0, secs: 0.0, hist: hist() };
+    let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) else { return run };
+    let start = Instant::now();
+    let rec = [0x42u8; 100];
+    while start.elapsed() < duration {
+        let t = Instant::now();
+        if f.write_all(&rec).and_then(|_| f.sync_data()).is_ok() {
+            run.ops += 1;
+            let _ = run.hist.record(t.elapsed().as_micros() as u64);
+        } else {
+            run.errors += 1;
+        }
+    }
+    run.secs = start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(path);
+    run
 }
 
 /// The same inserts on standalone SQLite: WAL, synchronous=FULL, one transaction per insert, one
@@ -848,6 +873,22 @@ fn main() {
         let s = bench_sqlite(&tmp.join(format!("sqlite-{c}.db")), c, args.duration);
         print(&s, "insert");
         rates.push((s.name.clone(), c, s.rate()));
+    }
+    if write_bench {
+        let d = bench_disk(&tmp.join("disk.bin"), args.duration);
+        print(&d, "append 100 B + fdatasync");
+        rates.push((d.name.clone(), 1, d.rate()));
+    }
+    if let Some(path) = &args.json {
+        let rows: Vec<serde_json::Value> = rates
+            .iter()
+            .map(|(name, c, r)| serde_json::json!({ "system": name, "clients": c, "ops_per_s": r }))
+            .collect();
+        let doc =
+            serde_json::json!({ "command": cmd.join(" "), "duration_s": args.duration.as_secs_f64(), "runs": rows });
+        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap_or_default()) {
+            eprintln!("cannot write {}: {e}", path.display());
+        }
     }
     println!();
     let rate = |name: &str, c: usize| rates.iter().find(|(n, cc, _)| n == name && *cc == c).map(|r| r.2);
