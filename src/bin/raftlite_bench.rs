@@ -43,6 +43,10 @@ enum Workload {
     Read(&'static str),
     /// 90 % point reads (weak), 10 % one-row INSERTs.
     Mix,
+    /// dqlite-demo's key/value API: PUT /key (one INSERT OR REPLACE in a dqlite transaction).
+    DqlitePut,
+    /// dqlite-demo's key/value API: GET /key.
+    DqliteGet,
 }
 
 impl Workload {
@@ -66,21 +70,23 @@ impl Workload {
             Workload::Queued => "queued insert".into(),
             Workload::Read(l) => format!("read {l}"),
             Workload::Mix => "90/10 read/write".into(),
+            Workload::DqlitePut => "PUT".into(),
+            Workload::DqliteGet => "GET".into(),
         }
     }
 
-    /// Method (true: POST), path and query, body, and the text an acknowledged answer contains.
-    fn request(&self, c: usize, i: u64) -> (bool, String, String, &'static str) {
+    /// Method, path and query, body, and the text an acknowledged answer contains.
+    fn request(&self, c: usize, i: u64) -> (&'static str, String, String, &'static str) {
         let insert = |q: &str| {
             (
-                true,
+                "POST",
                 format!("/db/execute{q}"),
                 format!(r#"[["INSERT INTO bench(c, v) VALUES(?, ?)", {c}, "value-{i}"]]"#),
             )
         };
         let read = |level: &str| {
             let id = 1 + (i * 7919 + c as u64 * 104_729) % 1000;
-            (false, format!("/db/query?level={level}&q=SELECT%20v%20FROM%20bench%20WHERE%20id%3D{id}"), String::new())
+            ("GET", format!("/db/query?level={level}&q=SELECT%20v%20FROM%20bench%20WHERE%20id%3D{id}"), String::new())
         };
         match self {
             Workload::Insert => {
@@ -95,7 +101,7 @@ impl Workload {
                 let stmts: Vec<String> = (0..100)
                     .map(|k| format!(r#"["INSERT INTO bench(c, v) VALUES(?, ?)", {c}, "value-{i}-{k}"]"#))
                     .collect();
-                (true, "/db/execute".into(), format!("[{}]", stmts.join(",")), "rows_affected")
+                ("POST", "/db/execute".into(), format!("[{}]", stmts.join(",")), "rows_affected")
             }
             Workload::Read(level) => {
                 let (m, p, b) = read(level);
@@ -108,6 +114,10 @@ impl Workload {
             Workload::Mix => {
                 let (m, p, b) = read("weak");
                 (m, p, b, "\"values\"")
+            }
+            Workload::DqlitePut => ("PUT", format!("/k-{c}-{i}"), format!("value-{i}"), "done"),
+            Workload::DqliteGet => {
+                ("GET", format!("/seed-{}", (i * 7919 + c as u64 * 104_729) % 1000), String::new(), "seed")
             }
         }
     }
@@ -349,15 +359,17 @@ fn bench_http(url: &str, clients: usize, duration: Duration, w: Workload) -> Run
                         let (post, path, body, ack) = w.request(c, i);
                         i += 1;
                         let t = Instant::now();
-                        let r = if post {
-                            client
-                                .post(format!("{url}{path}"))
-                                .header("Content-Type", "application/json")
-                                .body(body)
-                                .send()
-                                .await
-                        } else {
-                            client.get(format!("{url}{path}")).send().await
+                        let r = match post {
+                            "POST" => {
+                                client
+                                    .post(format!("{url}{path}"))
+                                    .header("Content-Type", "application/json")
+                                    .body(body)
+                                    .send()
+                                    .await
+                            }
+                            "PUT" => client.put(format!("{url}{path}")).body(body).send().await,
+                            _ => client.get(format!("{url}{path}")).send().await,
                         };
                         let acked = match r {
                             Ok(r) if r.status().is_success() => {
@@ -398,6 +410,41 @@ fn bench_http(url: &str, clients: usize, duration: Duration, w: Workload) -> Run
         run.secs = start.elapsed().as_secs_f64();
         run
     })
+}
+
+/// A `dqlite-demo` cluster of `n` nodes on 127.0.0.7x (the first bootstraps, the others join it),
+/// with 1,000 keys `seed-N` for the GETs.
+fn start_dqlite(dir: &Path, n: usize) -> Vec<Server> {
+    let mut servers = Vec::new();
+    let first_db = "127.0.0.71:9001".to_string();
+    for i in 1..=n {
+        let ip = format!("127.0.0.{}", 70 + i);
+        let (api, db) = (format!("{ip}:8001"), format!("{ip}:9001"));
+        let d = dir.join(format!("dq{i}"));
+        let _ = std::fs::create_dir_all(&d);
+        let mut args: Vec<String> = ["--api", &api, "--db", &db, "--dir"].iter().map(|s| s.to_string()).collect();
+        args.push(d.display().to_string());
+        if i > 1 {
+            args.extend(["--join".to_string(), first_db.clone()]);
+        }
+        let mut s =
+            Server { child: None, url: format!("http://{api}"), raft: db, args, binary: PathBuf::from("dqlite-demo") };
+        s.spawn();
+        wait_until("dqlite-demo node", Duration::from_secs(30), || {
+            reqwest::blocking::Client::new()
+                .put(format!("{}/probe", s.url))
+                .body("1")
+                .send()
+                .map(|r| r.status().is_success())
+                .unwrap_or(false)
+        });
+        servers.push(s);
+    }
+    let c = reqwest::blocking::Client::new();
+    for k in 0..1000 {
+        let _ = c.put(format!("{}/seed-{k}", servers[0].url)).body(format!("seed-{k}")).send();
+    }
+    servers
 }
 
 /// The disk's raw rate of small appends each made durable (`fdatasync`): the floor under any
@@ -874,6 +921,23 @@ fn main() {
         print(&s, "insert");
         rates.push((s.name.clone(), c, s.rate()));
     }
+    if write_bench && args.clients.iter().any(|_| true) {
+        if Command::new("dqlite-demo").arg("--help").output().is_ok() {
+            let servers = start_dqlite(&tmp.join("dqlite"), 3);
+            let url = servers.first().map(|s| s.url.clone()).unwrap_or_default();
+            for &w in &[Workload::DqlitePut, Workload::DqliteGet] {
+                for &c in &args.clients {
+                    let mut r = bench_http(&url, c, args.duration, w);
+                    r.name = "dqlite-demo 3 nodes".into();
+                    print(&r, &w.name());
+                    rates.push((format!("dqlite-demo 3 nodes {}", w.name()), c, r.rate()));
+                }
+            }
+            drop(servers);
+        } else {
+            println!("(dqlite-demo not installed: apt-get install go-dqlite; dqlite baseline skipped)");
+        }
+    }
     if write_bench {
         let d = bench_disk(&tmp.join("disk.bin"), args.duration);
         print(&d, "append 100 B + fdatasync");
@@ -902,6 +966,18 @@ fn main() {
         }
         if let Some(one) = rate("raftlite 1 node", *c).filter(|_| name != "raftlite 1 node") {
             println!("{name}, {c} clients: {:.2}x a single node at {c} clients", r / one.max(1e-9));
+        }
+    }
+    for &c in &args.clients {
+        let pairs = [
+            ("raftlite 3 nodes", "dqlite-demo 3 nodes PUT"),
+            ("raftlite 3 nodes read none", "dqlite-demo 3 nodes GET"),
+            ("raftlite 3 nodes read weak", "dqlite-demo 3 nodes GET"),
+        ];
+        for (ours, theirs) in pairs {
+            if let (Some(a), Some(b)) = (rate(ours, c), rate(theirs, c)) {
+                println!("{ours}, {c} clients: {:.2}x {theirs} at {c} clients", a / b.max(1e-9));
+            }
         }
     }
     if let Some(png) = &args.plot {
