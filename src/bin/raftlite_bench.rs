@@ -28,6 +28,7 @@ struct Args {
     dir: Option<PathBuf>,
     workloads: Vec<Workload>,
     json: Option<PathBuf>,
+    chart: Option<PathBuf>,
 }
 
 /// What each client request does.
@@ -124,7 +125,7 @@ impl Workload {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--workloads insert,bulk,queued,read-none,read-weak,read-linearizable,mix] [--failover N] [--snapshots MB] [--metrics-overhead ROUNDS] [--plot FILE.png] [--json FILE] [--dir DIR]");
+    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--workloads insert,bulk,queued,read-none,read-weak,read-linearizable,mix] [--failover N] [--snapshots MB] [--metrics-overhead ROUNDS] [--plot FILE.png] [--json FILE] [--chart FILE.png] [--dir DIR]");
     std::process::exit(2)
 }
 
@@ -142,6 +143,7 @@ fn parse_args() -> Args {
         dir: None,
         workloads: vec![Workload::Insert],
         json: None,
+        chart: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -157,6 +159,7 @@ fn parse_args() -> Args {
             "plot" => a.plot = Some(PathBuf::from(val())),
             "dir" => a.dir = Some(PathBuf::from(val())),
             "json" => a.json = Some(PathBuf::from(val())),
+            "chart" => a.chart = Some(PathBuf::from(val())),
             "workloads" => {
                 a.workloads = val().split(',').map(|w| Workload::parse(w).unwrap_or_else(|| usage())).collect()
             }
@@ -533,6 +536,46 @@ fn scrape_value(text: &str, family: &str) -> Option<f64> {
 /// A 3-node cluster under a steady write load for 40 s, with a snapshot at 10 s, the leader
 /// SIGKILLed at 20 s and restarted at 30 s; `/metrics` of every node sampled every 500 ms; the
 /// result drawn to `png` (client write rate and p99, and each node's applied index).
+/// A bar chart of every run's throughput, raftlite beside the baselines, p99 in the label.
+fn chart(png: &Path, runs: &[(String, usize, f64, f64)]) {
+    use plotters::prelude::*;
+    let font = std::fs::read("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").unwrap_or_default();
+    if font.is_empty() || runs.is_empty() {
+        eprintln!("chart: needs the DejaVu Sans font (apt-get install fonts-dejavu-core) and some runs");
+        return;
+    }
+    let font: &'static [u8] = Box::leak(font.into_boxed_slice());
+    let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, font);
+    let draw = || -> Result<(), Box<dyn std::error::Error>> {
+        let h = 120 + 26 * runs.len() as u32;
+        let root = BitMapBackend::new(png, (1200, h)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let max = runs.iter().map(|r| r.2).fold(1.0, f64::max) * 1.15;
+        let mut c = ChartBuilder::on(&root)
+            .caption("raftlite-bench: requests/s per workload (p99 ms in brackets)", ("sans-serif", 22))
+            .margin(15)
+            .x_label_area_size(35)
+            .y_label_area_size(10)
+            .build_cartesian_2d(0.0..max, 0.0..runs.len() as f64)?;
+        c.configure_mesh().disable_y_mesh().disable_y_axis().x_desc("requests/s").draw()?;
+        for (k, (name, clients, rate, p99)) in runs.iter().enumerate() {
+            let y = (runs.len() - 1 - k) as f64;
+            let color = if name.starts_with("raftlite") { BLUE.mix(0.6) } else { RGBColor(230, 140, 40).mix(0.8) };
+            c.draw_series(std::iter::once(Rectangle::new([(0.0, y + 0.15), (*rate, y + 0.85)], color.filled())))?;
+            c.draw_series(std::iter::once(Text::new(
+                format!("{name}, {clients} cl: {rate:.0}/s [{p99:.1}]"),
+                (max * 0.01, y + 0.62),
+                ("sans-serif", 14),
+            )))?;
+        }
+        root.present()?;
+        Ok(())
+    };
+    if let Err(e) = draw() {
+        eprintln!("chart: {e}");
+    }
+}
+
 fn plot_run(binary: &Path, dir: &Path, png: &Path) {
     use plotters::prelude::*;
     let mut servers = start_cluster(binary, &dir.join("plot"), 3);
@@ -876,7 +919,9 @@ fn main() {
     println!("| system | workload | clients | ops | errors | ops/s | p50 ms | p99 ms |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
     let mut rates: Vec<(String, usize, f64)> = Vec::new();
+    let chart_runs: std::cell::RefCell<Vec<(String, usize, f64, f64)>> = Default::default();
     let print = |run: &Run, w: &str| {
+        chart_runs.borrow_mut().push((format!("{} {w}", run.name), run.clients, run.rate(), run.ms(0.99)));
         println!(
             "| {} | {w} | {} | {} | {} | {:.0} | {:.2} | {:.2} |",
             run.name,
@@ -979,6 +1024,9 @@ fn main() {
                 println!("{ours}, {c} clients: {:.2}x {theirs} at {c} clients", a / b.max(1e-9));
             }
         }
+    }
+    if let Some(png) = &args.chart {
+        chart(png, &chart_runs.borrow());
     }
     if let Some(png) = &args.plot {
         plot_run(&args.binary, &tmp, png);
