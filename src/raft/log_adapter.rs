@@ -16,11 +16,15 @@ use crate::actors::supervise::Fault;
 use crate::store::codec;
 use crate::store::log_db::{KEY_PURGED, KEY_VOTE};
 
+/// Longest a purge waits for the snapshot install it follows (a large database takes a while).
+const PURGE_WAIT: Duration = Duration::from_secs(120);
+
 #[derive(Clone)]
 pub struct LogAdapter {
     addr: Addr<LogStore>,
-    /// The state machine's snapshot directory: purges never go past its recorded snapshot.
-    snapshot_guard: Option<std::path::PathBuf>,
+    /// The state machine's snapshot directory and stats: purges never go past its recorded
+    /// snapshot.
+    snapshot_guard: Option<(std::path::PathBuf, std::sync::Arc<crate::raft::sm_adapter::SnapshotStats>)>,
 }
 
 impl LogAdapter {
@@ -30,28 +34,40 @@ impl LogAdapter {
 
     /// Never purge past the snapshot recorded in `snap_dir` (invariant 4 of design.md).
     /// openraft asks for the purge that follows a snapshot install before the install has
-    /// finished; if the install then fails or the node crashes, a log purged past the database
+    /// finished; if the install then failed or the node crashed, a log purged past the database
     /// would leave a node that can never start again (openraft refuses a purged log beyond its
-    /// snapshot). Keeping those entries a little longer costs nothing: the next purge takes them.
-    pub fn with_snapshot_guard(mut self, snap_dir: std::path::PathBuf) -> Self {
-        self.snapshot_guard = Some(snap_dir);
+    /// snapshot). So a purge waits for the snapshot it follows to be recorded.
+    pub fn with_snapshot_guard(
+        mut self,
+        snap_dir: std::path::PathBuf,
+        stats: std::sync::Arc<crate::raft::sm_adapter::SnapshotStats>,
+    ) -> Self {
+        self.snapshot_guard = Some((snap_dir, stats));
         self
     }
 
-    /// How far a purge up to `want` may go now.
-    fn purge_limit(&self, want: LogId) -> Result<Option<LogId>, StorageError> {
-        let Some(dir) = &self.snapshot_guard else { return Ok(Some(want)) };
-        let recorded = crate::raft::sm_adapter::read_current(dir)
-            .map_err(|e| StorageIOError::read_snapshot(None, any_err(e)))?
-            .and_then(|m| m.last_log_id);
-        Ok(match recorded {
-            Some(r) if r.index < want.index => {
-                tracing::debug!(want = %want, recorded = %r, "purge held back to the recorded snapshot");
-                Some(r)
+    /// Wait (up to [`PURGE_WAIT`]) until the recorded snapshot covers `want`. Holding a purge
+    /// back part way is not an option: entries a snapshot install truncated would leave a hole
+    /// between the kept entries and the ones appended after it. If the snapshot never arrives
+    /// (the install failed), the purge fails, Raft stops and is rebuilt from what is on disk.
+    async fn wait_for_snapshot(&self, want: LogId) -> Result<(), StorageError> {
+        let Some((dir, stats)) = &self.snapshot_guard else { return Ok(()) };
+        let deadline = tokio::time::Instant::now() + PURGE_WAIT;
+        let failed_before = stats.installs_failed.load(std::sync::atomic::Ordering::Relaxed);
+        loop {
+            let recorded = crate::raft::sm_adapter::read_current(dir)
+                .map_err(|e| StorageIOError::read_snapshot(None, any_err(e)))?
+                .and_then(|m| m.last_log_id);
+            if recorded.map(|r| r.index >= want.index).unwrap_or(false) {
+                return Ok(());
             }
-            Some(_) => Some(want),
-            None => None,
-        })
+            let failed = stats.installs_failed.load(std::sync::atomic::Ordering::Relaxed) != failed_before;
+            if failed || tokio::time::Instant::now() > deadline {
+                let msg = format!("purge up to {want} but the recorded snapshot is {recorded:?}");
+                return Err(StorageIOError::write_logs(any_err(msg)).into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Send a request; while the actor is restarting (state being reloaded from disk) retry for
@@ -185,7 +201,7 @@ impl RaftLogStorage<TypeConfig> for LogAdapter {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let Some(log_id) = self.purge_limit(log_id)? else { return Ok(()) };
+        self.wait_for_snapshot(log_id).await?;
         let purged_id = codec::encode(&log_id).map_err(|e| StorageIOError::write_logs(any_err(e)))?;
         self.call(|| LogRequest::Purge { upto: log_id.index, purged_id: purged_id.clone() })
             .await

@@ -49,7 +49,7 @@ impl RaftParts {
             self.node_id,
             self.config.clone(),
             Network::new(self.peers.clone()),
-            LogAdapter::new(self.log_store.clone()).with_snapshot_guard(self.snap_dir.clone()),
+            LogAdapter::new(self.log_store.clone()).with_snapshot_guard(self.snap_dir.clone(), self.snap_stats.clone()),
             sm,
         )
         .await

@@ -41,6 +41,9 @@ pub struct SnapshotStats {
     pub num_restores: AtomicU64,
     /// Snapshots rejected on install (bad checksum or content).
     pub num_restores_failed: AtomicU64,
+    /// Snapshot installs that returned an error, for any reason (a purge waiting on an install
+    /// gives up when this moves).
+    pub installs_failed: AtomicU64,
     /// Starts that reused the database as it was (always, when a snapshot exists).
     pub num_restores_start_skipped: AtomicU64,
     /// User-triggered snapshots (`POST /snapshot`).
@@ -84,6 +87,65 @@ impl SmAdapter {
         }
         remove_copies(&snap_dir, None);
         Ok(SmAdapter { applier, readers, db_path, snap_dir, stats })
+    }
+
+    async fn install(
+        &mut self,
+        meta: &SnapshotMeta<u64, NodeInfo>,
+        mut snapshot: Box<SnapshotFile>,
+    ) -> Result<(), StorageError> {
+        use tokio::io::AsyncWriteExt;
+        let started = std::time::Instant::now();
+        fail::fail_point!("snapshot::install", |_| Err(snap_err("failpoint snapshot::install")));
+        // A received file is used where it is; anything else is first written to a file here.
+        let path = match snapshot.path().map(Path::to_path_buf) {
+            Some(p) => {
+                snapshot.flush().await.map_err(snap_err)?;
+                p
+            }
+            None => {
+                let p = self.snap_dir.join(format!("installing-{}.tmp", rand::random::<u64>()));
+                snapshot.seek(std::io::SeekFrom::Start(0)).await.map_err(snap_err)?;
+                let mut out = tokio::fs::File::create(&p).await.map_err(snap_err)?;
+                tokio::io::copy(&mut *snapshot, &mut out).await.map_err(snap_err)?;
+                out.flush().await.map_err(snap_err)?;
+                p
+            }
+        };
+        drop(snapshot);
+        let (dir, expected) = (self.snap_dir.clone(), meta.clone());
+        let p = path.clone();
+        let checked = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            verify_and_strip(&p).map_err(|e| e.to_string())?;
+            let (applied, _) = state_in_file(&p)?;
+            // The copy is made when sent, so it may hold more than the position it was sent for;
+            // it must not hold less.
+            if applied < expected.last_log_id {
+                return Err(format!(
+                    "snapshot {} holds applied {applied:?}, less than its metadata's {:?}",
+                    expected.snapshot_id, expected.last_log_id
+                ));
+            }
+            write_current(&dir, &expected).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(snap_err)?;
+        if let Err(e) = checked {
+            self.stats.num_restores_failed.fetch_add(1, Ordering::Relaxed);
+            let _ = std::fs::remove_file(&path);
+            tracing::error!(snapshot = %meta.snapshot_id, error = %e, "snapshot rejected");
+            return Err(snap_err(e));
+        }
+        self.applier.send(ReplaceDb(path)).await.map_err(snap_err)?.map_err(snap_err)?;
+        if let Some(r) = &self.readers {
+            let _ = r.send(Reopen).await;
+        }
+        self.stats.num_restores.fetch_add(1, Ordering::Relaxed);
+        metrics::histogram!("raftlite_restore_bytes")
+            .record(std::fs::metadata(&self.db_path).map(|m| m.len()).unwrap_or(0) as f64);
+        metrics::histogram!("raftlite_restore_seconds").record(started.elapsed().as_secs_f64());
+        tracing::info!(snapshot = %meta.snapshot_id, took = ?started.elapsed(), "snapshot installed");
+        Ok(())
     }
 
     fn lazy_copy(&self, key: &str) -> Box<SnapshotFile> {
@@ -212,62 +274,14 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, NodeInfo>,
-        mut snapshot: Box<SnapshotFile>,
+        snapshot: Box<SnapshotFile>,
     ) -> Result<(), StorageError> {
-        use tokio::io::AsyncWriteExt;
-        let started = std::time::Instant::now();
-        fail::fail_point!("snapshot::install", |_| Err(snap_err("failpoint snapshot::install")));
-        // A received file is used where it is; anything else is first written to a file here.
-        let path = match snapshot.path().map(Path::to_path_buf) {
-            Some(p) => {
-                snapshot.flush().await.map_err(snap_err)?;
-                p
-            }
-            None => {
-                let p = self.snap_dir.join(format!("installing-{}.tmp", rand::random::<u64>()));
-                snapshot.seek(std::io::SeekFrom::Start(0)).await.map_err(snap_err)?;
-                let mut out = tokio::fs::File::create(&p).await.map_err(snap_err)?;
-                tokio::io::copy(&mut *snapshot, &mut out).await.map_err(snap_err)?;
-                out.flush().await.map_err(snap_err)?;
-                p
-            }
-        };
-        drop(snapshot);
-        let (dir, expected) = (self.snap_dir.clone(), meta.clone());
-        let p = path.clone();
-        let checked = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            verify_and_strip(&p).map_err(|e| e.to_string())?;
-            let (applied, _) = state_in_file(&p)?;
-            // The copy is made when sent, so it may hold more than the position it was sent for;
-            // it must not hold less.
-            if applied < expected.last_log_id {
-                return Err(format!(
-                    "snapshot {} holds applied {applied:?}, less than its metadata's {:?}",
-                    expected.snapshot_id, expected.last_log_id
-                ));
-            }
-            write_current(&dir, &expected).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(snap_err)?;
-        if let Err(e) = checked {
-            self.stats.num_restores_failed.fetch_add(1, Ordering::Relaxed);
-            let _ = std::fs::remove_file(&path);
-            tracing::error!(snapshot = %meta.snapshot_id, error = %e, "snapshot rejected");
-            return Err(snap_err(e));
+        let r = self.install(meta, snapshot).await;
+        if r.is_err() {
+            self.stats.installs_failed.fetch_add(1, Ordering::Relaxed);
         }
-        self.applier.send(ReplaceDb(path)).await.map_err(snap_err)?.map_err(snap_err)?;
-        if let Some(r) = &self.readers {
-            let _ = r.send(Reopen).await;
-        }
-        self.stats.num_restores.fetch_add(1, Ordering::Relaxed);
-        metrics::histogram!("raftlite_restore_bytes")
-            .record(std::fs::metadata(&self.db_path).map(|m| m.len()).unwrap_or(0) as f64);
-        metrics::histogram!("raftlite_restore_seconds").record(started.elapsed().as_secs_f64());
-        tracing::info!(snapshot = %meta.snapshot_id, took = ?started.elapsed(), "snapshot installed");
-        Ok(())
+        r
     }
-
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let dir = self.snap_dir.clone();
         let meta = tokio::task::spawn_blocking(move || read_current(&dir))

@@ -379,14 +379,13 @@ fn run(o: &Opts) -> Result<bool, String> {
         r.json().ok()
     };
     // Set.
-    let final_set: Vec<i64> = strong("SELECT v FROM set_t")
-        .and_then(|v| v["results"][0]["values"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|r| r[0].as_i64())
-        .collect();
+    let final_rows = strong("SELECT v FROM set_t").and_then(|v| v["results"][0]["values"].as_array().cloned());
+    if final_rows.is_none() && o.workloads.contains(&"set") {
+        failures.push("set: the final read (level=strong on the leader) failed; the set was not checked".into());
+    }
+    let final_set: Vec<i64> = final_rows.unwrap_or_default().iter().filter_map(|r| r[0].as_i64()).collect();
     let set_v = checker::check_set(&lock(&history.set_acked), &lock(&history.set_attempted), &final_set);
-    if o.workloads.contains(&"set") && !set_v.ok() {
+    if o.workloads.contains(&"set") && !final_set.is_empty() && !set_v.ok() {
         failures.push(format!(
             "set: {} lost, {} duplicated, {} phantom",
             set_v.lost.len(),
