@@ -25,28 +25,7 @@ fn acknowledged_writes_survive_sigkill() {
         let stop = Arc::new(AtomicBool::new(false));
         let url = n.url("/db/execute");
         // Two concurrent writers, so kills also land while appends are batched together.
-        let writers: Vec<_> = (0..2)
-            .map(|_| {
-                let (acked, next, stop, url) = (acked.clone(), next.clone(), stop.clone(), url.clone());
-                std::thread::spawn(move || {
-                    let client =
-                        reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
-                    while !stop.load(Ordering::Relaxed) {
-                        let v = next.fetch_add(1, Ordering::Relaxed);
-                        let body = json!([["INSERT INTO t(v) VALUES(?)", v]]).to_string();
-                        match client.post(&url).header("Content-Type", "application/json").body(body).send() {
-                            Ok(r) if r.status().as_u16() == 200 => {
-                                let j: Value = r.json().unwrap_or(Value::Null);
-                                if j["results"][0]["rows_affected"] == 1 {
-                                    acked.lock().expect("lock").push(v);
-                                }
-                            }
-                            _ => return, // the node is gone: outcome unknown, not acknowledged
-                        }
-                    }
-                })
-            })
-            .collect();
+        let writers = spawn_writers(&url, 2, &acked, &next, &stop);
         // Kill after a random number of further acknowledged writes (a condition, not a sleep).
         rng = xorshift(rng);
         let target = acked.lock().expect("lock").len() + 5 + (rng % 60) as usize;
@@ -71,15 +50,4 @@ fn acknowledged_writes_survive_sigkill() {
         assert_eq!(st["store"]["entries_reapplied"], 0, "cycle {cycle}");
     }
     println!("{} acknowledged inserts survived {CYCLES} SIGKILLs", acked.lock().expect("lock").len());
-}
-
-fn xorshift(mut x: u64) -> u64 {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    x
-}
-
-fn rand_seed() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(42) | 1
 }

@@ -128,28 +128,7 @@ fn power_loss_loop(cycles: usize, failpoints: Option<&str>) -> Outcome {
         out.cycles = cycle + 1;
         let stop = Arc::new(AtomicBool::new(false));
         let url = n.url("/db/execute");
-        let writers: Vec<_> = (0..2)
-            .map(|_| {
-                let (acked, next, stop, url) = (acked.clone(), next.clone(), stop.clone(), url.clone());
-                std::thread::spawn(move || {
-                    let client =
-                        reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
-                    while !stop.load(Ordering::Relaxed) {
-                        let v = next.fetch_add(1, Ordering::Relaxed);
-                        let body = json!([["INSERT INTO t(v) VALUES(?)", v]]).to_string();
-                        match client.post(&url).header("Content-Type", "application/json").body(body).send() {
-                            Ok(r) if r.status().as_u16() == 200 => {
-                                let j: Value = r.json().unwrap_or(Value::Null);
-                                if j["results"][0]["rows_affected"] == 1 {
-                                    acked.lock().expect("lock").push(v);
-                                }
-                            }
-                            _ => return, // the node is gone: outcome unknown, not acknowledged
-                        }
-                    }
-                })
-            })
-            .collect();
+        let writers = spawn_writers(&url, 2, &acked, &next, &stop);
         // Cut the power after a random number of further acknowledged writes (0..40).
         rng = xorshift(rng);
         let target = acked.lock().expect("lock").len() + (rng % 40) as usize;
@@ -225,15 +204,4 @@ fn power_loss_loop_catches_a_log_without_fsync() {
         .failure
         .unwrap_or_else(|| panic!("{} power cuts without fsync lost nothing: the test is blind", out.cycles));
     println!("negative control caught after {} cycles: {f}", out.cycles);
-}
-
-fn xorshift(mut x: u64) -> u64 {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    x
-}
-
-fn rand_seed() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(42) | 1
 }

@@ -368,3 +368,50 @@ pub fn url_encode(s: &str) -> String {
         })
         .collect()
 }
+
+/// Concurrent writers inserting unique values `v` into `t(v)` until `stop`; each acknowledged
+/// value is pushed to `acked`. A writer stops at the first failure: the node is gone and the
+/// outcome of that write is unknown (not acknowledged, never retried).
+pub fn spawn_writers(
+    url: &str,
+    n: usize,
+    acked: &std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    next: &std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    use std::sync::atomic::Ordering;
+    (0..n)
+        .map(|_| {
+            let (acked, next, stop, url) = (acked.clone(), next.clone(), stop.clone(), url.to_string());
+            std::thread::spawn(move || {
+                let client =
+                    reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+                while !stop.load(Ordering::Relaxed) {
+                    let v = next.fetch_add(1, Ordering::Relaxed);
+                    let body = json!([["INSERT INTO t(v) VALUES(?)", v]]).to_string();
+                    match client.post(&url).header("Content-Type", "application/json").body(body).send() {
+                        Ok(r) if r.status().as_u16() == 200 => {
+                            let j: Value = r.json().unwrap_or(Value::Null);
+                            if j["results"][0]["rows_affected"] == 1 {
+                                acked.lock().expect("lock").push(v);
+                            }
+                        }
+                        _ => return,
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// A seed for randomised tests (print it so a failure can be repeated).
+pub fn rand_seed() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(42) | 1
+}
+
+pub fn xorshift(mut x: u64) -> u64 {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+}

@@ -320,31 +320,20 @@ fn run(o: &Opts) -> Result<bool, String> {
         Some(s) => failures.push(format!("the first write after the final heal took {s:.1} s (limit 10 s)")),
         None => failures.push("no write succeeded within 30 s of the final heal".into()),
     }
-    let c = lock(&cluster);
     // Unexpected exits are crashes (every kill the nemesis made was followed by a restart).
-    let mut c_exits = Vec::new();
-    drop(c);
-    {
-        let mut c = lock(&cluster);
-        for n in c.nodes.iter_mut() {
-            if let Some(ch) = n.child.as_mut() {
-                if let Ok(Some(st)) = ch.try_wait() {
-                    c_exits.push(format!("node {} exited on its own ({st}); see {}", n.id, n.log.display()));
-                }
-            }
+    for n in lock(&cluster).nodes.iter_mut() {
+        if let Some(Ok(Some(st))) = n.child.as_mut().map(|ch| ch.try_wait()) {
+            failures.push(format!("node {} exited on its own ({st}); see {}", n.id, n.log.display()));
         }
     }
-    failures.extend(c_exits);
     let c = lock(&cluster);
     let n = c.nodes.len();
     // Quiescence: every node has applied the same index; then the contents must match.
-    let applied = |i: usize| c.get_json(i, "/status").and_then(|s| s["store"]["fsm_index"].as_u64());
     let converged = c.wait("replicas to converge", Duration::from_secs(30), |c2| {
         let idx: Vec<Option<u64>> =
             (0..n).map(|i| c2.get_json(i, "/status").and_then(|s| s["store"]["fsm_index"].as_u64())).collect();
         idx.iter().all(|x| x.is_some() && *x == idx[0])
     });
-    let _ = applied;
     let dump = |i: usize| -> Option<String> {
         let mut out = String::new();
         for q in [
