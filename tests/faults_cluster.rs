@@ -214,3 +214,55 @@ fn snapshot_send_and_install_failures_are_retried() {
     assert!(st["store"]["num_restores"].as_u64().unwrap_or(0) >= 1, "{}", st["store"]);
     assert!(log.contains("failpoint snapshot::install"), "the install failpoint never ran");
 }
+
+/// A follower whose Raft stops right after it installed a snapshot comes back: rebuilt in place,
+/// and again after a SIGKILL and restart. The snapshot sent is a copy made when it is sent, so it
+/// holds rows written after the position it was sent for; the follower must record what it
+/// installed, or Raft (which at start purges the log up to what the database holds) would purge
+/// past the recorded snapshot, and the node would never start again. Found by a 30-minute chaos
+/// run, where a snapshot build raced the install.
+#[test]
+fn a_follower_stopped_right_after_an_install_comes_back() {
+    let mut c = Cluster::start(3, &["-raft-snap", "20", "-raft-snap-int", "200ms"]);
+    let l = c.wait_leader().id.clone();
+    assert_eq!(c.node(&l).execute(json!(["CREATE TABLE t (v INTEGER NOT NULL)"])).status, 200);
+    let f = c.follower().id.clone();
+    c.node_mut(&f).kill();
+    for v in 0..100 {
+        assert_eq!(c.node(&l).execute(json!([["INSERT INTO t VALUES(?)", v]])).status, 200);
+    }
+    wait_for("the leader to compact its log", Duration::from_secs(30), || {
+        (c.node(&l).status()["store"]["num_snapshots"].as_u64()? > 0).then_some(())
+    });
+    // Fewer rows than a compaction needs: the copy will hold them, its metadata will not.
+    for v in 100..110 {
+        assert_eq!(c.node(&l).execute(json!([["INSERT INTO t VALUES(?)", v]])).status, 200);
+    }
+    let n = c.node_mut(&f);
+    n.env.push(("FAILPOINTS".into(), "snapshot::installed=1*return".into()));
+    n.spawn();
+    let caught_up = |c: &Cluster| {
+        (0..1500).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            count(c.node(&f)) == Some(110)
+        })
+    };
+    let ok = caught_up(&c);
+    let log = std::fs::read_to_string(&c.node(&f).log).unwrap_or_default();
+    assert!(ok, "the follower never caught up after its Raft stopped; its log:\n{log}");
+    assert!(log.contains("failpoint snapshot::installed"), "the failpoint never ran");
+    assert!(c.node(&f).status()["store"]["num_restores"].as_u64().unwrap_or(0) >= 1);
+    // And from disk, after a SIGKILL.
+    let n = c.node_mut(&f);
+    n.kill();
+    n.env.clear();
+    n.spawn();
+    n.wait_ready();
+    assert_eq!(c.node(&l).execute(json!([["INSERT INTO t VALUES(?)", 110]])).status, 200);
+    let ok = (0..1500).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        count(c.node(&f)) == Some(111)
+    });
+    let log = std::fs::read_to_string(&c.node(&f).log).unwrap_or_default();
+    assert!(ok, "the follower did not come back after a restart; its log:\n{log}");
+}

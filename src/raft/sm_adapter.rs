@@ -50,6 +50,12 @@ pub struct SnapshotStats {
     pub user_snapshots: AtomicU64,
     /// User-triggered reaps (`POST /reap`).
     pub user_reaps: AtomicU64,
+    /// Held while the recorded position (`current.json`) and the database it describes change
+    /// together. openraft builds snapshots in a task of their own, so a build and an install can
+    /// run at once: without this, a build could record the position of the database the install
+    /// just replaced (the record going backwards), or the two could race on the temp file.
+    /// Shared across Raft rebuilds, like the rest of this struct.
+    pub recording: tokio::sync::Mutex<()>,
 }
 
 #[derive(Clone)]
@@ -113,11 +119,13 @@ impl SmAdapter {
             }
         };
         drop(snapshot);
+        let stats = self.stats.clone();
+        let _recording = stats.recording.lock().await;
         let (dir, expected) = (self.snap_dir.clone(), meta.clone());
         let p = path.clone();
         let checked = tokio::task::spawn_blocking(move || -> Result<(), String> {
             verify_and_strip(&p).map_err(|e| e.to_string())?;
-            let (applied, _) = state_in_file(&p)?;
+            let (applied, membership) = state_in_file(&p)?;
             // The copy is made when sent, so it may hold more than the position it was sent for;
             // it must not hold less.
             if applied < expected.last_log_id {
@@ -126,7 +134,12 @@ impl SmAdapter {
                     expected.snapshot_id, expected.last_log_id
                 ));
             }
-            write_current(&dir, &expected).map_err(|e| e.to_string())
+            // Record what the file holds, not what it was sent for: once it is our database, the
+            // log may be purged up to everything in it (openraft does so at the next start), and
+            // a purge must never pass the recorded snapshot.
+            let recorded =
+                SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id: expected.snapshot_id };
+            write_current(&dir, &recorded).map_err(|e| e.to_string())
         })
         .await
         .map_err(snap_err)?;
@@ -137,6 +150,7 @@ impl SmAdapter {
             return Err(snap_err(e));
         }
         self.applier.send(ReplaceDb(path)).await.map_err(snap_err)?.map_err(snap_err)?;
+        drop(_recording);
         if let Some(r) = &self.readers {
             let _ = r.send(Reopen).await;
         }
@@ -145,6 +159,8 @@ impl SmAdapter {
             .record(std::fs::metadata(&self.db_path).map(|m| m.len()).unwrap_or(0) as f64);
         metrics::histogram!("raftlite_restore_seconds").record(started.elapsed().as_secs_f64());
         tracing::info!(snapshot = %meta.snapshot_id, took = ?started.elapsed(), "snapshot installed");
+        // Raft stopping just after an install (tests: the node must come back from this state).
+        fail::fail_point!("snapshot::installed", |_| Err(snap_err("failpoint snapshot::installed")));
         Ok(())
     }
 
@@ -165,7 +181,7 @@ pub fn read_current(dir: &Path) -> std::io::Result<Option<SnapshotMeta<u64, Node
 
 /// Write `current.json` atomically (temp file, fsync, rename, fsync the directory).
 fn write_current(dir: &Path, meta: &SnapshotMeta<u64, NodeInfo>) -> std::io::Result<()> {
-    let tmp = dir.join("current.json.tmp");
+    let tmp = dir.join(format!("current.json.{}.tmp", rand::random::<u64>()));
     std::fs::write(&tmp, serde_json::to_vec(meta)?)?;
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, dir.join(CURRENT))?;
@@ -203,6 +219,8 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let started = std::time::Instant::now();
         fail::fail_point!("snapshot::build", |_| Err(snap_err("failpoint snapshot::build")));
+        let stats = self.sm.stats.clone();
+        let _recording = stats.recording.lock().await;
         let (applied, membership) = self.sm.applier.send(Compact).await.map_err(snap_err)?.map_err(snap_err)?;
         let now_ms = chrono::Utc::now().timestamp_millis();
         let id = match applied {
@@ -221,6 +239,7 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
         .await
         .map_err(snap_err)?
         .map_err(snap_err)?;
+        drop(_recording);
         self.sm.stats.num_snapshots.fetch_add(1, Ordering::Relaxed);
         metrics::histogram!("raftlite_snapshot_seconds").record(started.elapsed().as_secs_f64());
         tracing::info!(snapshot = %meta.snapshot_id, "snapshot recorded (log may be compacted up to it)");

@@ -113,26 +113,39 @@ impl Cluster {
         self.client.get(self.url(i, "/readyz")).send().map(|r| r.status().is_success()).unwrap_or(false)
     }
 
-    /// The index of the node that the running, unpaused nodes agree leads.
+    /// The index of the node that a majority of the cluster names as leader, asking the running,
+    /// unpaused nodes. A majority, not all: one node still catching up (or just restarted) must not
+    /// hide a leader the rest agree on.
     pub fn leader(&self) -> Option<usize> {
-        let mut seen = None;
+        let mut named: Vec<String> = Vec::new();
         for (i, n) in self.nodes.iter().enumerate() {
             if n.child.is_none() || n.paused {
                 continue;
             }
-            let st = self.get_json(i, "/status")?;
-            let addr = st["store"]["leader"]["addr"].as_str().unwrap_or("").to_string();
-            if addr.is_empty() {
-                return None;
-            }
-            match &seen {
-                None => seen = Some(addr),
-                Some(a) if *a != addr => return None,
-                _ => {}
+            if let Some(st) = self.get_json(i, "/status") {
+                let addr = st["store"]["leader"]["addr"].as_str().unwrap_or("");
+                if !addr.is_empty() {
+                    named.push(addr.to_string());
+                }
             }
         }
-        let addr = seen?;
-        self.nodes.iter().position(|n| n.raft == addr)
+        let quorum = self.nodes.len() / 2 + 1;
+        let addr = named.iter().find(|a| named.iter().filter(|b| b == a).count() >= quorum)?;
+        self.nodes.iter().position(|n| n.raft == *addr)
+    }
+
+    /// Wait up to `limit` for [`Cluster::leader`].
+    pub fn wait_leader(&self, limit: Duration) -> Option<usize> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(l) = self.leader() {
+                return Some(l);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Voters the leader `i` reports.
@@ -162,7 +175,7 @@ impl Cluster {
 
     /// Remove node `i` from the cluster through the leader.
     pub fn remove(&self, i: usize) -> Result<(), String> {
-        let l = self.leader().ok_or("no leader")?;
+        let l = self.wait_leader(Duration::from_secs(10)).ok_or("no leader within 10 s")?;
         let body = serde_json::json!({ "id": self.nodes[i].id }).to_string();
         let r = self
             .client

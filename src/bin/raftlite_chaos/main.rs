@@ -356,7 +356,7 @@ fn run(o: &Opts) -> Result<bool, String> {
     if !replicas_identical {
         failures.push(format!("replicas differ at quiescence ({})", converged.err().unwrap_or_default()));
     }
-    let leader = c.leader();
+    let leader = c.wait_leader(Duration::from_secs(10));
     let strong = |sql: &str| -> Option<serde_json::Value> {
         let l = leader?;
         let r = http

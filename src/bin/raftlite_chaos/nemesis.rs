@@ -141,29 +141,37 @@ impl Nemesis {
         let mut order = self.faults.clone();
         order.shuffle(&mut self.rng);
         let mut round = order.into_iter();
+        // A fault that could not be made (no leader to aim it at) is tried again next.
+        let mut retry: Option<Fault> = None;
         loop {
             let gap = Duration::from_millis(self.rng.random_range(2000..4000));
             if !Self::pause_for(gap, stop) {
                 return;
             }
-            let fault = match round.next() {
+            let fault = match retry.take().or_else(|| round.next()) {
                 Some(f) => f,
                 None => self.faults[self.rng.random_range(0..self.faults.len())],
             };
             let hold = Duration::from_millis(self.rng.random_range(3000..5000));
-            self.inject(fault, hold, stop);
+            if !self.inject(fault, hold, stop) {
+                retry = Some(fault);
+            }
         }
     }
 
-    fn inject(&mut self, fault: Fault, hold: Duration, stop: &AtomicBool) {
+    /// Make one fault, hold it, heal it. False if it could not be made.
+    fn inject(&mut self, fault: Fault, hold: Duration, stop: &AtomicBool) -> bool {
         let cluster = self.cluster.clone();
         let (n, leader, ips, rafts) = {
             let c = lock(&cluster);
             let ips: Vec<String> = c.nodes.iter().map(|n| n.ip.clone()).collect();
             let rafts: Vec<String> = c.nodes.iter().map(|n| n.raft.clone()).collect();
-            (c.nodes.len(), c.leader(), ips, rafts)
+            (c.nodes.len(), c.wait_leader(Duration::from_secs(10)), ips, rafts)
         };
-        let leader = leader.unwrap_or(0);
+        let Some(leader) = leader else {
+            eprintln!("{fault:?} postponed: no leader within 10 s");
+            return false;
+        };
         let follower = {
             let others: Vec<usize> = (0..n).filter(|i| *i != leader).collect();
             others[self.rng.random_range(0..others.len())]
@@ -211,8 +219,8 @@ impl Nemesis {
                 let i = follower;
                 let removed = lock(&cluster).remove(i);
                 if let Err(e) = removed {
-                    eprintln!("membership fault skipped: {e}");
-                    return;
+                    eprintln!("membership fault postponed: {e}");
+                    return false;
                 }
                 affected.push(i);
                 {
@@ -235,6 +243,7 @@ impl Nemesis {
             heal_s,
             recovered_after_s,
         });
+        true
     }
 
     /// Time until a probe write is acknowledged through any node.
