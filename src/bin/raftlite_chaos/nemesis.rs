@@ -136,7 +136,8 @@ impl Nemesis {
     }
 
     /// Run faults until `stop` (healthy gaps of 2–4 s, faults of 3–5 s). The first round takes
-    /// every fault type once, in a seeded order, so each happens at least once.
+    /// every fault type once, in a seeded order, so each happens at least once; a fault that
+    /// could not be made is retried before the next.
     pub fn run(&mut self, stop: &AtomicBool) {
         let mut order = self.faults.clone();
         order.shuffle(&mut self.rng);
@@ -144,7 +145,11 @@ impl Nemesis {
         // A fault that could not be made (no leader to aim it at) is tried again next.
         let mut retry: Option<Fault> = None;
         loop {
-            let gap = Duration::from_millis(self.rng.random_range(2000..4000));
+            // The first round is brisker (gaps of 1–2 s, faults of 2.5–4 s, at least twice the
+            // 1 s election timeout) so that a 60 s run fits every type with room for a retry.
+            let first = retry.is_some() || round.len() > 0;
+            let (gaps, holds) = if first { (1000..2000, 2500..4000) } else { (2000..4000, 3000..5000) };
+            let gap = Duration::from_millis(self.rng.random_range(gaps));
             if !Self::pause_for(gap, stop) {
                 return;
             }
@@ -152,7 +157,7 @@ impl Nemesis {
                 Some(f) => f,
                 None => self.faults[self.rng.random_range(0..self.faults.len())],
             };
-            let hold = Duration::from_millis(self.rng.random_range(3000..5000));
+            let hold = Duration::from_millis(self.rng.random_range(holds));
             if !self.inject(fault, hold, stop) {
                 retry = Some(fault);
             }
