@@ -95,6 +95,23 @@ pub struct Consensus {
     stopping: bool,
     /// Bumped for every `Raft` this actor watches, so a stale watcher's report is ignored.
     generation: u64,
+    /// Bumped when this actor restarts: a [`ProposalDone`] or [`BarrierDone`] from before the
+    /// restart does not count against the new in-flight limits.
+    epoch: u64,
+}
+
+/// A proposal started by [`Consensus::flush`] finished (its requests have their replies).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ProposalDone {
+    epoch: u64,
+}
+
+/// A read barrier finished (its reads have their replies).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct BarrierDone {
+    epoch: u64,
 }
 
 impl Consensus {
@@ -110,6 +127,7 @@ impl Consensus {
             rebuilds: VecDeque::new(),
             stopping: false,
             generation: 0,
+            epoch: 0,
         }
     }
 
@@ -124,14 +142,15 @@ impl Consensus {
         let timeout = waiting.iter().map(|(t, _)| *t).max().unwrap_or(Duration::from_secs(10));
         metrics::histogram!("raftlite_read_barrier_reads").record(waiting.len() as f64);
         self.barrier_in_flight = true;
-        let raft = self.raft.get();
-        ctx.spawn(async move { barrier(raft, timeout).await }.into_actor(self).map(move |res, act, ctx| {
-            act.barrier_in_flight = false;
+        let (raft, addr, epoch) = (self.raft.get(), ctx.address(), self.epoch);
+        // A task of its own, not a future of this actor's context: see `flush`.
+        tokio::spawn(async move {
+            let res = barrier(raft, timeout).await;
             for (_, r) in waiting {
                 let _ = r.send(res.clone());
             }
-            act.start_barrier(ctx);
-        }));
+            addr.do_send(BarrierDone { epoch });
+        });
     }
 
     /// Propose what is waiting, as long as fewer than [`MAX_IN_FLIGHT`] proposals are out. With
@@ -146,12 +165,15 @@ impl Consensus {
             let cmd = if cmds.len() == 1 { cmds.into_iter().next() } else { Some(Command::Batch(cmds)) };
             let Some(cmd) = cmd else { continue };
             self.in_flight += 1;
-            let (raft, timeout) = (self.raft.get(), self.apply_timeout);
-            ctx.spawn(async move { propose(raft, cmd, timeout).await }.into_actor(self).map(move |res, act, ctx| {
-                act.in_flight = act.in_flight.saturating_sub(1);
-                distribute(res, replies);
-                act.flush(ctx);
-            }));
+            let (raft, timeout, addr, epoch) = (self.raft.get(), self.apply_timeout, ctx.address(), self.epoch);
+            // A task of its own, not a future of this actor's context: while a rebuild holds the
+            // context (`ctx.wait`), the context's other futures are not polled, and a proposal
+            // caught in openraft's shutdown path would then hold a lock that the rebuild's
+            // shutdown waits for: a deadlock (found by the fsync fault test).
+            tokio::spawn(async move {
+                distribute(propose(raft, cmd, timeout).await, replies);
+                addr.do_send(ProposalDone { epoch });
+            });
         }
     }
 
@@ -195,7 +217,9 @@ impl Actor for Consensus {
 
 impl Supervised for Consensus {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        // Proposals in flight were dropped with the old context: their outcome is unknown.
+        // Proposals and barriers in flight run on as tasks and answer their requests; the new
+        // context starts its limits afresh.
+        self.epoch += 1;
         self.in_flight = 0;
         self.barrier_in_flight = false;
         for (_, reply) in self.barrier_waiting.drain(..) {
@@ -260,6 +284,26 @@ struct RaftStopped {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct StopRaft;
+
+impl Handler<ProposalDone> for Consensus {
+    type Result = ();
+    fn handle(&mut self, msg: ProposalDone, ctx: &mut Context<Self>) {
+        if msg.epoch == self.epoch {
+            self.in_flight = self.in_flight.saturating_sub(1);
+            self.flush(ctx);
+        }
+    }
+}
+
+impl Handler<BarrierDone> for Consensus {
+    type Result = ();
+    fn handle(&mut self, msg: BarrierDone, ctx: &mut Context<Self>) {
+        if msg.epoch == self.epoch {
+            self.barrier_in_flight = false;
+            self.start_barrier(ctx);
+        }
+    }
+}
 
 impl Handler<RaftStopped> for Consensus {
     type Result = ();

@@ -524,6 +524,17 @@ fn bench_sqlite(path: &Path, clients: usize, duration: Duration) -> Run {
     run
 }
 
+/// The leader's group-commit counters: (log entries proposed, requests they carried, log
+/// appends). Differences over a run give requests per entry and fsyncs per second.
+fn group_commit(url: &str) -> Option<(f64, f64, f64)> {
+    let text = reqwest::blocking::Client::new().get(format!("{url}/metrics")).send().ok()?.text().ok()?;
+    Some((
+        scrape_value(&text, "raftlite_group_commit_requests_count")?,
+        scrape_value(&text, "raftlite_group_commit_requests_sum")?,
+        scrape_value(&text, "raftlite_log_appends_total")?,
+    ))
+}
+
 /// One sample of a node's `/metrics`: the values of a few families.
 fn scrape_value(text: &str, family: &str) -> Option<f64> {
     text.lines()
@@ -952,9 +963,20 @@ fn main() {
             .send();
         for &w in &args.workloads {
             for &c in &args.clients {
+                let before = group_commit(&servers[l].url);
                 let mut r = bench_http(&servers[l].url, c, args.duration, w);
                 r.name = format!("raftlite {n} node{}", if n == 1 { "" } else { "s" });
                 print(&r, &w.name());
+                if let (Some(b), Some(a)) = (before, group_commit(&servers[l].url)) {
+                    let (proposals, requests, appends) = (a.0 - b.0, a.1 - b.1, a.2 - b.2);
+                    if proposals > 0.0 {
+                        println!(
+                            "    group commit: {:.1} requests per log entry, {:.0} log appends (fsyncs)/s on the leader",
+                            requests / proposals,
+                            appends / r.secs
+                        );
+                    }
+                }
                 let key = if w == Workload::Insert { r.name.clone() } else { format!("{} {}", r.name, w.name()) };
                 rates.push((key, c, r.rate()));
             }
