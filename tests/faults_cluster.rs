@@ -184,10 +184,9 @@ fn membership_panic_during_a_join_is_retried() {
     assert_eq!(restarts(c.node(&leader), "membership"), 1);
 }
 
-/// A follower that fell behind a compacted log catches up by snapshot even when the first send
-/// (on the leader) and the first install (on the follower) fail: both are retried.
-#[test]
-fn snapshot_send_and_install_failures_are_retried() {
+/// A 3-node cluster whose follower was down while the leader took 100 rows and compacted its
+/// log past them: the follower can only catch up by snapshot. Returns (cluster, leader, follower).
+fn follower_behind_a_compaction() -> (Cluster, String, String) {
     let mut c = Cluster::start(3, &["-raft-snap", "20", "-raft-snap-int", "200ms"]);
     let l = c.wait_leader().id.clone();
     assert_eq!(c.node(&l).execute(json!(["CREATE TABLE t (v INTEGER NOT NULL)"])).status, 200);
@@ -200,14 +199,27 @@ fn snapshot_send_and_install_failures_are_retried() {
     wait_for("the leader to compact its log", Duration::from_secs(30), || {
         (c.node(&l).status()["store"]["num_snapshots"].as_u64()? > 0).then_some(())
     });
+    (c, l, f)
+}
+
+/// Wait up to 30 s for node `id` to hold `rows` rows.
+fn holds_rows(c: &Cluster, id: &str, rows: i64) -> bool {
+    (0..1500).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        count(c.node(id)) == Some(rows)
+    })
+}
+
+/// A follower that fell behind a compacted log catches up by snapshot even when the first send
+/// (on the leader) and the first install (on the follower) fail: both are retried.
+#[test]
+fn snapshot_send_and_install_failures_are_retried() {
+    let (mut c, l, f) = follower_behind_a_compaction();
     set(c.node(&l), "snapshot::send=1*return");
     let n = c.node_mut(&f);
     n.env.push(("FAILPOINTS".into(), "snapshot::install=1*return".into()));
     n.spawn();
-    let caught_up = (0..1500).any(|_| {
-        std::thread::sleep(Duration::from_millis(20));
-        count(c.node(&f)) == Some(100)
-    });
+    let caught_up = holds_rows(&c, &f, 100);
     let log = std::fs::read_to_string(&c.node(&f).log).unwrap_or_default();
     assert!(caught_up, "the follower never caught up; its log:\n{log}");
     let st = c.node(&f).status();
@@ -223,17 +235,7 @@ fn snapshot_send_and_install_failures_are_retried() {
 /// run, where a snapshot build raced the install.
 #[test]
 fn a_follower_stopped_right_after_an_install_comes_back() {
-    let mut c = Cluster::start(3, &["-raft-snap", "20", "-raft-snap-int", "200ms"]);
-    let l = c.wait_leader().id.clone();
-    assert_eq!(c.node(&l).execute(json!(["CREATE TABLE t (v INTEGER NOT NULL)"])).status, 200);
-    let f = c.follower().id.clone();
-    c.node_mut(&f).kill();
-    for v in 0..100 {
-        assert_eq!(c.node(&l).execute(json!([["INSERT INTO t VALUES(?)", v]])).status, 200);
-    }
-    wait_for("the leader to compact its log", Duration::from_secs(30), || {
-        (c.node(&l).status()["store"]["num_snapshots"].as_u64()? > 0).then_some(())
-    });
+    let (mut c, l, f) = follower_behind_a_compaction();
     // Fewer rows than a compaction needs: the copy will hold them, its metadata will not.
     for v in 100..110 {
         assert_eq!(c.node(&l).execute(json!([["INSERT INTO t VALUES(?)", v]])).status, 200);
@@ -241,13 +243,7 @@ fn a_follower_stopped_right_after_an_install_comes_back() {
     let n = c.node_mut(&f);
     n.env.push(("FAILPOINTS".into(), "snapshot::installed=1*return".into()));
     n.spawn();
-    let caught_up = |c: &Cluster| {
-        (0..1500).any(|_| {
-            std::thread::sleep(Duration::from_millis(20));
-            count(c.node(&f)) == Some(110)
-        })
-    };
-    let ok = caught_up(&c);
+    let ok = holds_rows(&c, &f, 110);
     let log = std::fs::read_to_string(&c.node(&f).log).unwrap_or_default();
     assert!(ok, "the follower never caught up after its Raft stopped; its log:\n{log}");
     assert!(log.contains("failpoint snapshot::installed"), "the failpoint never ran");
@@ -259,10 +255,7 @@ fn a_follower_stopped_right_after_an_install_comes_back() {
     n.spawn();
     n.wait_ready();
     assert_eq!(c.node(&l).execute(json!([["INSERT INTO t VALUES(?)", 110]])).status, 200);
-    let ok = (0..1500).any(|_| {
-        std::thread::sleep(Duration::from_millis(20));
-        count(c.node(&f)) == Some(111)
-    });
+    let ok = holds_rows(&c, &f, 111);
     let log = std::fs::read_to_string(&c.node(&f).log).unwrap_or_default();
     assert!(ok, "the follower did not come back after a restart; its log:\n{log}");
 }
