@@ -11,12 +11,13 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::actors::applier::{AppliedState, Applier, ApplierStats};
-use crate::actors::consensus::{Consensus, StopRaft};
+use crate::actors::consensus::{Consensus, GroupCommit, StopRaft};
 use crate::actors::http_front::HttpFront;
 use crate::actors::log_store::LogStore;
 use crate::actors::membership::{ClusterStats, Membership};
 use crate::actors::readers::Readers;
 use crate::actors::snapshotter::Snapshotter;
+use crate::actors::supervise::start_on_own_thread;
 use crate::cluster::client::{bind_ip, Peers};
 use crate::cluster::{join, JoinRequest};
 use crate::config::Config;
@@ -40,6 +41,8 @@ pub enum StartError {
     Database(String),
     #[error("raft: {0}")]
     Raft(String),
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// `<data-dir>/node.json`: the node's identity, fixed for the life of the data directory.
@@ -250,7 +253,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let stats = Arc::new(ApplierStats::default());
     stats.replay_bound.store(last_log, Ordering::Relaxed);
     let (p, s, fk) = (db_path.clone(), stats.clone(), cfg.fk);
-    let applier = Supervisor::start(move |_| Applier::new(p, fk, s));
+    let applier = start_on_own_thread(move |_| Applier::new(p, fk, s)).map_err(StartError::Thread)?;
     let applier_addr = applier.clone();
     let (applied, _) = applier
         .send(AppliedState)
@@ -263,9 +266,9 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     tracing::info!(applied_index, log_entries_end = last_log, "database open");
 
     let (p, n) = (db_path.clone(), cfg.db_max_ro_conns.min(MAX_READERS));
-    let readers = Supervisor::start(move |_| Readers::new(p, fk, n));
+    let readers = Readers::start(p, fk, n).map_err(StartError::Thread)?;
     let lp = log_path.clone();
-    let log_store = Supervisor::start(move |_| LogStore::new(lp));
+    let log_store = start_on_own_thread(move |_| LogStore::new(lp)).map_err(StartError::Thread)?;
 
     let node_id = numeric_id(&cfg.node_id);
     let peers = Arc::new(Peers::new(bind_ip(&cfg.raft_adv_addr)));
@@ -310,7 +313,8 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let snapshotter = Supervisor::start(move |_| Snapshotter::new(r, wal, every, max_e, max_w));
     let r = raft.clone();
     let apply_timeout = cfg.raft_apply_timeout;
-    let consensus = Supervisor::start(move |_| Consensus::new(r, parts, apply_timeout));
+    let group_commit = GroupCommit { in_flight: cfg.group_commit_in_flight, max_batch: cfg.group_commit_max_batch };
+    let consensus = Supervisor::start(move |_| Consensus::new(r, parts, apply_timeout, group_commit));
     let core = Core {
         consensus: consensus.clone(),
         applier: applier_addr,

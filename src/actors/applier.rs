@@ -1,5 +1,5 @@
-//! The `Applier` actor: owns the single writer connection to the SQLite database and applies
-//! committed log entries. A batch of entries is one SQLite transaction that also records the
+//! The `Applier` actor: owns the single writer connection to the SQLite database, on a thread of
+//! its own where it calls SQLite inline (`start_on_own_thread`), and applies committed log entries. A batch of entries is one SQLite transaction that also records the
 //! applied log id and membership (design.md invariant 2), so after any crash the database and its
 //! applied index agree and nothing is applied twice.
 
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use openraft::EntryPayload;
 
-use crate::actors::supervise::{flatten, guarded, note_restart, Fault};
+use crate::actors::supervise::{guarded, note_restart, settle, Fault};
 use crate::raft::{Entry, LogId, StoredMembership};
 use crate::store::codec;
 use crate::store::command::{Command, ExecOptions, Response, Statement};
@@ -43,7 +43,7 @@ pub struct ApplierStats {
 pub struct Applier {
     path: PathBuf,
     fk: bool,
-    conn: Option<(tokio_rusqlite::Connection, Hooks)>,
+    conn: Option<(rusqlite::Connection, Hooks)>,
     stats: Arc<ApplierStats>,
 }
 
@@ -52,26 +52,42 @@ impl Applier {
         Applier { path, fk, conn: None, stats }
     }
 
-    fn open(&mut self, ctx: &mut Context<Self>) {
-        let (path, fk) = (self.path.clone(), self.fk);
-        ctx.wait(async move { open_writer(&path, fk).await }.into_actor(self).map(|res, act, _| match res {
-            Ok(c) => act.conn = Some(c),
+    /// Open the writer connection. A failure is logged and retried by the next request.
+    fn open(&mut self) {
+        match settle(ACTOR, guarded(ACTOR, || db::open_writer(&self.path, self.fk))) {
+            Ok(c) => self.conn = Some(c),
             Err(e) => tracing::error!(error = %e, "cannot open the database"),
-        }));
+        }
     }
-}
 
-async fn open_writer(path: &Path, fk: bool) -> Result<(tokio_rusqlite::Connection, Hooks), String> {
-    let conn = tokio_rusqlite::Connection::open(path).await.map_err(|e| e.to_string())?;
-    let hooks = flatten(ACTOR, conn.call_raw(move |c| guarded(ACTOR, || db::setup_writer(c, fk))).await)
-        .map_err(|e| e.to_string())?;
-    Ok((conn, hooks))
+    /// Run `f` on the writer connection, here on the actor's own thread. A panic or storage error
+    /// stops the actor, and its supervisor restarts it with the database reopened.
+    fn with_conn<T, E: std::fmt::Display>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        f: impl FnOnce(&mut rusqlite::Connection, &Hooks) -> Result<T, E>,
+    ) -> Result<T, Fault> {
+        if self.conn.is_none() {
+            self.open();
+        }
+        let res = match self.conn.as_mut() {
+            Some((c, hooks)) => settle(ACTOR, guarded(ACTOR, || f(c, hooks))),
+            None => Err(Fault::Unavailable(ACTOR)),
+        };
+        if let Err(f) = &res {
+            if f.needs_restart() {
+                tracing::error!(fault = %f, "applier failed; restarting it");
+                ctx.stop();
+            }
+        }
+        res
+    }
 }
 
 impl Actor for Applier {
     type Context = Context<Self>;
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        self.open(ctx);
+    fn started(&mut self, _ctx: &mut Context<Self>) {
+        self.open();
     }
 }
 
@@ -392,45 +408,25 @@ fn apply_batch(
     }
 }
 
-macro_rules! with_conn {
-    ($self:ident, $ctx:ident, $f:expr) => {{
-        let conn = $self.conn.clone();
-        let fut = async move {
-            let (conn, hooks) = conn.ok_or(Fault::Unavailable(ACTOR))?;
-            let f = $f;
-            flatten(ACTOR, conn.call_raw(move |c| guarded(ACTOR, || f(c, &hooks))).await)
-        };
-        AtomicResponse::new(Box::pin(fut.into_actor($self).map(|res, _act, ctx| {
-            if let Err(f) = &res {
-                if f.needs_restart() {
-                    tracing::error!(fault = %f, "applier failed; restarting it");
-                    ctx.stop();
-                }
-            }
-            res
-        })))
-    }};
-}
-
 impl Handler<Apply> for Applier {
-    type Result = AtomicResponse<Self, Result<Vec<Response>, Fault>>;
-    fn handle(&mut self, msg: Apply, _ctx: &mut Context<Self>) -> Self::Result {
+    type Result = Result<Vec<Response>, Fault>;
+    fn handle(&mut self, msg: Apply, ctx: &mut Context<Self>) -> Self::Result {
         let stats = self.stats.clone();
-        with_conn!(self, _ctx, move |c: &mut rusqlite::Connection, h: &Hooks| apply_entries(c, h, msg.0, &stats))
+        self.with_conn(ctx, move |c, h| apply_entries(c, h, msg.0, &stats))
     }
 }
 
 impl Handler<AppliedState> for Applier {
-    type Result = AtomicResponse<Self, Result<(Option<LogId>, StoredMembership), Fault>>;
-    fn handle(&mut self, _msg: AppliedState, _ctx: &mut Context<Self>) -> Self::Result {
-        with_conn!(self, _ctx, move |c: &mut rusqlite::Connection, h: &Hooks| read_state(&Db::new(c, h)))
+    type Result = Result<(Option<LogId>, StoredMembership), Fault>;
+    fn handle(&mut self, _msg: AppliedState, ctx: &mut Context<Self>) -> Self::Result {
+        self.with_conn(ctx, |c, h| read_state(&Db::new(c, h)))
     }
 }
 
 impl Handler<Checkpoint> for Applier {
-    type Result = AtomicResponse<Self, Result<(i64, i64, i64), Fault>>;
-    fn handle(&mut self, _msg: Checkpoint, _ctx: &mut Context<Self>) -> Self::Result {
-        with_conn!(self, _ctx, move |c: &mut rusqlite::Connection, h: &Hooks| {
+    type Result = Result<(i64, i64, i64), Fault>;
+    fn handle(&mut self, _msg: Checkpoint, ctx: &mut Context<Self>) -> Self::Result {
+        self.with_conn(ctx, |c, h| {
             Db::new(c, h).internal(|c| {
                 c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             })
@@ -439,9 +435,9 @@ impl Handler<Checkpoint> for Applier {
 }
 
 impl Handler<Compact> for Applier {
-    type Result = AtomicResponse<Self, Result<(Option<LogId>, StoredMembership), Fault>>;
-    fn handle(&mut self, _msg: Compact, _ctx: &mut Context<Self>) -> Self::Result {
-        with_conn!(self, _ctx, move |c: &mut rusqlite::Connection, h: &Hooks| {
+    type Result = Result<(Option<LogId>, StoredMembership), Fault>;
+    fn handle(&mut self, _msg: Compact, ctx: &mut Context<Self>) -> Self::Result {
+        self.with_conn(ctx, |c, h| {
             let db = Db::new(c, h);
             let state = read_state(&db)?;
             // With synchronous=NORMAL a checkpoint syncs the WAL before copying it back, so
@@ -453,30 +449,23 @@ impl Handler<Compact> for Applier {
 }
 
 impl Handler<ReplaceDb> for Applier {
-    type Result = AtomicResponse<Self, Result<(), Fault>>;
-    fn handle(&mut self, msg: ReplaceDb, _ctx: &mut Context<Self>) -> Self::Result {
-        let old = self.conn.take();
-        let (path, fk) = (self.path.clone(), self.fk);
-        AtomicResponse::new(Box::pin(
-            async move {
-                if let Some((c, _)) = old {
-                    let _ = c.close().await;
-                }
-                swap_in(&msg.0, &path).map_err(|e| Fault::Storage { actor: ACTOR, msg: e.to_string() })?;
-                open_writer(&path, fk).await.map_err(|msg| Fault::Storage { actor: ACTOR, msg })
+    type Result = Result<(), Fault>;
+    fn handle(&mut self, msg: ReplaceDb, ctx: &mut Context<Self>) -> Self::Result {
+        // Close the writer before the file under it changes.
+        self.conn = None;
+        let replaced = swap_in(&msg.0, &self.path)
+            .map_err(|e| e.to_string())
+            .and_then(|()| db::open_writer(&self.path, self.fk).map_err(|e| e.to_string()));
+        match replaced {
+            Ok(c) => {
+                self.conn = Some(c);
+                Ok(())
             }
-            .into_actor(self)
-            .map(|res, act, ctx| match res {
-                Ok(c) => {
-                    act.conn = Some(c);
-                    Ok(())
-                }
-                Err(f) => {
-                    ctx.stop();
-                    Err(f)
-                }
-            }),
-        ))
+            Err(msg) => {
+                ctx.stop();
+                Err(Fault::Storage { actor: ACTOR, msg })
+            }
+        }
     }
 }
 

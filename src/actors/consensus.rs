@@ -70,11 +70,14 @@ pub enum ProposeError {
     Restarting(String),
 }
 
-/// Group commit: at most this many proposals in flight at once; requests that arrive meanwhile
-/// wait and go together in the next one.
-const MAX_IN_FLIGHT: usize = 2;
-/// Most requests in one batched log entry.
-const MAX_BATCH: usize = 256;
+/// Group commit (`-group-commit-in-flight`, `-group-commit-max-batch`): at most `in_flight`
+/// proposals out at once; requests that arrive meanwhile wait and go together, up to `max_batch`
+/// of them, in the next one.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupCommit {
+    pub in_flight: usize,
+    pub max_batch: usize,
+}
 
 type Reply = tokio::sync::oneshot::Sender<Result<Response, ProposeError>>;
 type BarrierReply = tokio::sync::oneshot::Sender<Result<(), ProposeError>>;
@@ -89,6 +92,7 @@ pub struct Consensus {
     barrier_in_flight: bool,
     parts: RaftParts,
     apply_timeout: Duration,
+    group_commit: GroupCommit,
     /// When Raft was rebuilt, most recent last; only those within [`REBUILD_WINDOW`] are kept.
     rebuilds: VecDeque<Instant>,
     /// Set by [`StopRaft`]: Raft is being shut down on purpose and must stay down.
@@ -115,7 +119,7 @@ struct BarrierDone {
 }
 
 impl Consensus {
-    pub fn new(raft: SharedRaft, parts: RaftParts, apply_timeout: Duration) -> Self {
+    pub fn new(raft: SharedRaft, parts: RaftParts, apply_timeout: Duration, group_commit: GroupCommit) -> Self {
         Consensus {
             raft,
             pending: VecDeque::new(),
@@ -124,6 +128,7 @@ impl Consensus {
             barrier_in_flight: false,
             parts,
             apply_timeout,
+            group_commit,
             rebuilds: VecDeque::new(),
             stopping: false,
             generation: 0,
@@ -153,13 +158,13 @@ impl Consensus {
         });
     }
 
-    /// Propose what is waiting, as long as fewer than [`MAX_IN_FLIGHT`] proposals are out. With
+    /// Propose what is waiting, as long as fewer than `group_commit.in_flight` proposals are out. With
     /// one client every write goes at once (no added latency); with many, the writes that arrive
     /// while a proposal is in flight share the next log entry: one append, one fsync on each
     /// node, one apply transaction.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        while self.in_flight < MAX_IN_FLIGHT && !self.pending.is_empty() {
-            let n = self.pending.len().min(MAX_BATCH);
+        while self.in_flight < self.group_commit.in_flight && !self.pending.is_empty() {
+            let n = self.pending.len().min(self.group_commit.max_batch);
             let (cmds, replies): (Vec<Command>, Vec<Reply>) = self.pending.drain(..n).unzip();
             metrics::histogram!("raftlite_group_commit_requests").record(cmds.len() as f64);
             let cmd = if cmds.len() == 1 { cmds.into_iter().next() } else { Some(Command::Batch(cmds)) };

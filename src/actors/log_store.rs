@@ -1,5 +1,6 @@
-//! The `LogStore` actor: owns the Raft log file and its SQLite connection thread. Requests are
-//! handled one at a time, in arrival order (openraft requires log and vote IO to complete in the
+//! The `LogStore` actor: owns the Raft log file and its SQLite connection, on a thread of its own
+//! (`start_on_own_thread`), where it calls SQLite inline. Requests are handled one at a time, in
+//! arrival order (openraft requires log and vote IO to complete in the
 //! order it was submitted), and an append is acknowledged only after its transaction committed
 //! with `synchronous=FULL`, i.e. after fsync.
 //!
@@ -10,18 +11,18 @@
 //! unacknowledged tail at any time; keeping it could make this node vote or replicate on data
 //! that was never durable (fsyncgate: a second fsync can "succeed" after a failed one).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use actix::prelude::*;
 
-use crate::actors::supervise::{flatten, guarded, note_restart, Fault};
+use crate::actors::supervise::{guarded, note_restart, settle, Fault};
 use crate::store::log_db::{LogDb, LogDbError};
 
 const ACTOR: &str = "log_store";
 
 pub struct LogStore {
     path: PathBuf,
-    conn: Option<tokio_rusqlite::Connection>,
+    conn: Option<rusqlite::Connection>,
     /// The first index of an append that failed; kept across actor restarts.
     failed_from: Option<u64>,
 }
@@ -29,6 +30,30 @@ pub struct LogStore {
 impl LogStore {
     pub fn new(path: PathBuf) -> Self {
         LogStore { path, conn: None, failed_from: None }
+    }
+
+    /// Open the log (verifying every record). A failure is logged and retried by the next request.
+    fn open(&mut self) {
+        match settle(ACTOR, guarded(ACTOR, || LogDb::open(&self.path))) {
+            Ok(c) => self.conn = Some(c),
+            Err(e) => tracing::error!(error = %e, "cannot open the raft log"),
+        }
+    }
+
+    fn serve(&mut self, req: LogRequest, appending: bool, recovering: bool) -> Result<LogReply, Fault> {
+        if self.conn.is_none() {
+            self.open();
+        }
+        let conn = self.conn.as_mut().ok_or(Fault::Unavailable(ACTOR))?;
+        if appending && self.failed_from.is_some() {
+            return Err(Fault::Refused { actor: ACTOR, msg: "an earlier append failed; waiting for raft to rebuild" });
+        }
+        if let (true, Some(from)) = (recovering, self.failed_from) {
+            tracing::warn!(from, "dropping log entries a failed append may have left");
+            return settle(ACTOR, guarded(ACTOR, || LogDb::truncate(conn, from))).map(|_| LogReply::Done);
+        }
+        let path = &self.path;
+        settle(ACTOR, guarded(ACTOR, || run(conn, req, path)))
     }
 }
 
@@ -65,34 +90,22 @@ impl Message for LogRequest {
 impl Actor for LogStore {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let path = self.path.clone();
-        // Block the mailbox until the log is open: nothing may run against a half-open store.
-        ctx.wait(
-            async move {
-                let conn = tokio_rusqlite::Connection::open(&path).await.map_err(|e| e.to_string())?;
-                let p = path.display().to_string();
-                let r = conn.call_raw(move |c| guarded(ACTOR, || LogDb::init(c, &p))).await;
-                flatten(ACTOR, r).map_err(|e| e.to_string())?;
-                Ok::<_, String>(conn)
-            }
-            .into_actor(self)
-            .map(|res, act, _ctx| match res {
-                Ok(c) => act.conn = Some(c),
-                Err(e) => tracing::error!(error = %e, "cannot open the raft log"),
-            }),
-        );
+    fn started(&mut self, _ctx: &mut Context<Self>) {
+        // Nothing else runs on this thread: opening inline keeps the mailbox shut until the log is
+        // open, so nothing runs against a half-open store.
+        self.open();
     }
 }
 
 impl Supervised for LogStore {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        // Dropping the connection rolls back whatever a failed request left open.
         self.conn = None;
         note_restart(ACTOR);
     }
 }
 
-fn run(c: &mut rusqlite::Connection, req: LogRequest, path: &std::path::Path) -> Result<LogReply, LogDbError> {
+fn run(c: &mut rusqlite::Connection, req: LogRequest, path: &Path) -> Result<LogReply, LogDbError> {
     Ok(match req {
         LogRequest::Append(entries) => {
             let t = std::time::Instant::now();
@@ -127,50 +140,28 @@ fn run(c: &mut rusqlite::Connection, req: LogRequest, path: &std::path::Path) ->
 }
 
 impl Handler<LogRequest> for LogStore {
-    type Result = AtomicResponse<Self, Result<LogReply, Fault>>;
+    type Result = Result<LogReply, Fault>;
 
-    fn handle(&mut self, req: LogRequest, _ctx: &mut Context<Self>) -> Self::Result {
-        let conn = self.conn.clone();
-        let path = self.path.clone();
+    fn handle(&mut self, req: LogRequest, ctx: &mut Context<Self>) -> Self::Result {
         let appending = match &req {
             LogRequest::Append(e) => e.first().map(|(i, _)| *i),
             _ => None,
         };
-        let (failed_from, recovering) = (self.failed_from, matches!(req, LogRequest::Recover));
-        AtomicResponse::new(Box::pin(
-            async move {
-                let conn = conn.ok_or(Fault::Unavailable(ACTOR))?;
-                if appending.is_some() && failed_from.is_some() {
-                    return Err(Fault::Refused {
-                        actor: ACTOR,
-                        msg: "an earlier append failed; waiting for raft to rebuild",
-                    });
-                }
-                if let (true, Some(from)) = (recovering, failed_from) {
-                    tracing::warn!(from, "dropping log entries a failed append may have left");
-                    let truncate = move |c: &mut rusqlite::Connection| LogDb::truncate(c, from);
-                    return flatten(ACTOR, conn.call_raw(move |c| guarded(ACTOR, || truncate(c))).await)
-                        .map(|_| LogReply::Done);
-                }
-                flatten(ACTOR, conn.call_raw(move |c| guarded(ACTOR, || run(c, req, &path))).await)
+        let recovering = matches!(req, LogRequest::Recover);
+        let res = self.serve(req, appending.is_some(), recovering);
+        match (&res, appending) {
+            (Err(_), Some(first)) => {
+                self.failed_from = Some(self.failed_from.map_or(first, |f| f.min(first)));
             }
-            .into_actor(self)
-            .map(move |res, act, ctx| {
-                match (&res, appending) {
-                    (Err(_), Some(first)) => {
-                        act.failed_from = Some(act.failed_from.map_or(first, |f| f.min(first)));
-                    }
-                    (Ok(_), _) if recovering => act.failed_from = None,
-                    _ => {}
-                }
-                if let Err(f) = &res {
-                    if f.needs_restart() {
-                        tracing::error!(fault = %f, "log store failed; restarting it");
-                        ctx.stop();
-                    }
-                }
-                res
-            }),
-        ))
+            (Ok(_), _) if recovering => self.failed_from = None,
+            _ => {}
+        }
+        if let Err(f) = &res {
+            if f.needs_restart() {
+                tracing::error!(fault = %f, "log store failed; restarting it");
+                ctx.stop();
+            }
+        }
+        res
     }
 }

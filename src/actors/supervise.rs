@@ -5,6 +5,11 @@
 //! runs under [`guarded`]: a panic becomes a [`Fault`], the actor calls `ctx.stop()`, and its
 //! `Supervised::restarting` drops in-memory state and reloads it from disk. Restarts are counted
 //! per actor here so `/status` (and later `/metrics`) can show them.
+//!
+//! The actors that own a SQLite connection (log store, applier, readers) each run on an arbiter
+//! of their own ([`start_on_own_thread`]) and call SQLite inline: the thread is theirs to block,
+//! and a request costs one hand-off there and one back, where a connection thread behind an
+//! actor on the shared arbiter cost four (docs/PERFORMANCE.md).
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -69,16 +74,25 @@ pub fn trip(actor: &'static str, point: &str) -> Result<(), Fault> {
     guarded(actor, || fail::fail_point!(point))
 }
 
-/// Flatten the result of a guarded call on a tokio-rusqlite thread.
-pub fn flatten<T, E: std::fmt::Display>(
-    actor: &'static str,
-    r: Result<Result<Result<T, E>, Fault>, tokio_rusqlite::Error>,
-) -> Result<T, Fault> {
+/// Start `A` under a [`Supervisor`](actix::Supervisor) on a new arbiter: an OS thread of its own
+/// with a single-threaded runtime, so its handlers may block (SQLite calls, fsync) without
+/// holding up any other actor. The arbiter lives until the System stops.
+pub fn start_on_own_thread<A>(
+    make: impl FnOnce(&mut actix::Context<A>) -> A + Send + 'static,
+) -> std::io::Result<actix::Addr<A>>
+where
+    A: actix::Actor<Context = actix::Context<A>> + actix::Supervised,
+{
+    let arbiter = actix::Arbiter::try_new()?;
+    Ok(actix::Supervisor::start_in_arbiter(&arbiter.handle(), make))
+}
+
+/// Flatten the result of a guarded call made on the actor's own thread.
+pub fn settle<T, E: std::fmt::Display>(actor: &'static str, r: Result<Result<T, E>, Fault>) -> Result<T, Fault> {
     match r {
-        Ok(Ok(Ok(v))) => Ok(v),
-        Ok(Ok(Err(e))) => Err(Fault::Storage { actor, msg: e.to_string() }),
-        Ok(Err(f)) => Err(f),
-        Err(_) => Err(Fault::Unavailable(actor)),
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Fault::Storage { actor, msg: e.to_string() }),
+        Err(f) => Err(f),
     }
 }
 

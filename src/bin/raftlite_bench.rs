@@ -29,6 +29,8 @@ struct Args {
     workloads: Vec<Workload>,
     json: Option<PathBuf>,
     chart: Option<PathBuf>,
+    /// Measure only raftlite (for quick comparisons of two builds); ratios need the baselines.
+    baselines: bool,
 }
 
 /// What each client request does.
@@ -125,7 +127,7 @@ impl Workload {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--workloads insert,bulk,queued,read-none,read-weak,read-linearizable,mix] [--failover N] [--snapshots MB] [--metrics-overhead ROUNDS] [--plot FILE.png] [--json FILE] [--chart FILE.png] [--dir DIR]");
+    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--workloads insert,bulk,queued,read-none,read-weak,read-linearizable,mix] [--failover N] [--snapshots MB] [--metrics-overhead ROUNDS] [--plot FILE.png] [--json FILE] [--chart FILE.png] [--dir DIR] [--no-baselines]");
     std::process::exit(2)
 }
 
@@ -144,6 +146,7 @@ fn parse_args() -> Args {
         workloads: vec![Workload::Insert],
         json: None,
         chart: None,
+        baselines: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -160,6 +163,7 @@ fn parse_args() -> Args {
             "dir" => a.dir = Some(PathBuf::from(val())),
             "json" => a.json = Some(PathBuf::from(val())),
             "chart" => a.chart = Some(PathBuf::from(val())),
+            "no-baselines" => a.baselines = false,
             "workloads" => {
                 a.workloads = val().split(',').map(|w| Workload::parse(w).unwrap_or_else(|| usage())).collect()
             }
@@ -983,12 +987,13 @@ fn main() {
         }
         drop(servers);
     }
-    for &c in args.clients.iter().filter(|_| write_bench) {
+    let baselines = write_bench && args.baselines;
+    for &c in args.clients.iter().filter(|_| baselines) {
         let s = bench_sqlite(&tmp.join(format!("sqlite-{c}.db")), c, args.duration);
         print(&s, "insert");
         rates.push((s.name.clone(), c, s.rate()));
     }
-    if write_bench && args.clients.iter().any(|_| true) {
+    if baselines && args.clients.iter().any(|_| true) {
         if Command::new("dqlite-demo").arg("--help").output().is_ok() {
             let servers = start_dqlite(&tmp.join("dqlite"), 3);
             let url = servers.first().map(|s| s.url.clone()).unwrap_or_default();
@@ -1005,7 +1010,7 @@ fn main() {
             println!("(dqlite-demo not installed: apt-get install go-dqlite; dqlite baseline skipped)");
         }
     }
-    if write_bench {
+    if baselines {
         let d = bench_disk(&tmp.join("disk.bin"), args.duration);
         print(&d, "append 100 B + fdatasync");
         rates.push((d.name.clone(), 1, d.rate()));

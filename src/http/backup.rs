@@ -20,11 +20,9 @@ use super::request::Params;
 use super::{AppState, Core};
 use crate::actors::applier::{AppliedState, Checkpoint, ReplaceDb, KEY_APPLIED, KEY_MEMBERSHIP};
 use crate::actors::consensus::{Propose, ProposeError};
-use crate::actors::readers::Reopen;
 use crate::store::codec;
 use crate::store::command::{Command, ExecOptions, Statement};
 use crate::store::dump;
-use crate::store::snapshot_file::backup_to;
 
 /// A temp file in the data directory, removed when dropped.
 struct Temp(PathBuf);
@@ -103,28 +101,15 @@ pub(crate) async fn backup(state: &AppState, p: &Params, fwd: &Fwd) -> Response 
     let db = core.db_path.clone();
     let (o, vacuum, f2) = (out.0.clone(), p.has("vacuum"), fmt.clone());
     let started = Instant::now();
-    let made = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        if f2 == "sql" {
-            let c = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .map_err(|e| e.to_string())?;
-            let mut w = std::io::BufWriter::new(std::fs::File::create(&o).map_err(|e| e.to_string())?);
-            dump::dump(&c, tables.as_deref(), &mut w)?;
-            std::io::Write::flush(&mut w).map_err(|e| e.to_string())?;
-            return Ok(());
-        }
-        backup_to(&db, &o).map_err(|e| e.to_string())?;
-        let c = rusqlite::Connection::open(&o).map_err(|e| e.to_string())?;
-        let mut sql = format!("DROP TABLE IF EXISTS {};", crate::store::db::META_TABLE);
-        if vacuum {
-            sql.push_str("VACUUM;");
-        }
-        if f2 == "delete" {
-            sql.push_str("PRAGMA journal_mode=DELETE;");
-        }
-        c.execute_batch(&sql).map_err(|e| e.to_string())
-    })
-    .await
-    .unwrap_or_else(|e| Err(e.to_string()));
+    // A one-off read of the database, off the actors: a tokio-rusqlite connection of its own.
+    let made = match tokio_rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).await
+    {
+        Ok(c) => c
+            .call_raw(move |c| make_backup(c, &o, &f2, tables.as_deref(), vacuum))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string())),
+        Err(e) => Err(e.to_string()),
+    };
     if let Err(e) = made {
         return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &format!("backup failed: {e}"));
     }
@@ -143,6 +128,33 @@ pub(crate) async fn backup(state: &AppState, p: &Params, fwd: &Fwd) -> Response 
     let r = stream_file(&path, ct).await;
     tracing::info!(fmt = %fmt, took = ?started.elapsed(), "backup served");
     r.unwrap_or_else(|e| api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &e))
+}
+
+/// Write a backup of the database open on `src` to `out`: a SQL dump (`sql`), or a copy made
+/// with the backup API without raftlite's meta table (`binary`, `delete`: rollback journal),
+/// vacuumed if asked.
+fn make_backup(
+    src: &rusqlite::Connection,
+    out: &std::path::Path,
+    fmt: &str,
+    tables: Option<&[String]>,
+    vacuum: bool,
+) -> Result<(), String> {
+    if fmt == "sql" {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(out).map_err(|e| e.to_string())?);
+        dump::dump(src, tables, &mut w)?;
+        return std::io::Write::flush(&mut w).map_err(|e| e.to_string());
+    }
+    let mut c = rusqlite::Connection::open(out).map_err(|e| e.to_string())?;
+    crate::store::snapshot_file::backup_from(src, &mut c).map_err(|e| e.to_string())?;
+    let mut sql = format!("DROP TABLE IF EXISTS {};", crate::store::db::META_TABLE);
+    if vacuum {
+        sql.push_str("VACUUM;");
+    }
+    if fmt == "delete" {
+        sql.push_str("PRAGMA journal_mode=DELETE;");
+    }
+    c.execute_batch(&sql).map_err(|e| e.to_string())
 }
 
 /// `POST /db/load`: a database image (through Raft, replacing the database everywhere) or a SQL
@@ -258,7 +270,7 @@ pub async fn boot<B: Buf + Send>(state: &AppState, body: BodyStream<B>) -> Respo
         Ok(Err(e)) => return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         Err(e) => return api::text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
-    let _ = core.readers.send(Reopen).await;
+    core.readers.reopen().await;
     // A no-op through the log marks the new state, and a snapshot records it.
     let noop = Command::Execute { stmts: Vec::new(), opts: ExecOptions::default(), seed: 0 };
     let _ = core.consensus.send(Propose(noop)).await;

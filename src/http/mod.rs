@@ -39,7 +39,7 @@ pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
 pub struct Core {
     pub consensus: Addr<Consensus>,
     pub applier: Addr<crate::actors::applier::Applier>,
-    pub readers: Addr<Readers>,
+    pub readers: Readers,
     pub log_store: Addr<LogStore>,
     pub raft: SharedRaft,
     pub stats: Arc<ApplierStats>,

@@ -23,7 +23,7 @@ pub struct RaftParts {
     pub peers: Arc<Peers>,
     pub log_store: Addr<LogStore>,
     pub applier: Addr<Applier>,
-    pub readers: Addr<Readers>,
+    pub readers: Readers,
     pub db_path: PathBuf,
     pub snap_dir: PathBuf,
     pub snap_stats: Arc<SnapshotStats>,

@@ -22,7 +22,7 @@ use tokio::io::AsyncSeekExt;
 
 use super::{any_err, Entry, LogId, NodeInfo, StorageError, StoredMembership, TypeConfig};
 use crate::actors::applier::{AppliedState, Applier, Apply, Compact, ReplaceDb, KEY_APPLIED, KEY_MEMBERSHIP};
-use crate::actors::readers::{Readers, Reopen};
+use crate::actors::readers::Readers;
 use crate::store::codec;
 use crate::store::command::Response;
 use crate::store::db::META_TABLE;
@@ -61,7 +61,7 @@ pub struct SnapshotStats {
 #[derive(Clone)]
 pub struct SmAdapter {
     applier: Addr<Applier>,
-    readers: Option<Addr<Readers>>,
+    readers: Option<Readers>,
     db_path: PathBuf,
     snap_dir: PathBuf,
     stats: Arc<SnapshotStats>,
@@ -79,7 +79,7 @@ impl SmAdapter {
     /// `snap_dir` is created, and temp files a crash left there are removed.
     pub fn new(
         applier: Addr<Applier>,
-        readers: Option<Addr<Readers>>,
+        readers: Option<Readers>,
         db_path: PathBuf,
         snap_dir: PathBuf,
         stats: Arc<SnapshotStats>,
@@ -152,7 +152,7 @@ impl SmAdapter {
         self.applier.send(ReplaceDb(path)).await.map_err(snap_err)?.map_err(snap_err)?;
         drop(_recording);
         if let Some(r) = &self.readers {
-            let _ = r.send(Reopen).await;
+            r.reopen().await;
         }
         self.stats.num_restores.fetch_add(1, Ordering::Relaxed);
         metrics::histogram!("raftlite_restore_bytes")

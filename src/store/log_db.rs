@@ -24,7 +24,7 @@ pub enum LogDbError {
 }
 
 /// The log file's path and functions over a connection to it (the connection itself lives on the
-/// `LogStore` actor's tokio-rusqlite thread).
+/// `LogStore` actor's own thread).
 pub struct LogDb;
 
 /// `synchronous=FULL`; the power-loss test's negative control switches fsync off through a

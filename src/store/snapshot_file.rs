@@ -213,7 +213,13 @@ pub fn backup_to(src: &Path, dst: &Path) -> io::Result<()> {
     let e = |e: rusqlite::Error| io::Error::other(e.to_string());
     let src = rusqlite::Connection::open_with_flags(src, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(e)?;
     let mut dst = rusqlite::Connection::open(dst).map_err(e)?;
-    let b = rusqlite::backup::Backup::new(&src, &mut dst).map_err(e)?;
+    backup_from(&src, &mut dst)
+}
+
+/// Copy the database open on `src` into `dst` with SQLite's backup API.
+pub fn backup_from(src: &rusqlite::Connection, dst: &mut rusqlite::Connection) -> io::Result<()> {
+    let e = |e: rusqlite::Error| io::Error::other(e.to_string());
+    let b = rusqlite::backup::Backup::new(src, dst).map_err(e)?;
     loop {
         match b.step(-1).map_err(e)? {
             rusqlite::backup::StepResult::Done => return Ok(()),
