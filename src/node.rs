@@ -223,9 +223,12 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     // A database swap (snapshot install, /boot) that a crash interrupted is finished first.
     crate::store::db::finish_swap(&dir.join("db.sqlite")).map_err(io)?;
 
+    // TCP_NODELAY on the listener is inherited by every accepted connection (Linux): a response
+    // written in more than one piece must not wait for the client's delayed ACK (Nagle).
     let bind = |a: &str| {
         http::resolve(a)
             .and_then(std::net::TcpListener::bind)
+            .and_then(|l| socket2::SockRef::from(&l).set_tcp_nodelay(true).map(|()| l))
             .map_err(|source| StartError::Listen { addr: a.to_string(), source })
     };
     let (api, internode) = (bind(&cfg.http_addr)?, bind(&cfg.raft_addr)?);

@@ -349,6 +349,11 @@ fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| std::process::exit(1))
 }
 
+/// The unmeasured warm-up before each measured run: a fifth of it, at most 1 s.
+fn warmup(duration: Duration) -> Duration {
+    (duration / 5).min(Duration::from_secs(1))
+}
+
 /// `clients` concurrent HTTP clients (keep-alive) sending `w`'s requests.
 fn bench_http(url: &str, clients: usize, duration: Duration, w: Workload) -> Run {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap_or_else(|_| std::process::exit(1));
@@ -967,6 +972,8 @@ fn main() {
             .send();
         for &w in &args.workloads {
             for &c in &args.clients {
+                // Unmeasured warm-up (connections, caches, the page cache of a fresh database).
+                let _ = bench_http(&servers[l].url, c, warmup(args.duration), w);
                 let before = group_commit(&servers[l].url);
                 let mut r = bench_http(&servers[l].url, c, args.duration, w);
                 r.name = format!("raftlite {n} node{}", if n == 1 { "" } else { "s" });
@@ -989,6 +996,7 @@ fn main() {
     }
     let baselines = write_bench && args.baselines;
     for &c in args.clients.iter().filter(|_| baselines) {
+        let _ = bench_sqlite(&tmp.join(format!("sqlite-{c}.db")), c, warmup(args.duration));
         let s = bench_sqlite(&tmp.join(format!("sqlite-{c}.db")), c, args.duration);
         print(&s, "insert");
         rates.push((s.name.clone(), c, s.rate()));
@@ -999,6 +1007,7 @@ fn main() {
             let url = servers.first().map(|s| s.url.clone()).unwrap_or_default();
             for &w in &[Workload::DqlitePut, Workload::DqliteGet] {
                 for &c in &args.clients {
+                    let _ = bench_http(&url, c, warmup(args.duration), w);
                     let mut r = bench_http(&url, c, args.duration, w);
                     r.name = "dqlite-demo 3 nodes".into();
                     print(&r, &w.name());

@@ -1,6 +1,12 @@
 //! openraft's `RaftLogStorage` for raftlite: a thin adapter that encodes entries with the codec and
 //! sends typed requests to the `LogStore` actor. The flush callback fires only after the actor
 //! reports the append committed (fsynced), never before (design.md invariant 1).
+//!
+//! The entries appended most recently are also kept in memory ([`Recent`]), for the reads that
+//! follow an append at once: openraft reading committed entries to apply them, and the leader's
+//! replication streams reading them to send. Served from the log thread, those reads would queue
+//! behind the next append's fsync. Only entries whose append returned are kept, and a truncate or
+//! purge drops them first, so a read returns exactly what the log on disk holds.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -19,9 +25,86 @@ use crate::store::log_db::{KEY_PURGED, KEY_VOTE};
 /// Longest a purge waits for the snapshot install it follows (a large database takes a while).
 const PURGE_WAIT: Duration = Duration::from_secs(120);
 
+/// Most entries, and bytes (encoded), kept in memory; an entry larger than [`RECENT_ENTRY_MAX`]
+/// (a bulk request, a database load) is read back from the log instead.
+const RECENT_MAX: usize = 4096;
+const RECENT_BYTES_MAX: usize = 32 << 20;
+const RECENT_ENTRY_MAX: usize = 1 << 20;
+
+/// The most recently appended entries, contiguous by index, with their encoded sizes.
+#[derive(Default)]
+struct Recent {
+    entries: std::collections::VecDeque<(Entry, usize)>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn first(&self) -> Option<u64> {
+        self.entries.front().map(|(e, _)| e.log_id.index)
+    }
+
+    /// Forget every entry at or after `index`.
+    fn drop_from(&mut self, index: u64) {
+        while self.entries.back().is_some_and(|(e, _)| e.log_id.index >= index) {
+            if let Some((_, n)) = self.entries.pop_back() {
+                self.bytes -= n;
+            }
+        }
+    }
+
+    /// Forget every entry at or before `index`.
+    fn drop_upto(&mut self, index: u64) {
+        while self.entries.front().is_some_and(|(e, _)| e.log_id.index <= index) {
+            if let Some((_, n)) = self.entries.pop_front() {
+                self.bytes -= n;
+            }
+        }
+    }
+
+    /// Keep entries whose append has returned (fsynced), in index order.
+    fn push(&mut self, appended: Vec<(Entry, usize)>) {
+        let Some(first) = appended.first().map(|(e, _)| e.log_id.index) else { return };
+        self.drop_from(first);
+        let contiguous = self.entries.back().is_none_or(|(e, _)| e.log_id.index + 1 == first);
+        if !contiguous || appended.iter().any(|(_, n)| *n > RECENT_ENTRY_MAX) {
+            // A gap (entries read back, or an oversized one): start again after it.
+            self.entries.clear();
+            self.bytes = 0;
+            if appended.iter().any(|(_, n)| *n > RECENT_ENTRY_MAX) {
+                return;
+            }
+        }
+        for (e, n) in appended {
+            self.bytes += n;
+            self.entries.push_back((e, n));
+        }
+        while self.entries.len() > RECENT_MAX || self.bytes > RECENT_BYTES_MAX {
+            match self.entries.pop_front() {
+                Some((_, n)) => self.bytes -= n,
+                None => break,
+            }
+        }
+    }
+
+    /// Entries `start <= index < end`, if all of them are here. The last entry kept is the last
+    /// one in the log, so an open end (`u64::MAX`) stops there.
+    fn get(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
+        let first = self.first()?;
+        let last = self.entries.back().map(|(e, _)| e.log_id.index)?;
+        let end = if end == u64::MAX { last + 1 } else { end };
+        if start < first || end > last + 1 || start >= end {
+            return None;
+        }
+        let from = (start - first) as usize;
+        Some(self.entries.iter().skip(from).take((end - start) as usize).map(|(e, _)| e.clone()).collect())
+    }
+}
+
 #[derive(Clone)]
 pub struct LogAdapter {
     addr: Addr<LogStore>,
+    /// Shared with the log readers this adapter hands out.
+    recent: std::sync::Arc<std::sync::Mutex<Recent>>,
     /// The state machine's snapshot directory and stats: purges never go past its recorded
     /// snapshot.
     snapshot_guard: Option<(std::path::PathBuf, std::sync::Arc<crate::raft::sm_adapter::SnapshotStats>)>,
@@ -29,7 +112,7 @@ pub struct LogAdapter {
 
 impl LogAdapter {
     pub fn new(addr: Addr<LogStore>) -> Self {
-        LogAdapter { addr, snapshot_guard: None }
+        LogAdapter { addr, recent: Default::default(), snapshot_guard: None }
     }
 
     /// Never purge past the snapshot recorded in `snap_dir` (invariant 4 of design.md).
@@ -68,6 +151,17 @@ impl LogAdapter {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Run `f` on the recent entries. A poisoned lock (a panic while it was held) just empties
+    /// them: the log on disk has everything.
+    fn recent<T>(&self, f: impl FnOnce(&mut Recent) -> T) -> T {
+        let mut guard = self.recent.lock().unwrap_or_else(|p| {
+            let mut g = p.into_inner();
+            *g = Recent::default();
+            g
+        });
+        f(&mut guard)
     }
 
     /// Send a request; while the actor is restarting (state being reloaded from disk) retry for
@@ -130,6 +224,9 @@ impl RaftLogReader<TypeConfig> for LogAdapter {
             Bound::Excluded(e) => *e,
             Bound::Unbounded => u64::MAX,
         };
+        if let Some(hit) = self.recent(|r| r.get(start, end)) {
+            return Ok(hit);
+        }
         match self.call(|| LogRequest::Range(start, end)).await {
             Ok(LogReply::Entries(rows)) => decode_entries(rows),
             Ok(_) => Ok(Vec::new()),
@@ -173,16 +270,21 @@ impl RaftLogStorage<TypeConfig> for LogAdapter {
         I::IntoIter: Send,
     {
         let mut rows = Vec::new();
+        let mut appended = Vec::new();
         for e in entries {
             let b = codec::encode(&e).map_err(|err| StorageIOError::write_logs(any_err(err)))?;
             rows.push((e.log_id.index, b));
+            appended.push((e, rows.last().map_or(0, |(_, b)| b.len())));
         }
-        if rows.is_empty() {
+        let Some(first) = rows.first().map(|(i, _)| *i) else {
             callback.log_io_completed(Ok(()));
             return Ok(());
-        }
+        };
+        // Anything kept from this index on is about to be replaced.
+        self.recent(|r| r.drop_from(first));
         match self.call(|| LogRequest::Append(rows.clone())).await {
             Ok(_) => {
+                self.recent(|r| r.push(appended));
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -194,6 +296,7 @@ impl RaftLogStorage<TypeConfig> for LogAdapter {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.recent(|r| r.drop_from(log_id.index));
         self.call(|| LogRequest::Truncate(log_id.index))
             .await
             .map(|_| ())
@@ -203,9 +306,61 @@ impl RaftLogStorage<TypeConfig> for LogAdapter {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.wait_for_snapshot(log_id).await?;
         let purged_id = codec::encode(&log_id).map_err(|e| StorageIOError::write_logs(any_err(e)))?;
+        self.recent(|r| r.drop_upto(log_id.index));
         self.call(|| LogRequest::Purge { upto: log_id.index, purged_id: purged_id.clone() })
             .await
             .map(|_| ())
             .map_err(|e| StorageIOError::write_logs(any_err(e)).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn entry(index: u64) -> (Entry, usize) {
+        (Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Blank }, 10)
+    }
+
+    fn indexes(v: Option<Vec<Entry>>) -> Option<Vec<u64>> {
+        v.map(|v| v.iter().map(|e| e.log_id.index).collect())
+    }
+
+    #[test]
+    fn recent_entries_answer_only_what_they_hold_contiguously() {
+        let mut r = Recent::default();
+        r.push((1..=5).map(entry).collect());
+        assert_eq!(indexes(r.get(2, 4)), Some(vec![2, 3]));
+        assert_eq!(indexes(r.get(3, u64::MAX)), Some(vec![3, 4, 5]));
+        assert_eq!(r.get(0, 3), None, "index 0 is not held");
+        assert_eq!(r.get(4, 7), None, "index 6 is not in the log");
+        // A truncate forgets the tail; a re-append replaces it.
+        r.drop_from(4);
+        assert_eq!(r.get(3, 5), None);
+        r.push(vec![entry(4)]);
+        assert_eq!(indexes(r.get(1, u64::MAX)), Some(vec![1, 2, 3, 4]));
+        // A purge forgets the head.
+        r.drop_upto(2);
+        assert_eq!(r.get(2, 4), None);
+        assert_eq!(indexes(r.get(3, 5)), Some(vec![3, 4]));
+        // A gap starts the run again; an oversized entry empties it.
+        r.push(vec![entry(9)]);
+        assert_eq!(indexes(r.get(9, 10)), Some(vec![9]));
+        assert_eq!(r.get(4, 5), None);
+        r.push(vec![(entry(10).0, RECENT_ENTRY_MAX + 1)]);
+        assert_eq!(r.get(9, 10), None);
+        assert_eq!(r.bytes, 0);
+    }
+
+    #[test]
+    fn recent_entries_stay_bounded() {
+        let mut r = Recent::default();
+        for i in 1..=(RECENT_MAX as u64 + 10) {
+            r.push(vec![entry(i)]);
+        }
+        assert_eq!(r.entries.len(), RECENT_MAX);
+        assert_eq!(r.first(), Some(11));
+        assert_eq!(r.bytes, RECENT_MAX * 10);
     }
 }
