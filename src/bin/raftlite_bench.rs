@@ -256,6 +256,21 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     std::process::exit(1)
 }
 
+/// Wait (up to 60 s) until every node has applied everything in the leader's log, so that one
+/// run's backlog (followers still applying a queued-write burst) does not slow the next.
+fn quiesce(servers: &[Server]) {
+    let index = |s: &Server, key: &str| s.get(&format!("/status?key=store.raft.{key}")).and_then(|v| v.as_u64());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let last = servers.iter().filter_map(|s| index(s, "last_log_index")).max().unwrap_or(0);
+        if servers.iter().all(|s| index(s, "applied_index").is_some_and(|a| a >= last)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("warning: the cluster did not catch up within 60 s; measuring anyway");
+}
+
 /// Start an `n`-node cluster on 127.0.0.x: node 1 bootstraps, the others join it.
 fn start_cluster(binary: &Path, dir: &Path, n: usize) -> Vec<Server> {
     let mut servers: Vec<Server> = (1..=n)
@@ -972,6 +987,7 @@ fn main() {
             .send();
         for &w in &args.workloads {
             for &c in &args.clients {
+                quiesce(&servers);
                 // Unmeasured warm-up (connections, caches, the page cache of a fresh database).
                 let _ = bench_http(&servers[l].url, c, warmup(args.duration), w);
                 let before = group_commit(&servers[l].url);
