@@ -126,8 +126,8 @@ static FLAGS: &[FlagDef] = &[
     f(
         "group-commit-in-flight",
         Int,
-        "2",
-        "Log entries of concurrent writes in flight at once; writes arriving meanwhile share the next entry (raftlite)",
+        "0",
+        "Log entries of concurrent writes in flight at once; writes arriving meanwhile share the next entry. 0: 1 while this node is the only voter, else 2 (raftlite)",
         true,
     ),
     f("group-commit-max-batch", Int, "256", "Most write requests carried by one log entry (raftlite)", true),
@@ -423,7 +423,8 @@ pub struct Config {
     pub raft_heartbeat_timeout: Duration,
     pub raft_election_timeout: Duration,
     pub raft_apply_timeout: Duration,
-    /// Group commit: proposals in flight at once, and requests per proposal at most.
+    /// Group commit: proposals in flight at once (0: chosen by cluster size), and requests per
+    /// proposal at most.
     pub group_commit_in_flight: usize,
     pub group_commit_max_batch: usize,
     pub fk: bool,
@@ -553,7 +554,7 @@ impl Config {
             raft_heartbeat_timeout: heartbeat,
             raft_election_timeout: election,
             raft_apply_timeout: s.dur("raft-apply-timeout"),
-            group_commit_in_flight: s.int("group-commit-in-flight").max(1) as usize,
+            group_commit_in_flight: s.int("group-commit-in-flight").max(0) as usize,
             group_commit_max_batch: s.int("group-commit-max-batch").max(1) as usize,
             fk: s.bool("fk"),
             db_max_ro_conns: ro as usize,

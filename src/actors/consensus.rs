@@ -72,7 +72,10 @@ pub enum ProposeError {
 
 /// Group commit (`-group-commit-in-flight`, `-group-commit-max-batch`): at most `in_flight`
 /// proposals out at once; requests that arrive meanwhile wait and go together, up to `max_batch`
-/// of them, in the next one.
+/// of them, in the next one. `in_flight` 0 chooses by cluster size: openraft appends one entry
+/// at a time, so on a lone voter a second proposal only splits the batch (1 in flight measured
+/// ~15 % faster at 16 clients), while in a cluster one entry's local append overlaps the
+/// previous entry's replication (2 measured slightly faster). docs/PERFORMANCE.md has the runs.
 #[derive(Clone, Copy, Debug)]
 pub struct GroupCommit {
     pub in_flight: usize,
@@ -158,12 +161,17 @@ impl Consensus {
         });
     }
 
-    /// Propose what is waiting, as long as fewer than `group_commit.in_flight` proposals are out. With
+    /// Propose what is waiting, as long as fewer than the in-flight limit are out. With
     /// one client every write goes at once (no added latency); with many, the writes that arrive
     /// while a proposal is in flight share the next log entry: one append, one fsync on each
     /// node, one apply transaction.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        while self.in_flight < self.group_commit.in_flight && !self.pending.is_empty() {
+        let limit = match self.group_commit.in_flight {
+            0 if self.raft.get().metrics().borrow().membership_config.membership().voter_ids().nth(1).is_none() => 1,
+            0 => 2,
+            n => n,
+        };
+        while self.in_flight < limit && !self.pending.is_empty() {
             let n = self.pending.len().min(self.group_commit.max_batch);
             let (cmds, replies): (Vec<Command>, Vec<Reply>) = self.pending.drain(..n).unzip();
             metrics::histogram!("raftlite_group_commit_requests").record(cmds.len() as f64);
