@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hdrhistogram::Histogram;
+use http_body_util::Full;
 
 struct Args {
     binary: PathBuf,
@@ -369,46 +371,41 @@ fn warmup(duration: Duration) -> Duration {
     (duration / 5).min(Duration::from_secs(1))
 }
 
-/// `clients` concurrent HTTP clients (keep-alive) sending `w`'s requests.
+/// `clients` concurrent HTTP clients sending `w`'s requests, each over one keep-alive
+/// connection of its own (hyper's HTTP/1 client, no pool or URL parsing per request: on two
+/// shared cores the load generator's own CPU would otherwise be part of what is measured).
 fn bench_http(url: &str, clients: usize, duration: Duration, w: Workload) -> Run {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap_or_else(|_| std::process::exit(1));
+    let host = url.trim_start_matches("http://").trim_end_matches('/').to_string();
     rt.block_on(async {
-        let client = reqwest::Client::new();
         let stop = Arc::new(AtomicBool::new(false));
         let start = Instant::now();
         let tasks: Vec<_> = (0..clients)
             .map(|c| {
-                let (client, stop, url) = (client.clone(), stop.clone(), url.to_string());
+                let (stop, host) = (stop.clone(), host.clone());
                 tokio::spawn(async move {
                     let (mut h, mut ok, mut err) = (hist(), 0u64, 0u64);
+                    let mut conn: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> = None;
                     let mut i = 0u64;
                     while !stop.load(Ordering::Relaxed) {
-                        let (post, path, body, ack) = w.request(c, i);
+                        let (method, path, body, ack) = w.request(c, i);
                         i += 1;
                         let t = Instant::now();
-                        let r = match post {
-                            "POST" => {
-                                client
-                                    .post(format!("{url}{path}"))
-                                    .header("Content-Type", "application/json")
-                                    .body(body)
-                                    .send()
-                                    .await
-                            }
-                            "PUT" => client.put(format!("{url}{path}")).body(body).send().await,
-                            _ => client.get(format!("{url}{path}")).send().await,
-                        };
-                        let acked = match r {
-                            Ok(r) if r.status().is_success() => {
-                                r.text().await.map(|b| b.contains(ack)).unwrap_or(false)
-                            }
-                            _ => false,
+                        if conn.as_ref().is_none_or(|s| s.is_closed()) {
+                            conn = connect(&host).await;
+                        }
+                        let acked = match conn.as_mut() {
+                            Some(sender) => send(sender, &host, method, &path, body, ack).await,
+                            None => false,
                         };
                         if acked {
                             ok += 1;
                             let _ = h.record(t.elapsed().as_micros() as u64);
                         } else {
                             err += 1;
+                            if conn.is_none() {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
                         }
                     }
                     (h, ok, err)
@@ -427,16 +424,51 @@ fn bench_http(url: &str, clients: usize, duration: Duration, w: Workload) -> Run
         }
         if w == Workload::Queued {
             // Queued writes count once they are committed: the run ends at the flush barrier.
-            let _ = client
-                .post(format!("{url}/db/execute?queue&wait&timeout=60s"))
-                .header("Content-Type", "application/json")
-                .body("[]")
-                .send()
-                .await;
+            if let Some(mut sender) = connect(&host).await {
+                let path = "/db/execute?queue&wait&timeout=60s";
+                let _ = send(&mut sender, &host, "POST", path, "[]".into(), "sequence_number").await;
+            }
         }
         run.secs = start.elapsed().as_secs_f64();
         run
     })
+}
+
+/// One keep-alive HTTP/1 connection to `host` (TCP_NODELAY), its driver spawned.
+async fn connect(host: &str) -> Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(host).await.ok()?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.ok()?;
+    tokio::spawn(conn);
+    Some(sender)
+}
+
+/// Send one request; true when the answer is a 2xx whose body contains `ack`.
+async fn send(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: String,
+    ack: &str,
+) -> bool {
+    use http_body_util::BodyExt;
+    if sender.ready().await.is_err() {
+        return false;
+    }
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, host)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)));
+    let Ok(req) = req else { return false };
+    let Ok(resp) = sender.send_request(req).await else { return false };
+    let success = resp.status().is_success();
+    match resp.into_body().collect().await {
+        Ok(b) => success && b.to_bytes().windows(ack.len()).any(|w| w == ack.as_bytes()),
+        Err(_) => false,
+    }
 }
 
 /// A `dqlite-demo` cluster of `n` nodes on 127.0.0.7x (the first bootstraps, the others join it),
