@@ -1,6 +1,7 @@
 //! The `Applier` actor: owns the single writer connection to the SQLite database, on a thread of
-//! its own where it calls SQLite inline (`start_on_own_thread`), and applies committed log entries. A batch of entries is one SQLite transaction that also records the
-//! applied log id and membership (design.md invariant 2), so after any crash the database and its
+//! its own where it calls SQLite inline (`start_on_own_thread`), and applies committed log
+//! entries. A batch of entries is one SQLite transaction that also records the applied log id
+//! and membership (design.md invariant 2), so after any crash the database and its
 //! applied index agree and nothing is applied twice.
 
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use openraft::EntryPayload;
 
-use crate::actors::supervise::{guarded, note_restart, settle, Fault};
+use crate::actors::supervise::{guarded, note_restart, settle, stop_on_fault, Fault};
 use crate::raft::{Entry, LogId, StoredMembership};
 use crate::store::codec;
 use crate::store::command::{Command, ExecOptions, Response, Statement};
@@ -74,13 +75,7 @@ impl Applier {
             Some((c, hooks)) => settle(ACTOR, guarded(ACTOR, || f(c, hooks))),
             None => Err(Fault::Unavailable(ACTOR)),
         };
-        if let Err(f) = &res {
-            if f.needs_restart() {
-                tracing::error!(fault = %f, "applier failed; restarting it");
-                ctx.stop();
-            }
-        }
-        res
+        stop_on_fault(ctx, ACTOR, res)
     }
 }
 

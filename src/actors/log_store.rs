@@ -1,8 +1,8 @@
 //! The `LogStore` actor: owns the Raft log file and its SQLite connection, on a thread of its own
 //! (`start_on_own_thread`), where it calls SQLite inline. Requests are handled one at a time, in
-//! arrival order (openraft requires log and vote IO to complete in the
-//! order it was submitted), and an append is acknowledged only after its transaction committed
-//! with `synchronous=FULL`, i.e. after fsync.
+//! arrival order (openraft requires log and vote IO to complete in the order it was submitted),
+//! and an append is acknowledged only after its transaction committed with `synchronous=FULL`,
+//! i.e. after fsync.
 //!
 //! An append that fails (an fsync error, a full disk, a panic) was not acknowledged, so whatever
 //! it may have left in the file must not count as logged: the store remembers the first index it
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use actix::prelude::*;
 
-use crate::actors::supervise::{guarded, note_restart, settle, Fault};
+use crate::actors::supervise::{guarded, note_restart, settle, stop_on_fault, Fault};
 use crate::store::log_db::{LogDb, LogDbError};
 
 const ACTOR: &str = "log_store";
@@ -156,12 +156,6 @@ impl Handler<LogRequest> for LogStore {
             (Ok(_), _) if recovering => self.failed_from = None,
             _ => {}
         }
-        if let Err(f) = &res {
-            if f.needs_restart() {
-                tracing::error!(fault = %f, "log store failed; restarting it");
-                ctx.stop();
-            }
-        }
-        res
+        stop_on_fault(ctx, ACTOR, res)
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
 
-use crate::actors::supervise::{guarded, note_restart, settle, start_on_own_thread, Fault};
+use crate::actors::supervise::{guarded, note_restart, settle, start_on_own_thread, stop_on_fault, Fault};
 use crate::store::command::{ExecOptions, Statement, StmtResult};
 use crate::store::db::{self, Db, Hooks, Mode};
 
@@ -55,12 +55,7 @@ impl Reader {
             Some((c, hooks)) => guarded(ACTOR, || f(c, hooks)),
             None => Err(Fault::Unavailable(ACTOR)),
         };
-        if let Err(f) = &res {
-            if f.needs_restart() {
-                ctx.stop();
-            }
-        }
-        res
+        stop_on_fault(ctx, ACTOR, res)
     }
 }
 

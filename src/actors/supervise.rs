@@ -87,6 +87,22 @@ where
     Ok(actix::Supervisor::start_in_arbiter(&arbiter.handle(), make))
 }
 
+/// Stop the actor (its supervisor then restarts it, reloading from disk) when `res` is a fault
+/// it must not go on after; the result is passed through.
+pub fn stop_on_fault<T, C: actix::ActorContext>(
+    ctx: &mut C,
+    actor: &'static str,
+    res: Result<T, Fault>,
+) -> Result<T, Fault> {
+    if let Err(f) = &res {
+        if f.needs_restart() {
+            tracing::error!(actor, fault = %f, "actor failed; restarting it");
+            ctx.stop();
+        }
+    }
+    res
+}
+
 /// Flatten the result of a guarded call made on the actor's own thread.
 pub fn settle<T, E: std::fmt::Display>(actor: &'static str, r: Result<Result<T, E>, Fault>) -> Result<T, Fault> {
     match r {

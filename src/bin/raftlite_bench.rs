@@ -246,31 +246,36 @@ fn free_addr(ip: &str) -> String {
     format!("{ip}:{port}")
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+/// Poll `f` until it holds or `timeout` passes; whether it held.
+fn poll_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if f() {
-            return;
+            return true;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    eprintln!("timed out waiting for {what}");
-    std::process::exit(1)
+    false
+}
+
+fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+    if !poll_until(timeout, f) {
+        eprintln!("timed out waiting for {what}");
+        std::process::exit(1)
+    }
 }
 
 /// Wait (up to 60 s) until every node has applied everything in the leader's log, so that one
 /// run's backlog (followers still applying a queued-write burst) does not slow the next.
 fn quiesce(servers: &[Server]) {
     let index = |s: &Server, key: &str| s.get(&format!("/status?key=store.raft.{key}")).and_then(|v| v.as_u64());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
+    let caught_up = poll_until(Duration::from_secs(60), || {
         let last = servers.iter().filter_map(|s| index(s, "last_log_index")).max().unwrap_or(0);
-        if servers.iter().all(|s| index(s, "applied_index").is_some_and(|a| a >= last)) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+        servers.iter().all(|s| index(s, "applied_index").is_some_and(|a| a >= last))
+    });
+    if !caught_up {
+        eprintln!("warning: the cluster did not catch up within 60 s; measuring anyway");
     }
-    eprintln!("warning: the cluster did not catch up within 60 s; measuring anyway");
 }
 
 /// Start an `n`-node cluster on 127.0.0.x: node 1 bootstraps, the others join it.
@@ -385,7 +390,7 @@ fn bench_http(url: &str, clients: usize, duration: Duration, w: Workload) -> Run
                 let (stop, host) = (stop.clone(), host.clone());
                 tokio::spawn(async move {
                     let (mut h, mut ok, mut err) = (hist(), 0u64, 0u64);
-                    let mut conn: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> = None;
+                    let mut conn: Option<Conn> = None;
                     let mut i = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         let (method, path, body, ack) = w.request(c, i);
@@ -434,8 +439,11 @@ fn bench_http(url: &str, clients: usize, duration: Duration, w: Workload) -> Run
     })
 }
 
+/// The sending half of one client's HTTP/1 connection.
+type Conn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
 /// One keep-alive HTTP/1 connection to `host` (TCP_NODELAY), its driver spawned.
-async fn connect(host: &str) -> Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+async fn connect(host: &str) -> Option<Conn> {
     let stream = tokio::net::TcpStream::connect(host).await.ok()?;
     let _ = stream.set_nodelay(true);
     let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.ok()?;
@@ -444,14 +452,7 @@ async fn connect(host: &str) -> Option<hyper::client::conn::http1::SendRequest<F
 }
 
 /// Send one request; true when the answer is a 2xx whose body contains `ack`.
-async fn send(
-    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    host: &str,
-    method: &str,
-    path: &str,
-    body: String,
-    ack: &str,
-) -> bool {
+async fn send(sender: &mut Conn, host: &str, method: &str, path: &str, body: String, ack: &str) -> bool {
     use http_body_util::BodyExt;
     if sender.ready().await.is_err() {
         return false;

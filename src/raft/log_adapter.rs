@@ -66,11 +66,12 @@ impl Recent {
         let Some(first) = appended.first().map(|(e, _)| e.log_id.index) else { return };
         self.drop_from(first);
         let contiguous = self.entries.back().is_none_or(|(e, _)| e.log_id.index + 1 == first);
-        if !contiguous || appended.iter().any(|(_, n)| *n > RECENT_ENTRY_MAX) {
-            // A gap (entries read back, or an oversized one): start again after it.
+        let oversized = appended.iter().any(|(_, n)| *n > RECENT_ENTRY_MAX);
+        if !contiguous || oversized {
+            // A gap, or an entry too large to keep: start again after it.
             self.entries.clear();
             self.bytes = 0;
-            if appended.iter().any(|(_, n)| *n > RECENT_ENTRY_MAX) {
+            if oversized {
                 return;
             }
         }
