@@ -1,7 +1,7 @@
 //! Node configuration: rqlited's command-line flags (Go `flag` syntax), `RAFTLITE_*` environment
 //! variables and a TOML config file, merged with precedence flag > environment > file > default.
 //!
-//! Every flag of spec §12 is known here. Flags whose feature has not landed yet are accepted and
+//! Every flag of docs/API.md §12 is known here. Flags whose feature has not landed yet are accepted and
 //! produce one warning each (`Config::inert_flags_set`), so existing rqlited command lines work.
 
 use std::collections::BTreeMap;
@@ -50,7 +50,7 @@ const fn f(name: &'static str, kind: Kind, default: &'static str, help: &'static
 
 use Kind::*;
 
-/// rqlited's flags (spec §12) plus raftlite's own (`-config`, `-http-max-body`, `-log-format`).
+/// rqlited's flags (docs/API.md §12) plus raftlite's own (`-config`, `-http-max-body`, `-log-format`).
 static FLAGS: &[FlagDef] = &[
     f("config", Str, "", "TOML configuration file (raftlite)", true),
     f("version", Bool, "false", "Show version information and exit", true),

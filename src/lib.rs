@@ -7,6 +7,7 @@
 pub mod actors;
 pub mod cluster;
 pub mod config;
+pub mod harness;
 pub mod http;
 pub mod metrics;
 pub mod node;

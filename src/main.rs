@@ -1,5 +1,5 @@
 //! `raftlited`: the raftlite server. Parses rqlited's flags (plus `-config`), sets up logging,
-//! and runs one node on an actix System over a multi-thread tokio runtime (design.md §2).
+//! and runs one node on an actix System over a multi-thread tokio runtime (docs/DESIGN.md §2).
 
 use std::process::ExitCode;
 

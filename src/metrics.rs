@@ -11,27 +11,6 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// The endpoints used as the `endpoint` label (a closed set: no user input becomes a label).
-pub const ENDPOINTS: &[&str] = &[
-    "execute",
-    "query",
-    "request",
-    "sql",
-    "status",
-    "nodes",
-    "readyz",
-    "leader",
-    "remove",
-    "backup",
-    "load",
-    "boot",
-    "snapshot",
-    "reap",
-    "metrics",
-    "debug_vars",
-    "other",
-];
-
 /// Install the recorder (once per process) and describe every family.
 pub fn install() -> Result<(), String> {
     if HANDLE.get().is_some() {
@@ -117,11 +96,6 @@ fn describe() {
     counter!("raftlite_internode_bytes_in_total").increment(0);
     counter!("raftlite_internode_bytes_out_total").increment(0);
     gauge!("raftlite_log_size_bytes").set(0.0);
-}
-
-/// The `endpoint` label for a routing kind.
-pub fn endpoint_label(kind: &str) -> &'static str {
-    ENDPOINTS.iter().find(|e| **e == kind).copied().unwrap_or("other")
 }
 
 #[cfg(test)]

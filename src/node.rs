@@ -11,13 +11,14 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::actors::applier::{AppliedState, Applier, ApplierStats};
-use crate::actors::consensus::{Consensus, GroupCommit, StopRaft};
+use crate::actors::consensus::{Consensus, GroupCommit, StopRaft, TransferLeadership};
 use crate::actors::http_front::HttpFront;
 use crate::actors::log_store::LogStore;
-use crate::actors::membership::{ClusterStats, Membership};
+use crate::actors::membership::{ClusterStats, Leave, Membership};
 use crate::actors::readers::Readers;
-use crate::actors::snapshotter::Snapshotter;
+use crate::actors::snapshotter::{SnapshotPolicy, Snapshotter};
 use crate::actors::supervise::start_on_own_thread;
+use crate::actors::write_queue::WriteQueue;
 use crate::cluster::client::{bind_ip, Peers};
 use crate::cluster::{join, JoinRequest};
 use crate::config::Config;
@@ -309,15 +310,18 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let me =
         NodeInfo { id: cfg.node_id.clone(), raft_addr: cfg.raft_adv_addr.clone(), api_addr: cfg.http_adv_addr.clone() };
     let cluster_stats = Arc::new(ClusterStats::default());
-    let (r, m, cs, expect) = (raft.clone(), me.clone(), cluster_stats.clone(), cfg.bootstrap_expect);
-    let membership = Supervisor::start(move |_| Membership::new(r, node_id, m, expect, cs));
-    let (r, wal, every, max_e, max_w) =
-        (raft.clone(), db_path.with_extension("sqlite-wal"), cfg.raft_snap_int, cfg.raft_snap, cfg.raft_snap_wal_size);
-    let snapshotter = Supervisor::start(move |_| Snapshotter::new(r, wal, every, max_e, max_w));
+    let (r, m, pe, cs, expect) = (raft.clone(), me.clone(), peers.clone(), cluster_stats.clone(), cfg.bootstrap_expect);
+    let membership = Supervisor::start(move |_| Membership::new(r, node_id, m, pe, expect, cs));
+    let policy =
+        SnapshotPolicy { every: cfg.raft_snap_int, max_entries: cfg.raft_snap, max_wal: cfg.raft_snap_wal_size };
+    let (r, a, rd, ss, wal) =
+        (raft.clone(), applier.clone(), readers.clone(), snap_stats.clone(), db_path.with_extension("sqlite-wal"));
+    let snapshotter = Supervisor::start(move |_| Snapshotter::new(r, a, rd, ss, wal, policy));
     let r = raft.clone();
     let apply_timeout = cfg.raft_apply_timeout;
     let group_commit = GroupCommit { in_flight: cfg.group_commit_in_flight, max_batch: cfg.group_commit_max_batch };
     let consensus = Supervisor::start(move |_| Consensus::new(r, parts, apply_timeout, group_commit));
+    let write_queue = WriteQueue::start(&cfg, consensus.clone(), peers.clone());
     let core = Core {
         consensus: consensus.clone(),
         applier: applier_addr,
@@ -333,11 +337,11 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         cluster_stats,
         snap_stats,
         snapshotter,
+        write_queue,
     };
     if state.core.set(core).is_err() {
         return Err(StartError::Raft("store opened twice".into()));
     }
-    tokio::spawn(crate::http::queue::run(state.clone()));
     join_or_bootstrap(&cfg, &raft.get(), &peers, node_id, me).await?;
     Ok(Node { state, consensus, http_front })
 }
@@ -349,12 +353,16 @@ impl Node {
         let cfg = &self.state.cfg;
         if let Some(core) = self.state.core.get() {
             if cfg.remove_on_shutdown {
-                if let Err(e) = crate::http::api::remove_node(core, &cfg.node_id).await {
-                    tracing::warn!(error = %e, "could not remove this node on shutdown");
+                match core.membership.send(Leave(cfg.node_id.clone())).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "could not remove this node on shutdown"),
+                    Err(e) => tracing::warn!(error = %e, "could not remove this node on shutdown"),
                 }
             } else if cfg.stepdown_on_shutdown {
-                if let Err(e) = crate::http::api::transfer_leadership(core, None, true).await {
-                    tracing::debug!(error = %e, "no leadership transfer on shutdown");
+                match core.consensus.send(TransferLeadership { target: None, wait: true }).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::debug!(error = %e, "no leadership transfer on shutdown"),
+                    Err(e) => tracing::debug!(error = %e, "no leadership transfer on shutdown"),
                 }
             }
         }

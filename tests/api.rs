@@ -1,4 +1,4 @@
-//! The data API of one node, through HTTP against the real binary (spec §2–§10).
+//! The data API of one node, through HTTP against the real binary (docs/API.md §2–§10).
 
 mod common;
 

@@ -1,6 +1,8 @@
-//! Tier A3 of reliability.md: the Jepsen-style harness (`raftlite-chaos`) against a real 3-node
+//! The CI chaos run (docs/DESIGN.md §11, docs/CHAOS.md): the Jepsen-style harness (`raftlite-chaos`) against a real 3-node
 //! cluster inside a private network namespace for 60 s, every fault type at least once, and its
 //! two negative controls, which must fail. Needs root (network namespace, nftables); CI has both.
+
+mod common;
 
 use std::process::Command;
 
@@ -20,7 +22,7 @@ fn can_run() -> bool {
     let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
     let nft = Command::new("nft").arg("--version").output().is_ok();
     if !(root && nft) {
-        eprintln!("SKIPPED: raftlite-chaos needs root and nft (apt-get install nftables); CI has both");
+        common::skip_unless_ci("raftlite-chaos needs root and nft (apt-get install nftables)");
     }
     root && nft
 }

@@ -1,4 +1,4 @@
-//! Damaged files (issue 6, reliability.md §5.1 item 3): a torn tail of the log is dropped at start
+//! Damaged files (docs/DESIGN.md §5, invariant 5): a torn tail of the log is dropped at start
 //! and the node comes up with every acknowledged write; a record damaged in the middle of the log,
 //! or a database SQLite cannot read, refuses to start with a message naming the file and what to
 //! do; damage found while running stops the node with the same advice instead of limping on.

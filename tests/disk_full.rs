@@ -1,4 +1,4 @@
-//! Disk full (reliability.md §5.3 item 7): the data directory on a small tmpfs is filled up.
+//! Disk full (docs/DESIGN.md §11): the data directory on a small tmpfs is filled up.
 //! Writes are refused with a clear 5xx, reads go on, nothing acknowledged is lost, and once space
 //! is freed the node takes writes again within 30 s without a restart. Needs root for `mount`
 //! (CI runs as root); elsewhere the test says so and skips.
@@ -57,7 +57,7 @@ fn fill(path: &Path) -> u64 {
 #[test]
 fn disk_full_refuses_writes_and_recovers_once_space_is_freed() {
     let Some(fs) = Tmpfs::mount("16m") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); CI runs this test as root");
+        skip_unless_ci("cannot mount a tmpfs here (needs root)");
         return;
     };
     let data = fs.0.join("data");

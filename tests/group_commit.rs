@@ -60,7 +60,7 @@ fn concurrent_writes_share_entries_and_keep_their_own_results() {
     assert!(sum >= 641.0 && count < sum, "no batching: {sum} requests in {count} proposals");
 }
 
-/// Queued writes (spec §6): answered at once with increasing sequence numbers, written in
+/// Queued writes (docs/API.md §6): answered at once with increasing sequence numbers, written in
 /// batches; `wait` waits for the commit; a follower's queue reaches the leader; an empty list
 /// without `wait` is a 400; `/status` shows the queue.
 #[test]

@@ -106,7 +106,7 @@ fn debug_vars_and_metrics_off() {
     assert!(v["http"]["user_snapshots"].is_number());
     assert_eq!(n.get("/debug/vars?key=cluster").json()["num_join_req"], 0);
     assert_eq!(n.get("/debug/vars?key=nope").body, "{}");
-    // /status sections of spec §10 that raftlite has.
+    // /status sections of docs/API.md §10 that raftlite has.
     let st = n.status();
     for k in ["store", "http", "node", "build", "runtime", "os", "cluster", "network", "extensions"] {
         assert!(st.get(k).is_some(), "/status lacks {k}");

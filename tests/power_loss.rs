@@ -1,4 +1,4 @@
-//! Power loss (reliability.md §5.3, Tier A4): writers stream acknowledged single-row inserts, the
+//! Power loss (docs/DESIGN.md §11): writers stream acknowledged single-row inserts, the
 //! node is SIGKILLed at a random point, and everything it had not fsynced is dropped before it
 //! restarts, as a power cut would. `tests/lazyfs/lazyfs.c`, preloaded into the node, saves the
 //! bytes every write overwrites; [`power_cut`] replays them backwards to each file's last fsync.
@@ -175,7 +175,7 @@ fn power_loss_loop(cycles: usize, failpoints: Option<&str>) -> Outcome {
     out
 }
 
-/// Tier A4: 200 power cuts (`POWER_CYCLES` to change), 0 acknowledged rows lost, 0 failed starts.
+/// The CI power-loss run (docs/DESIGN.md §11): 200 power cuts (`POWER_CYCLES` to change), 0 acknowledged rows lost, 0 failed starts.
 #[test]
 fn acknowledged_writes_survive_power_loss() {
     let cycles = std::env::var("POWER_CYCLES").ok().and_then(|s| s.parse().ok()).unwrap_or(200);

@@ -1,6 +1,6 @@
 //! Restart of a node holding a 200 MB database: nothing is re-applied and the node is ready
 //! quickly. The time is printed (measured, not asserted): restart time must not grow with the
-//! size of the database (design.md invariant 2).
+//! size of the database (docs/DESIGN.md §5, invariant 2).
 
 mod common;
 

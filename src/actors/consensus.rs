@@ -18,7 +18,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, RaftError};
 
-use crate::actors::supervise::{note_restart, trip};
+use std::sync::Arc;
+
+use crate::actors::supervise::{guard, note_restart, trip};
+use crate::cluster::client::Peers;
+use crate::cluster::ClusterReply;
 use crate::raft::parts::RaftParts;
 use crate::raft::{NodeInfo, Raft, SharedRaft};
 use crate::store::command::{Command, Response};
@@ -102,6 +106,11 @@ pub struct Consensus {
     stopping: bool,
     /// Bumped for every `Raft` this actor watches, so a stale watcher's report is ignored.
     generation: u64,
+    /// How many `Raft`s this actor has had (the first, then one per rebuild), and for which of
+    /// them the leadership watcher runs: one watcher per `Raft`, never a second one after this
+    /// actor restarts (counters would count twice).
+    raft_builds: u64,
+    leadership_watched: u64,
     /// Bumped when this actor restarts: a [`ProposalDone`] or [`BarrierDone`] from before the
     /// restart does not count against the new in-flight limits.
     epoch: u64,
@@ -135,6 +144,8 @@ impl Consensus {
             rebuilds: VecDeque::new(),
             stopping: false,
             generation: 0,
+            raft_builds: 1,
+            leadership_watched: 0,
             epoch: 0,
         }
     }
@@ -195,7 +206,10 @@ impl Consensus {
         self.generation += 1;
         let generation = self.generation;
         let raft = self.raft.get();
-        crate::raft::watch_leadership(raft.clone());
+        if self.leadership_watched != self.raft_builds {
+            self.leadership_watched = self.raft_builds;
+            crate::raft::watch_leadership(raft.clone());
+        }
         ctx.spawn(
             async move { wait_stopped(raft).await }
                 .into_actor(self)
@@ -301,26 +315,42 @@ pub struct StopRaft;
 impl Handler<ProposalDone> for Consensus {
     type Result = ();
     fn handle(&mut self, msg: ProposalDone, ctx: &mut Context<Self>) {
-        if msg.epoch == self.epoch {
-            self.in_flight = self.in_flight.saturating_sub(1);
-            self.flush(ctx);
-        }
+        let _ = guard(ctx, ACTOR, |ctx| {
+            if msg.epoch == self.epoch {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                self.flush(ctx);
+            }
+            Ok(())
+        });
     }
 }
 
 impl Handler<BarrierDone> for Consensus {
     type Result = ();
     fn handle(&mut self, msg: BarrierDone, ctx: &mut Context<Self>) {
-        if msg.epoch == self.epoch {
-            self.barrier_in_flight = false;
-            self.start_barrier(ctx);
-        }
+        let _ = guard(ctx, ACTOR, |ctx| {
+            if msg.epoch == self.epoch {
+                self.barrier_in_flight = false;
+                self.start_barrier(ctx);
+            }
+            Ok(())
+        });
     }
 }
 
 impl Handler<RaftStopped> for Consensus {
     type Result = ();
     fn handle(&mut self, msg: RaftStopped, ctx: &mut Context<Self>) {
+        let _ = guard(ctx, ACTOR, |ctx| {
+            self.on_raft_stopped(msg, ctx);
+            Ok(())
+        });
+    }
+}
+
+impl Consensus {
+    /// Raft stopped on its own: rebuild it, or give up (damaged data, too many rebuilds).
+    fn on_raft_stopped(&mut self, msg: RaftStopped, ctx: &mut Context<Self>) {
         let Some(fatal) = msg.fatal else { return };
         if self.stopping || msg.generation != self.generation {
             return;
@@ -374,6 +404,7 @@ impl Handler<RaftStopped> for Consensus {
                 Ok(raft) => {
                     tracing::info!("raft rebuilt; rejoining the cluster");
                     act.raft.replace(raft);
+                    act.raft_builds += 1;
                     act.watch(ctx);
                 }
                 Err(e) => {
@@ -411,6 +442,15 @@ pub struct Propose(pub Command);
 #[rtype(result = "Result<(), ProposeError>")]
 pub struct LinearizableBarrier(pub Duration);
 
+/// Hand leadership to another voter (`target`, or the most up-to-date one). With `wait`, the
+/// reply comes once leadership has moved; without, at once, and the transfer runs on.
+#[derive(Message)]
+#[rtype(result = "Result<(), ProposeError>")]
+pub struct TransferLeadership {
+    pub target: Option<u64>,
+    pub wait: bool,
+}
+
 /// A handle to the Raft node, for metrics.
 #[derive(Message)]
 #[rtype(result = "Raft")]
@@ -419,16 +459,21 @@ pub struct GetRaft;
 impl Handler<Propose> for Consensus {
     type Result = ResponseFuture<Result<Response, ProposeError>>;
     fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) -> Self::Result {
-        if let Err(f) = trip(ACTOR, "consensus::propose") {
-            ctx.stop();
+        if let Err(f) = guard(ctx, ACTOR, |_| trip(ACTOR, "consensus::propose")) {
             return Box::pin(async move { Err(ProposeError::Restarting(f.to_string())) });
         }
         if !matches!(msg.0, Command::Execute { .. }) {
             return Box::pin(propose(self.raft.get(), msg.0, self.apply_timeout));
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.pending.push_back((msg.0, tx));
-        self.flush(ctx);
+        let queued = guard(ctx, ACTOR, |ctx| {
+            self.pending.push_back((msg.0, tx));
+            self.flush(ctx);
+            Ok(())
+        });
+        if let Err(f) = queued {
+            return Box::pin(async move { Err(ProposeError::Restarting(f.to_string())) });
+        }
         Box::pin(async move {
             rx.await.unwrap_or_else(|_| {
                 Err(ProposeError::Restarting("the proposal was dropped; its outcome is unknown".into()))
@@ -441,8 +486,14 @@ impl Handler<LinearizableBarrier> for Consensus {
     type Result = ResponseFuture<Result<(), ProposeError>>;
     fn handle(&mut self, msg: LinearizableBarrier, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.barrier_waiting.push((msg.0, tx));
-        self.start_barrier(ctx);
+        let started = guard(ctx, ACTOR, |ctx| {
+            self.barrier_waiting.push((msg.0, tx));
+            self.start_barrier(ctx);
+            Ok(())
+        });
+        if let Err(f) = started {
+            return Box::pin(async move { Err(ProposeError::Restarting(f.to_string())) });
+        }
         Box::pin(async move {
             match tokio::time::timeout(msg.0, rx).await {
                 Err(_) => Err(ProposeError::Failed("timeout waiting for fsm".into())),
@@ -466,11 +517,85 @@ async fn barrier(raft: Raft, timeout: Duration) -> Result<(), ProposeError> {
     }
 }
 
+impl Handler<TransferLeadership> for Consensus {
+    type Result = ResponseFuture<Result<(), ProposeError>>;
+    fn handle(&mut self, msg: TransferLeadership, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(f) = guard(ctx, ACTOR, |_| trip(ACTOR, "consensus::transfer")) {
+            return Box::pin(async move { Err(ProposeError::Restarting(f.to_string())) });
+        }
+        let (raft, peers, me) = (self.raft.get(), self.parts.peers.clone(), self.parts.node_id);
+        if raft.metrics().borrow().current_leader != Some(me) {
+            let leader = crate::raft::leader_of(&raft.metrics().borrow());
+            return Box::pin(async move { Err(ProposeError::NotLeader { leader }) });
+        }
+        let run = handover(raft, peers, me, msg.target);
+        if msg.wait {
+            return Box::pin(async move { run.await.map_err(ProposeError::Failed) });
+        }
+        // A task of its own (see `flush`): it must not hold up this actor's context.
+        tokio::spawn(async move {
+            if let Err(e) = run.await {
+                tracing::warn!(error = %e, "leadership transfer");
+            }
+        });
+        Box::pin(async { Ok(()) })
+    }
+}
+
 impl Handler<GetRaft> for Consensus {
     type Result = MessageResult<GetRaft>;
     fn handle(&mut self, _msg: GetRaft, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(self.raft.get())
     }
+}
+
+/// Hand leadership to `target` (or the most up-to-date other voter): the target, once caught up,
+/// starts an election it wins.
+async fn handover(raft: Raft, peers: Arc<Peers>, me: u64, target: Option<u64>) -> Result<(), String> {
+    let m = raft.metrics().borrow().clone();
+    if m.current_leader != Some(me) {
+        return Err("not leader".into());
+    }
+    let mem = m.membership_config.membership().clone();
+    let last = m.last_log_index.unwrap_or(0);
+    let progress =
+        |id: &u64| m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index).unwrap_or(0);
+    let target = match target {
+        Some(t) if t == me => return Ok(()),
+        Some(t) if mem.voter_ids().any(|v| v == t) => t,
+        Some(_) => return Err("target is not a voter".into()),
+        None => mem.voter_ids().filter(|v| *v != me).max_by_key(progress).ok_or("no other voter")?,
+    };
+    let node = mem.get_node(&target).cloned().ok_or("target unknown")?;
+    // Let the target catch up first so that it can win.
+    let _ = crate::raft::wait_replicated(&raft, target, last, Duration::from_secs(5)).await;
+    // openraft 0.9 has no transfer API, and voters refuse to vote while their leader lease (one
+    // election timeout) is fresh. So: stop heartbeats, let the lease run out, and ask the target
+    // to start an election it will win (its log is the most up to date). Heartbeats are switched
+    // back on whatever happens; if the election did not take, this node simply stays leader.
+    let lease = raft.config().election_timeout_max;
+    raft.runtime_config().heartbeat(false);
+    let moved = async {
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(lease + lease / 4)).await;
+            match peers.call::<_, ClusterReply>(&node.raft_addr, "/cluster/elect", &(), Duration::from_secs(5)).await {
+                Ok(ClusterReply::Ok) => {}
+                Ok(other) => return Err(format!("{other:?}")),
+                Err(e) => return Err(e.to_string()),
+            }
+            let r = raft
+                .wait(Some(Duration::from_millis(lease * 2)))
+                .metrics(|m| m.current_leader.is_some() && m.current_leader != Some(me), "leadership moved")
+                .await;
+            if r.is_ok() {
+                return Ok(());
+            }
+        }
+        Err("leadership did not move".to_string())
+    };
+    let r = moved.await;
+    raft.runtime_config().heartbeat(true);
+    r
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::actors::supervise::{note_restart, trip};
+use crate::actors::supervise::{guard, note_restart, trip};
 use crate::http::{self, AppState};
 
 const ACTOR: &str = "http_front";
@@ -64,11 +64,12 @@ struct Check;
 impl Handler<Check> for HttpFront {
     type Result = ();
     fn handle(&mut self, _msg: Check, ctx: &mut Context<Self>) {
-        let dead = self.tasks.iter().any(|t| t.is_finished());
-        if dead {
+        let checked = guard(ctx, ACTOR, |_| {
+            trip(ACTOR, "http_front::check")?;
+            Ok(self.tasks.iter().any(|t| t.is_finished()))
+        });
+        if let Ok(true) = checked {
             tracing::error!("an HTTP server task ended; serving the listeners again");
-        }
-        if dead || trip(ACTOR, "http_front::check").is_err() {
             ctx.stop();
         }
     }

@@ -1,17 +1,23 @@
-//! The `Membership` actor: the leader's side of joining and removing nodes (spec §11), and the
-//! `-bootstrap-expect` notify bookkeeping. Membership changes are handled one at a time, because
-//! openraft admits one configuration change in flight.
+//! The `Membership` actor: the leader's side of joining and removing nodes (docs/API.md §11), a
+//! node leaving its cluster on shutdown, and the `-bootstrap-expect` notify bookkeeping.
+//! Membership changes are handled one at a time, because openraft admits one configuration
+//! change in flight. Replies are typed ([`MembershipError`]); the inter-node service turns them
+//! into its wire form (`ClusterReply`) at the edge.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 
-use crate::actors::supervise::{note_restart, trip};
-use crate::cluster::{ClusterReply, JoinRequest, NotifyRequest};
+use crate::actors::supervise::{guard, note_restart, trip, Fault};
+use crate::cluster::client::Peers;
+use crate::cluster::{ClusterReply, JoinRequest, NotifyRequest, RemoveRequest};
 use crate::raft::{numeric_id, wait_replicated, NodeInfo, Raft, SharedRaft};
 
 const ACTOR: &str = "membership";
@@ -26,9 +32,40 @@ pub struct ClusterStats {
     pub num_notify_req: AtomicU64,
 }
 
+/// Why a membership change did not happen.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MembershipError {
+    /// Only the leader changes the membership; this is the leader's Raft address, if known.
+    #[error("not leader")]
+    NotLeader { leader_raft_addr: Option<String> },
+    /// The request is not valid for this cluster (an unknown node, removing the leader to admit
+    /// a joiner).
+    #[error("{0}")]
+    Refused(String),
+    /// Raft could not make the change (a timeout, a node that did not catch up).
+    #[error("{0}")]
+    Failed(String),
+    /// The actor failed on this request and is restarting.
+    #[error("{0}")]
+    Fault(#[from] Fault),
+}
+
+pub type MembershipResult = Result<(), MembershipError>;
+
+impl From<MembershipResult> for ClusterReply {
+    fn from(r: MembershipResult) -> ClusterReply {
+        match r {
+            Ok(()) => ClusterReply::Ok,
+            Err(MembershipError::NotLeader { leader_raft_addr }) => ClusterReply::NotLeader { leader_raft_addr },
+            Err(e) => ClusterReply::Error(e.to_string()),
+        }
+    }
+}
+
 pub struct Membership {
     raft: SharedRaft,
     node_id: u64,
+    peers: Arc<Peers>,
     stats: Arc<ClusterStats>,
     /// `-bootstrap-expect`: how many distinct nodes must have notified before bootstrapping.
     bootstrap_expect: usize,
@@ -40,12 +77,13 @@ impl Membership {
         raft: SharedRaft,
         node_id: u64,
         me: NodeInfo,
+        peers: Arc<Peers>,
         bootstrap_expect: usize,
         stats: Arc<ClusterStats>,
     ) -> Self {
         let mut notified = BTreeMap::new();
         notified.insert(node_id, me);
-        Membership { raft, node_id, stats, bootstrap_expect, notified }
+        Membership { raft, node_id, peers, stats, bootstrap_expect, notified }
     }
 }
 
@@ -59,37 +97,46 @@ impl Supervised for Membership {
     }
 }
 
+/// On the leader: add a node (or update its address), as a voter once it has caught up.
 #[derive(Message)]
-#[rtype(result = "ClusterReply")]
+#[rtype(result = "MembershipResult")]
 pub struct Join(pub JoinRequest);
 
+/// On the leader: remove a node by its id.
 #[derive(Message)]
-#[rtype(result = "ClusterReply")]
+#[rtype(result = "MembershipResult")]
 pub struct Remove(pub String);
 
+/// Another node says it exists (`-bootstrap-expect`); bootstrap once enough have.
 #[derive(Message)]
-#[rtype(result = "ClusterReply")]
+#[rtype(result = "MembershipResult")]
 pub struct Notify(pub NotifyRequest);
+
+/// Remove this node (its id) from its cluster through whichever node leads
+/// (`-raft-cluster-remove-shutdown`).
+#[derive(Message)]
+#[rtype(result = "MembershipResult")]
+pub struct Leave(pub String);
 
 fn leader_addr(raft: &Raft) -> Option<String> {
     let m = raft.metrics().borrow().clone();
     m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.raft_addr.clone()))
 }
 
-fn write_err(raft: &Raft, e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> ClusterReply {
+fn write_err(raft: &Raft, e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> MembershipError {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ClusterReply::NotLeader {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => MembershipError::NotLeader {
             leader_raft_addr: f.leader_node.map(|n| n.raft_addr).or_else(|| leader_addr(raft)),
         },
-        other => ClusterReply::Error(other.to_string()),
+        other => MembershipError::Failed(other.to_string()),
     }
 }
 
-async fn join(raft: Raft, me: u64, req: JoinRequest, stats: Arc<ClusterStats>) -> ClusterReply {
+async fn join(raft: Raft, me: u64, req: JoinRequest, stats: Arc<ClusterStats>) -> MembershipResult {
     stats.num_join_req.fetch_add(1, Ordering::Relaxed);
     let m = raft.metrics().borrow().clone();
     if m.current_leader != Some(me) {
-        return ClusterReply::NotLeader { leader_raft_addr: leader_addr(&raft) };
+        return Err(MembershipError::NotLeader { leader_raft_addr: leader_addr(&raft) });
     }
     let nid = numeric_id(&req.id);
     let mem = m.membership_config.membership().clone();
@@ -98,7 +145,7 @@ async fn join(raft: Raft, me: u64, req: JoinRequest, stats: Arc<ClusterStats>) -
     if let Some(n) = mem.get_node(&nid) {
         if n.raft_addr == req.raft_addr && (is_voter || !req.voter) {
             stats.num_ignored_joins.fetch_add(1, Ordering::Relaxed);
-            return ClusterReply::Ok;
+            return Ok(());
         }
     }
     // Same id with a new address, or another id at this address: remove the old entry first.
@@ -111,17 +158,17 @@ async fn join(raft: Raft, me: u64, req: JoinRequest, stats: Arc<ClusterStats>) -
         .collect();
     if !stale.is_empty() {
         if stale.contains(&me) {
-            return ClusterReply::Error("refusing to remove the leader to admit a joining node".into());
+            return Err(MembershipError::Refused("refusing to remove the leader to admit a joining node".into()));
         }
         stats.num_removed_before_joins.fetch_add(1, Ordering::Relaxed);
         let voters: BTreeSet<u64> = stale.iter().copied().filter(|id| mem.voter_ids().any(|v| v == *id)).collect();
         if !voters.is_empty() {
             if let Err(e) = raft.change_membership(ChangeMembers::RemoveVoters(voters), false).await {
-                return write_err(&raft, e);
+                return Err(write_err(&raft, e));
             }
         }
         if let Err(e) = raft.change_membership(ChangeMembers::RemoveNodes(stale), false).await {
-            return write_err(&raft, e);
+            return Err(write_err(&raft, e));
         }
     }
     let node = NodeInfo { id: req.id.clone(), raft_addr: req.raft_addr.clone(), api_addr: req.api_addr.clone() };
@@ -129,84 +176,124 @@ async fn join(raft: Raft, me: u64, req: JoinRequest, stats: Arc<ClusterStats>) -
     let mut add = BTreeMap::new();
     add.insert(nid, node);
     if let Err(e) = raft.change_membership(ChangeMembers::SetNodes(add), true).await {
-        return write_err(&raft, e);
+        return Err(write_err(&raft, e));
     }
     // Wait for the learner to catch up before it can count toward a quorum.
     let target = raft.metrics().borrow().last_log_index.unwrap_or(0);
     let caught_up = wait_replicated(&raft, nid, target, std::time::Duration::from_secs(120)).await;
     if let Err(e) = caught_up {
-        return ClusterReply::Error(format!("node {} did not catch up: {e}", req.id));
+        return Err(MembershipError::Failed(format!("node {} did not catch up: {e}", req.id)));
     }
     if req.voter {
         let mut ids = BTreeSet::new();
         ids.insert(nid);
         if let Err(e) = raft.change_membership(ChangeMembers::AddVoterIds(ids), false).await {
-            return write_err(&raft, e);
+            return Err(write_err(&raft, e));
         }
     }
-    ClusterReply::Ok
+    Ok(())
 }
 
-async fn remove(raft: Raft, me: u64, id: String, stats: Arc<ClusterStats>) -> ClusterReply {
+async fn remove(raft: Raft, me: u64, id: String, stats: Arc<ClusterStats>) -> MembershipResult {
     stats.num_remove_req.fetch_add(1, Ordering::Relaxed);
     let m = raft.metrics().borrow().clone();
     if m.current_leader != Some(me) {
-        return ClusterReply::NotLeader { leader_raft_addr: leader_addr(&raft) };
+        return Err(MembershipError::NotLeader { leader_raft_addr: leader_addr(&raft) });
     }
     let nid = numeric_id(&id);
     let mem = m.membership_config.membership().clone();
     if mem.get_node(&nid).is_none() {
-        return ClusterReply::Error(format!("node {id} is not a member of the cluster"));
+        return Err(MembershipError::Refused(format!("node {id} is not a member of the cluster")));
     }
     tracing::info!(node = %id, "removing node");
     if mem.voter_ids().any(|v| v == nid) {
         let mut ids = BTreeSet::new();
         ids.insert(nid);
         if let Err(e) = raft.change_membership(ChangeMembers::RemoveVoters(ids), false).await {
-            return write_err(&raft, e);
+            return Err(write_err(&raft, e));
         }
     }
     // The leader may have removed itself as a voter; it then is no longer leader.
     let mut ids = BTreeSet::new();
     ids.insert(nid);
     match raft.change_membership(ChangeMembers::RemoveNodes(ids), false).await {
-        Ok(_) => ClusterReply::Ok,
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) if nid == me => ClusterReply::Ok,
-        Err(e) => write_err(&raft, e),
+        Ok(_) => Ok(()),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) if nid == me => Ok(()),
+        Err(e) => Err(write_err(&raft, e)),
+    }
+}
+
+/// Remove `id` through whichever node leads: here if this node leads, else over the cluster
+/// service.
+async fn leave(raft: Raft, me: u64, id: String, peers: Arc<Peers>, stats: Arc<ClusterStats>) -> MembershipResult {
+    let leader = {
+        let m = raft.metrics().borrow().clone();
+        m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned())
+    };
+    let leader = leader.ok_or(MembershipError::NotLeader { leader_raft_addr: None })?;
+    if numeric_id(&leader.id) == me {
+        return remove(raft, me, id, stats).await;
+    }
+    let req = RemoveRequest { id };
+    match peers.call::<_, ClusterReply>(&leader.raft_addr, "/cluster/remove", &req, Duration::from_secs(10)).await {
+        Ok(ClusterReply::Ok) => Ok(()),
+        Ok(ClusterReply::NotLeader { leader_raft_addr }) => Err(MembershipError::NotLeader { leader_raft_addr }),
+        Ok(other) => Err(MembershipError::Failed(format!("{other:?}"))),
+        Err(e) => Err(MembershipError::Failed(e.to_string())),
+    }
+}
+
+/// A membership change, run to completion before the next message (one change in flight).
+fn change(
+    act: &mut Membership,
+    ctx: &mut Context<Membership>,
+    f: impl FnOnce(&mut Membership) -> Pin<Box<dyn Future<Output = MembershipResult>>>,
+) -> AtomicResponse<Membership, MembershipResult> {
+    match guard(ctx, ACTOR, |_| trip(ACTOR, "membership::change")) {
+        Ok(()) => {
+            let fut = f(act);
+            AtomicResponse::new(Box::pin(fut.into_actor(act)))
+        }
+        Err(fault) => AtomicResponse::new(Box::pin(async move { Err(fault.into()) }.into_actor(act))),
     }
 }
 
 impl Handler<Join> for Membership {
-    type Result = AtomicResponse<Self, ClusterReply>;
+    type Result = AtomicResponse<Self, MembershipResult>;
     fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) -> Self::Result {
-        if let Err(f) = trip(ACTOR, "membership::change") {
-            ctx.stop();
-            return AtomicResponse::new(Box::pin(async move { ClusterReply::Error(f.to_string()) }.into_actor(self)));
-        }
-        let fut = join(self.raft.get(), self.node_id, msg.0, self.stats.clone());
-        AtomicResponse::new(Box::pin(fut.into_actor(self)))
+        change(self, ctx, |act| Box::pin(join(act.raft.get(), act.node_id, msg.0, act.stats.clone())))
     }
 }
 
 impl Handler<Remove> for Membership {
-    type Result = AtomicResponse<Self, ClusterReply>;
+    type Result = AtomicResponse<Self, MembershipResult>;
     fn handle(&mut self, msg: Remove, ctx: &mut Context<Self>) -> Self::Result {
-        if let Err(f) = trip(ACTOR, "membership::change") {
-            ctx.stop();
-            return AtomicResponse::new(Box::pin(async move { ClusterReply::Error(f.to_string()) }.into_actor(self)));
-        }
-        let fut = remove(self.raft.get(), self.node_id, msg.0, self.stats.clone());
-        AtomicResponse::new(Box::pin(fut.into_actor(self)))
+        change(self, ctx, |act| Box::pin(remove(act.raft.get(), act.node_id, msg.0, act.stats.clone())))
+    }
+}
+
+impl Handler<Leave> for Membership {
+    type Result = AtomicResponse<Self, MembershipResult>;
+    fn handle(&mut self, msg: Leave, ctx: &mut Context<Self>) -> Self::Result {
+        change(self, ctx, |act| {
+            Box::pin(leave(act.raft.get(), act.node_id, msg.0, act.peers.clone(), act.stats.clone()))
+        })
     }
 }
 
 impl Handler<Notify> for Membership {
-    type Result = AtomicResponse<Self, ClusterReply>;
-    fn handle(&mut self, msg: Notify, _ctx: &mut Context<Self>) -> Self::Result {
-        self.stats.num_notify_req.fetch_add(1, Ordering::Relaxed);
-        let n = msg.0;
-        let nid = numeric_id(&n.id);
-        self.notified.insert(nid, NodeInfo { id: n.id, raft_addr: n.raft_addr, api_addr: n.api_addr });
+    type Result = AtomicResponse<Self, MembershipResult>;
+    fn handle(&mut self, msg: Notify, ctx: &mut Context<Self>) -> Self::Result {
+        let noted = guard(ctx, ACTOR, |_| {
+            self.stats.num_notify_req.fetch_add(1, Ordering::Relaxed);
+            let n = msg.0;
+            let nid = numeric_id(&n.id);
+            self.notified.insert(nid, NodeInfo { id: n.id, raft_addr: n.raft_addr, api_addr: n.api_addr });
+            Ok(())
+        });
+        if let Err(f) = noted {
+            return AtomicResponse::new(Box::pin(async move { Err(f.into()) }.into_actor(self)));
+        }
         let raft = self.raft.get();
         let ready = self.bootstrap_expect > 0 && self.notified.len() >= self.bootstrap_expect;
         let members = self.notified.clone();
@@ -218,7 +305,7 @@ impl Handler<Notify> for Membership {
                         tracing::warn!(error = %e, "bootstrap");
                     }
                 }
-                ClusterReply::Ok
+                Ok(())
             }
             .into_actor(self),
         ))

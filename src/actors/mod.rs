@@ -1,4 +1,4 @@
-//! The node's actors (design.md §2). Each runs under an actix `Supervisor`, so its `Addr` survives
+//! The node's actors (docs/DESIGN.md §2). Each runs under an actix `Supervisor`, so its `Addr` survives
 //! a restart; `supervise` holds the panic guard and the restart counters they share.
 
 pub mod applier;
@@ -9,3 +9,4 @@ pub mod membership;
 pub mod readers;
 pub mod snapshotter;
 pub mod supervise;
+pub mod write_queue;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
 
-use crate::actors::supervise::{guarded, note_restart, settle, start_on_own_thread, stop_on_fault, Fault};
+use crate::actors::supervise::{guard, guarded, note_restart, settle, start_on_own_thread, stop_on_fault, Fault};
 use crate::store::command::{ExecOptions, Statement, StmtResult};
 use crate::store::db::{self, Db, Hooks, Mode};
 
@@ -118,9 +118,12 @@ impl Handler<Classify> for Reader {
 
 impl Handler<Reopen> for Reader {
     type Result = ();
-    fn handle(&mut self, _msg: Reopen, _ctx: &mut Context<Self>) {
-        self.conn = None;
-        self.open();
+    fn handle(&mut self, _msg: Reopen, ctx: &mut Context<Self>) {
+        let _ = guard(ctx, ACTOR, |_| {
+            self.conn = None;
+            self.open();
+            Ok(())
+        });
     }
 }
 

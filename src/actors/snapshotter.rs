@@ -1,30 +1,58 @@
-//! The `Snapshotter` actor: snapshot policy (design.md §2, spec §15). Every `-raft-snap-int` it
-//! checks whether the log holds `-raft-snap` entries since the last snapshot, or the database's
-//! WAL has grown past `-raft-snap-wal-size`, and if so asks openraft for a snapshot. A snapshot
-//! here is compaction (see `raft::sm_adapter`): cheap whatever the size of the database, so
-//! checking often costs nothing.
+//! The `Snapshotter` actor: snapshot policy (docs/DESIGN.md §2, docs/API.md §15). Every
+//! `-raft-snap-int` it checks whether the log holds `-raft-snap` entries since the last snapshot,
+//! or the database's WAL has grown past `-raft-snap-wal-size`, and if so asks openraft for a
+//! snapshot. A snapshot here is compaction (see `raft::sm_adapter`): cheap whatever the size of
+//! the database, so checking often costs nothing.
+//!
+//! It also adopts an uploaded database (`/boot`): the file replaces the database under the same
+//! lock that snapshot builds and installs take (`SnapshotStats::recording`), so a boot cannot
+//! interleave with a snapshot recording the position of the database it replaces.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::actors::supervise::{note_restart, trip};
+use crate::actors::applier::{AppliedState, Applier, ReplaceDb};
+use crate::actors::readers::Readers;
+use crate::actors::supervise::{guard, note_restart, trip, Fault};
+use crate::raft::sm_adapter::SnapshotStats;
 use crate::raft::SharedRaft;
+use crate::store::{codec, dump, KEY_APPLIED, KEY_MEMBERSHIP};
 
 const ACTOR: &str = "snapshotter";
 
 pub struct Snapshotter {
     raft: SharedRaft,
+    applier: Addr<Applier>,
+    readers: Readers,
+    snap_stats: Arc<SnapshotStats>,
     wal_path: PathBuf,
     every: Duration,
     max_entries: u64,
     max_wal: u64,
 }
 
+/// When to snapshot: `-raft-snap-int`, `-raft-snap`, `-raft-snap-wal-size`.
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotPolicy {
+    pub every: Duration,
+    pub max_entries: u64,
+    pub max_wal: u64,
+}
+
 impl Snapshotter {
-    pub fn new(raft: SharedRaft, wal_path: PathBuf, every: Duration, max_entries: u64, max_wal: u64) -> Self {
-        Snapshotter { raft, wal_path, every, max_entries, max_wal }
+    pub fn new(
+        raft: SharedRaft,
+        applier: Addr<Applier>,
+        readers: Readers,
+        snap_stats: Arc<SnapshotStats>,
+        wal_path: PathBuf,
+        policy: SnapshotPolicy,
+    ) -> Self {
+        let SnapshotPolicy { every, max_entries, max_wal } = policy;
+        Snapshotter { raft, applier, readers, snap_stats, wal_path, every, max_entries, max_wal }
     }
 
     /// Why a snapshot is due now, if it is.
@@ -68,11 +96,11 @@ pub struct Tick;
 impl Handler<Tick> for Snapshotter {
     type Result = ();
     fn handle(&mut self, _msg: Tick, ctx: &mut Context<Self>) {
-        if trip(ACTOR, "snapshotter::tick").is_err() {
-            ctx.stop();
-            return;
-        }
-        if let Some(why) = self.due() {
+        let due = guard(ctx, ACTOR, |_| {
+            trip(ACTOR, "snapshotter::tick")?;
+            Ok(self.due())
+        });
+        if let Ok(Some(why)) = due {
             tracing::debug!(reason = %why, "snapshot due");
             let raft = self.raft.get();
             ctx.spawn(
@@ -85,4 +113,63 @@ impl Handler<Tick> for Snapshotter {
             );
         }
     }
+}
+
+/// Why an uploaded database was not adopted.
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    /// The file is not a database this node can use.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Fault(#[from] Fault),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Make the SQLite file at this path (in the data directory; consumed) the node's database,
+/// keeping this node's applied position and membership (`/boot` on a single-node cluster).
+#[derive(Message)]
+#[rtype(result = "Result<(), AdoptError>")]
+pub struct AdoptDatabase(pub PathBuf);
+
+impl Handler<AdoptDatabase> for Snapshotter {
+    type Result = AtomicResponse<Self, Result<(), AdoptError>>;
+    fn handle(&mut self, msg: AdoptDatabase, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(f) = guard(ctx, ACTOR, |_| trip(ACTOR, "snapshotter::adopt")) {
+            return AtomicResponse::new(Box::pin(async move { Err(f.into()) }.into_actor(self)));
+        }
+        let (applier, readers, stats) = (self.applier.clone(), self.readers.clone(), self.snap_stats.clone());
+        AtomicResponse::new(Box::pin(adopt(applier, readers, stats, msg.0).into_actor(self)))
+    }
+}
+
+async fn adopt(
+    applier: Addr<Applier>,
+    readers: Readers,
+    stats: Arc<SnapshotStats>,
+    path: PathBuf,
+) -> Result<(), AdoptError> {
+    let _recording = stats.recording.lock().await;
+    // The file keeps this node's applied position and membership, is checked, and is renamed
+    // into place (no copy of the data), then the writer and readers reopen on it.
+    let (applied, membership) = match applier.send(AppliedState).await {
+        Ok(r) => r?,
+        Err(e) => return Err(AdoptError::Unavailable(e.to_string())),
+    };
+    let (p, enc_a, enc_m) = (path.clone(), codec::encode(&applied), codec::encode(&membership));
+    let prepared = tokio::task::spawn_blocking(move || {
+        let meta =
+            [(KEY_APPLIED, enc_a.map_err(|e| e.to_string())?), (KEY_MEMBERSHIP, enc_m.map_err(|e| e.to_string())?)];
+        dump::prepare_image(&p, 4096, &meta)
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    prepared.map_err(AdoptError::Invalid)?;
+    match applier.send(ReplaceDb(path)).await {
+        Ok(r) => r?,
+        Err(e) => return Err(AdoptError::Unavailable(e.to_string())),
+    }
+    readers.reopen().await;
+    Ok(())
 }

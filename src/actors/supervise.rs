@@ -1,4 +1,4 @@
-//! Supervision helpers shared by every actor (design.md §2, dependencies.md §2).
+//! Supervision helpers shared by every actor (docs/DESIGN.md §2, §7).
 //!
 //! actix restarts a supervised actor only when it stops itself; a panic would tear its mailbox
 //! down for good. So every handler body, and every closure an actor ships to its SQLite thread,
@@ -101,6 +101,18 @@ pub fn stop_on_fault<T, C: actix::ActorContext>(
         }
     }
     res
+}
+
+/// The panic guard every actor's handlers run under: run `f` with the actor's context, turning a
+/// panic into a [`Fault::Panic`], and stop the actor (so its supervisor restarts it) on a fault
+/// it must not go on after.
+pub fn guard<C: actix::ActorContext, T>(
+    ctx: &mut C,
+    actor: &'static str,
+    f: impl FnOnce(&mut C) -> Result<T, Fault>,
+) -> Result<T, Fault> {
+    let res = guarded(actor, || f(ctx)).and_then(|r| r);
+    stop_on_fault(ctx, actor, res)
 }
 
 /// Flatten the result of a guarded call made on the actor's own thread.

@@ -1,6 +1,6 @@
 //! Outgoing inter-node HTTP: one `reqwest::Client` per peer (its own keep-alive pool), bound to
 //! this node's advertised IP so that fault tests can cut node pairs apart with address rules on
-//! 127.0.0.x (reliability.md §3.3).
+//! 127.0.0.x (docs/DESIGN.md §11).
 
 use std::collections::HashMap;
 use std::net::IpAddr;

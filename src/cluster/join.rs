@@ -1,4 +1,4 @@
-//! The joining side of clustering (spec §11): `-join` with attempts, intervals and leader
+//! The joining side of clustering (docs/API.md §11): `-join` with attempts, intervals and leader
 //! redirects, and `-bootstrap-expect` with notify.
 
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! The cluster service (design.md §7): the messages nodes exchange on the inter-node address
+//! The cluster service (docs/DESIGN.md §8): the messages nodes exchange on the inter-node address
 //! besides Raft's own RPCs (join, notify, remove, node metadata, election on request), and the
 //! HTTP client every outgoing inter-node call goes through. Bodies are encoded with the codec
 //! (bincode behind a version byte, size-limited decode).
@@ -9,7 +9,7 @@ pub mod recovery;
 
 use serde::{Deserialize, Serialize};
 
-/// Ask the leader to add a node (spec §11).
+/// Ask the leader to add a node (docs/API.md §11).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct JoinRequest {
     pub id: String,

@@ -1,4 +1,4 @@
-//! Manual recovery with `peers.json` (spec §11): when every node of a cluster has moved to new
+//! Manual recovery with `peers.json` (docs/API.md §11): when every node of a cluster has moved to new
 //! addresses (or a quorum is lost for good), the operator writes the new configuration to
 //! `<data>/raft/peers.json` on each node — hashicorp's format, `[{"id","address","non_voter"}]`,
 //! plus an optional raftlite `api_addr` — and restarts them. At start the node appends that

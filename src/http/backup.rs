@@ -1,4 +1,4 @@
-//! `/db/backup`, `/db/load`, `/boot`, `/snapshot` and `/reap` (spec §10, §15).
+//! `/db/backup`, `/db/load`, `/boot`, `/snapshot` and `/reap` (docs/API.md §10, §15).
 //!
 //! Backups are consistent copies made with SQLite's backup API from a read-only connection (or a
 //! dump from one read transaction), written to a temp file in the data directory and streamed from
@@ -15,12 +15,15 @@ use futures::StreamExt;
 use http::StatusCode;
 use warp::reply::{Reply, Response};
 
-use super::api::{self, BodyStream, Fwd};
+use super::body::BodyStream;
+use super::forward::{not_leader, Fwd};
+use super::render::{envelope, Shape, J};
 use super::request::Params;
-use super::{AppState, Core};
-use crate::actors::applier::{AppliedState, Checkpoint, ReplaceDb, KEY_APPLIED, KEY_MEMBERSHIP};
+use super::respond::{empty, json, text};
+use super::state::{AppState, VERSION};
+use crate::actors::applier::Checkpoint;
 use crate::actors::consensus::{Propose, ProposeError};
-use crate::store::codec;
+use crate::actors::snapshotter::{AdoptDatabase, AdoptError};
 use crate::store::command::{Command, ExecOptions, Statement};
 use crate::store::dump;
 
@@ -61,7 +64,7 @@ async fn stream_file(path: &Path, content_type: &'static str) -> Result<Response
     if let Ok(v) = http::HeaderValue::from_str(&len.to_string()) {
         h.insert(http::header::CONTENT_LENGTH, v);
     }
-    h.insert("X-RQLITE-VERSION", http::HeaderValue::from_static(super::VERSION));
+    h.insert("X-RQLITE-VERSION", http::HeaderValue::from_static(VERSION));
     Ok(r)
 }
 
@@ -73,27 +76,18 @@ fn gzip(src: &Path, dst: &Path) -> std::io::Result<()> {
     enc.finish()?.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
-fn is_leader(core: &Core) -> bool {
-    core.raft.get().metrics().borrow().current_leader == Some(core.node_id)
-}
-
-fn leader_node(core: &Core) -> Option<crate::raft::NodeInfo> {
-    let m = core.raft.get().metrics().borrow().clone();
-    m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned())
-}
-
 /// `GET /db/backup`: `fmt=binary` (default), `delete`, `sql` (with `tables`); `compress`, `vacuum`.
 pub(crate) async fn backup(state: &AppState, p: &Params, fwd: &Fwd) -> Response {
     let Some(core) = state.core.get() else {
-        return api::text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
+        return text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
     };
-    if !p.noleader && !is_leader(core) {
-        return api::not_leader(state, p, leader_node(core), fwd).await;
+    if !p.noleader && !core.is_leader() {
+        return not_leader(state, p, core.leader(), fwd).await;
     }
     let fmt = p.get("fmt").unwrap_or("binary").to_ascii_lowercase();
     let fmt = if fmt == "sql" || fmt == "delete" { fmt } else { "binary".to_string() };
     if p.has("vacuum") && fmt != "binary" {
-        return api::text(state, StatusCode::BAD_REQUEST, "vacuum is only supported with the binary format");
+        return text(state, StatusCode::BAD_REQUEST, "vacuum is only supported with the binary format");
     }
     let tables: Option<Vec<String>> =
         p.get("tables").map(|t| t.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect());
@@ -111,15 +105,15 @@ pub(crate) async fn backup(state: &AppState, p: &Params, fwd: &Fwd) -> Response 
         Err(e) => Err(e.to_string()),
     };
     if let Err(e) = made {
-        return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &format!("backup failed: {e}"));
+        return text(state, StatusCode::INTERNAL_SERVER_ERROR, &format!("backup failed: {e}"));
     }
     let (path, _gz) = if p.has("compress") {
         let gz = temp(state, "backup-gz");
         let (a, b) = (out.0.clone(), gz.0.clone());
         match tokio::task::spawn_blocking(move || gzip(&a, &b)).await {
             Ok(Ok(())) => (gz.0.clone(), Some(gz)),
-            Ok(Err(e)) => return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &format!("compress: {e}")),
-            Err(e) => return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &format!("compress: {e}")),
+            Ok(Err(e)) => return text(state, StatusCode::INTERNAL_SERVER_ERROR, &format!("compress: {e}")),
+            Err(e) => return text(state, StatusCode::INTERNAL_SERVER_ERROR, &format!("compress: {e}")),
         }
     } else {
         (out.0.clone(), None)
@@ -127,7 +121,7 @@ pub(crate) async fn backup(state: &AppState, p: &Params, fwd: &Fwd) -> Response 
     let ct = if fmt == "sql" && !p.has("compress") { "application/sql" } else { "application/octet-stream" };
     let r = stream_file(&path, ct).await;
     tracing::info!(fmt = %fmt, took = ?started.elapsed(), "backup served");
-    r.unwrap_or_else(|e| api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &e))
+    r.unwrap_or_else(|e| text(state, StatusCode::INTERNAL_SERVER_ERROR, &e))
 }
 
 /// Write a backup of the database open on `src` to `out`: a SQL dump (`sql`), or a copy made
@@ -161,10 +155,10 @@ fn make_backup(
 /// dump (one transaction; all or nothing).
 pub(crate) async fn load(state: &AppState, p: &Params, fwd: &Fwd) -> Response {
     let Some(core) = state.core.get() else {
-        return api::text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
+        return text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
     };
-    if !is_leader(core) {
-        return api::not_leader(state, p, leader_node(core), fwd).await;
+    if !core.is_leader() {
+        return not_leader(state, p, core.leader(), fwd).await;
     }
     let started = Instant::now();
     let body = &fwd.body;
@@ -180,26 +174,26 @@ pub(crate) async fn load(state: &AppState, p: &Params, fwd: &Fwd) -> Response {
         .unwrap_or_else(|e| Err(e.to_string()));
         drop(t);
         if let Err(e) = checked {
-            return api::text(state, StatusCode::BAD_REQUEST, &e);
+            return text(state, StatusCode::BAD_REQUEST, &e);
         }
         let cmd = Command::Load { image: body.clone() };
         return match core.consensus.send(Propose(cmd)).await {
             Ok(Ok(resp)) => {
-                let mut env = super::render::envelope(&[], resp.error.as_deref(), None, None, Default::default());
+                let mut env = envelope(&[], resp.error.as_deref(), None, None, Default::default());
                 if p.timings {
-                    env.put("time", super::render::J::Float(started.elapsed().as_secs_f64()));
+                    env.put("time", J::Float(started.elapsed().as_secs_f64()));
                 }
-                api::json(state, &env, p.pretty)
+                json(state, &env, p.pretty)
             }
-            Ok(Err(ProposeError::NotLeader { leader })) => api::not_leader(state, p, leader, fwd).await,
-            Ok(Err(e)) => api::text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-            Err(e) => api::text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+            Ok(Err(ProposeError::NotLeader { leader })) => not_leader(state, p, leader, fwd).await,
+            Ok(Err(e)) => text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+            Err(e) => text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         };
     }
-    let Ok(text) = std::str::from_utf8(body) else {
-        return api::text(state, StatusCode::BAD_REQUEST, "load body is neither a SQLite database nor UTF-8 SQL text");
+    let Ok(sql_text) = std::str::from_utf8(body) else {
+        return text(state, StatusCode::BAD_REQUEST, "load body is neither a SQLite database nor UTF-8 SQL text");
     };
-    let sql = dump::strip_transaction_statements(text);
+    let sql = dump::strip_transaction_statements(sql_text);
     let cmd = Command::Execute {
         stmts: vec![Statement::new(sql)],
         opts: ExecOptions { transaction: true, ..Default::default() },
@@ -207,17 +201,13 @@ pub(crate) async fn load(state: &AppState, p: &Params, fwd: &Fwd) -> Response {
     };
     match core.consensus.send(Propose(cmd)).await {
         Ok(Ok(resp)) => {
-            let shape = super::render::Shape { timings: p.timings, ..Default::default() };
+            let shape = Shape { timings: p.timings, ..Default::default() };
             let time = p.timings.then(|| started.elapsed().as_secs_f64());
-            api::json(
-                state,
-                &super::render::envelope(&resp.results, resp.error.as_deref(), time, None, shape),
-                p.pretty,
-            )
+            json(state, &envelope(&resp.results, resp.error.as_deref(), time, None, shape), p.pretty)
         }
-        Ok(Err(ProposeError::NotLeader { leader })) => api::not_leader(state, p, leader, fwd).await,
-        Ok(Err(e)) => api::text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-        Err(e) => api::text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Ok(Err(ProposeError::NotLeader { leader })) => not_leader(state, p, leader, fwd).await,
+        Ok(Err(e)) => text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e) => text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }
 
@@ -227,56 +217,39 @@ const MAX_BOOT_BYTES: u64 = 1 << 40;
 /// `POST /boot`: stream a SQLite file to disk and make it the database of a single-node cluster.
 pub async fn boot<B: Buf + Send>(state: &AppState, body: BodyStream<B>) -> Response {
     let Some(core) = state.core.get() else {
-        return api::text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
+        return text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
     };
     let m = core.raft.get().metrics().borrow().clone();
     if m.current_leader != Some(core.node_id) {
-        return api::text(state, StatusCode::SERVICE_UNAVAILABLE, "not leader");
+        return text(state, StatusCode::SERVICE_UNAVAILABLE, "not leader");
     }
     if m.membership_config.membership().nodes().count() != 1 {
-        return api::text(state, StatusCode::SERVICE_UNAVAILABLE, "not single-node");
+        return text(state, StatusCode::SERVICE_UNAVAILABLE, "not single-node");
     }
     let started = Instant::now();
     let t = temp(state, "boot");
     let written = match write_stream(&t.0, body, MAX_BOOT_BYTES).await {
         Ok(n) => n,
-        Err(e) => return api::text(state, StatusCode::BAD_REQUEST, &e),
+        Err(e) => return text(state, StatusCode::BAD_REQUEST, &e),
     };
     let mut head = [0u8; 16];
     let ok_head = std::fs::File::open(&t.0).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head)).is_ok();
     if !ok_head || !dump::is_sqlite_image(&head) {
-        return api::text(state, StatusCode::BAD_REQUEST, "invalid SQLite data");
+        return text(state, StatusCode::BAD_REQUEST, "invalid SQLite data");
     }
-    // The file keeps this node's applied position and membership, is checked, and is renamed
-    // into place (no copy of the data), then the writer and readers reopen on it.
-    let (applied, membership) = match core.applier.send(AppliedState).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        Err(e) => return api::text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-    };
-    let (path, enc_a, enc_m) = (t.0.clone(), codec::encode(&applied), codec::encode(&membership));
-    let prepared = tokio::task::spawn_blocking(move || {
-        let meta =
-            [(KEY_APPLIED, enc_a.map_err(|e| e.to_string())?), (KEY_MEMBERSHIP, enc_m.map_err(|e| e.to_string())?)];
-        dump::prepare_image(&path, 4096, &meta)
-    })
-    .await
-    .unwrap_or_else(|e| Err(e.to_string()));
-    if let Err(e) = prepared {
-        return api::text(state, StatusCode::BAD_REQUEST, &e);
-    }
-    match core.applier.send(ReplaceDb(t.0.clone())).await {
+    // Adopted through the Snapshotter, which serializes it with snapshot builds and installs.
+    match core.snapshotter.send(AdoptDatabase(t.0.clone())).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        Err(e) => return api::text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Ok(Err(AdoptError::Invalid(e))) => return text(state, StatusCode::BAD_REQUEST, &e),
+        Ok(Err(e)) => return text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => return text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
-    core.readers.reopen().await;
     // A no-op through the log marks the new state, and a snapshot records it.
     let noop = Command::Execute { stmts: Vec::new(), opts: ExecOptions::default(), seed: 0 };
     let _ = core.consensus.send(Propose(noop)).await;
     let _ = core.raft.get().trigger().snapshot().await;
     tracing::info!(bytes = written, took = ?started.elapsed(), "booted from an uploaded database");
-    api::empty(state, StatusCode::OK)
+    empty(state, StatusCode::OK)
 }
 
 async fn write_stream<B: Buf + Send>(path: &Path, mut body: BodyStream<B>, cap: u64) -> Result<u64, String> {
@@ -307,16 +280,16 @@ async fn write_stream<B: Buf + Send>(path: &Path, mut body: BodyStream<B>, cap: 
 /// nothing new since the last snapshot.
 pub async fn snapshot(state: &AppState, p: &Params) -> Response {
     let Some(core) = state.core.get() else {
-        return api::text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
+        return text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
     };
     core.snap_stats.user_snapshots.fetch_add(1, Ordering::Relaxed);
     let m = core.raft.get().metrics().borrow().clone();
     let applied = m.last_applied.map(|l| l.index);
     if applied.is_none() || m.snapshot.map(|s| s.index) == applied {
-        return api::empty(state, StatusCode::NO_CONTENT);
+        return empty(state, StatusCode::NO_CONTENT);
     }
     if let Err(e) = core.raft.get().trigger().snapshot().await {
-        return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+        return text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
     }
     let target = applied.unwrap_or(0);
     let done = core
@@ -326,21 +299,21 @@ pub async fn snapshot(state: &AppState, p: &Params) -> Response {
         .metrics(|m| m.snapshot.map(|s| s.index >= target).unwrap_or(false), "snapshot")
         .await;
     if let Err(e) = done {
-        return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+        return text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
     }
     if let Some(keep) = p.get("trailing_logs").and_then(|t| t.parse::<u64>().ok()) {
         if let Err(e) = core.raft.get().trigger().purge_log(target.saturating_sub(keep)).await {
-            return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+            return text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
         }
     }
-    api::empty(state, StatusCode::OK)
+    empty(state, StatusCode::OK)
 }
 
 /// `POST /reap`: tidy the snapshot store (raftlite keeps one recorded position and copies only
 /// while they are sent) and checkpoint the WAL into the database.
 pub async fn reap(state: &AppState, p: &Params) -> Response {
     let Some(core) = state.core.get() else {
-        return api::text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
+        return text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
     };
     core.snap_stats.user_reaps.fetch_add(1, Ordering::Relaxed);
     let dir = state.cfg.data_dir.join("snapshots");
@@ -350,11 +323,11 @@ pub async fn reap(state: &AppState, p: &Params) -> Response {
     let wals = match core.applier.send(Checkpoint).await {
         Ok(Ok((_, frames, _))) if frames > 0 => 1,
         Ok(Ok(_)) => 0,
-        Ok(Err(e)) => return api::text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        Err(e) => return api::text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Ok(Err(e)) => return text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => return text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
-    let mut o = super::render::J::obj();
-    o.put("snapshots_reaped", super::render::J::Int(reaped as i64));
-    o.put("wals_checkpointed", super::render::J::Int(wals));
-    api::json(state, &o, p.pretty)
+    let mut o = J::obj();
+    o.put("snapshots_reaped", J::Int(reaped as i64));
+    o.put("wals_checkpointed", J::Int(wals));
+    json(state, &o, p.pretty)
 }

@@ -1,4 +1,4 @@
-//! The inter-node listener on `-raft-addr` (design.md §7): Raft RPCs (`/raft/append`, `/raft/vote`,
+//! The inter-node listener on `-raft-addr` (docs/DESIGN.md §8): Raft RPCs (`/raft/append`, `/raft/vote`,
 //! `/raft/snapshot`) and the cluster service (`/cluster/join`, `/cluster/notify`,
 //! `/cluster/remove`, `/cluster/meta`, `/cluster/elect`). Bodies are codec-encoded and capped;
 //! garbage gets a 400, never a crash.
@@ -6,16 +6,15 @@
 use std::sync::Arc;
 
 use bytes::Buf;
-use futures::Stream;
 use http::{HeaderMap, Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use warp::reply::Response;
 use warp::Filter;
 
-use super::api::read_body;
-use super::{AppState, VERSION};
-use crate::actors::membership::{Join, Notify, Remove};
+use super::body::{read_body, BodyStream};
+use super::state::{AppState, VERSION};
+use crate::actors::membership::{Join, MembershipResult, Notify, Remove};
 use crate::cluster::{ClusterReply, JoinRequest, NodeMeta, NotifyRequest, RemoveRequest};
 use crate::store::codec;
 
@@ -42,6 +41,14 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
     codec::decode(body).map_err(|e| reply(StatusCode::BAD_REQUEST, format!("bad request body: {e}").into_bytes()))
 }
 
+/// The wire form of a membership change's outcome.
+fn membership_reply(r: Result<MembershipResult, actix::MailboxError>) -> ClusterReply {
+    match r {
+        Ok(r) => r.into(),
+        Err(e) => ClusterReply::Error(format!("membership unavailable: {e}")),
+    }
+}
+
 pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) {
     let st = warp::any().map(move || state.clone());
     let route = st
@@ -65,7 +72,7 @@ async fn handle<B: Buf + Send>(
     method: Method,
     path: String,
     headers: HeaderMap,
-    body: std::pin::Pin<Box<dyn Stream<Item = Result<B, warp::Error>> + Send>>,
+    body: BodyStream<B>,
 ) -> Response {
     if method != Method::POST {
         return reply(StatusCode::METHOD_NOT_ALLOWED, Vec::new());
@@ -132,17 +139,15 @@ async fn handle<B: Buf + Send>(
             }
             "/cluster/join" => {
                 let req: JoinRequest = decode(&body)?;
-                encoded(&core.membership.send(Join(req)).await.unwrap_or_else(|e| ClusterReply::Error(e.to_string())))
+                encoded(&membership_reply(core.membership.send(Join(req)).await))
             }
             "/cluster/notify" => {
                 let req: NotifyRequest = decode(&body)?;
-                encoded(&core.membership.send(Notify(req)).await.unwrap_or_else(|e| ClusterReply::Error(e.to_string())))
+                encoded(&membership_reply(core.membership.send(Notify(req)).await))
             }
             "/cluster/remove" => {
                 let req: RemoveRequest = decode(&body)?;
-                encoded(
-                    &core.membership.send(Remove(req.id)).await.unwrap_or_else(|e| ClusterReply::Error(e.to_string())),
-                )
+                encoded(&membership_reply(core.membership.send(Remove(req.id)).await))
             }
             "/cluster/meta" => {
                 let m = raft.metrics().borrow().clone();

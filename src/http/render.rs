@@ -1,4 +1,4 @@
-//! Response encoding with the bytes rqlite clients compare against (spec §5, §5a): a small JSON
+//! Response encoding with the bytes rqlite clients compare against (docs/API.md §5, §5a): a small JSON
 //! writer that matches Go's `encoding/json` (field order, float format, HTML escaping, 4-space
 //! `MarshalIndent`), and the result shapes of execute, query and request.
 
@@ -159,7 +159,7 @@ pub fn go_float(f: f64) -> String {
     }
 }
 
-/// How to shape results (query parameters of spec §3).
+/// How to shape results (query parameters of docs/API.md §3).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Shape {
     pub associative: bool,

@@ -1,5 +1,5 @@
-//! Parsing of what a client sends: the query-string parameters of spec §3 (with their 400 errors)
-//! and the statement bodies of spec §4 (JSON arrays, text/plain, `q=`).
+//! Parsing of what a client sends: the query-string parameters of docs/API.md §3 (with their 400 errors)
+//! and the statement bodies of docs/API.md §4 (JSON arrays, text/plain, `q=`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,7 +15,7 @@ fn bad(s: impl Into<String>) -> BadRequest {
     BadRequest(s.into())
 }
 
-/// Read consistency level (spec §9).
+/// Read consistency level (docs/API.md §9).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Level {
     None,
@@ -161,7 +161,7 @@ impl Params {
     }
 }
 
-/// Largest number of statements in one request (design.md invariant 6).
+/// Largest number of statements in one request (docs/DESIGN.md §5, invariant 6).
 pub const MAX_STATEMENTS: usize = 100_000;
 
 /// Parse a JSON body: an array of SQL strings or `[sql, params...]` arrays.

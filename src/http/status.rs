@@ -1,4 +1,4 @@
-//! `/status` and `/nodes` (spec §10): what the node knows about itself and its cluster, as JSON,
+//! `/status` and `/nodes` (docs/API.md §10): what the node knows about itself and its cluster, as JSON,
 //! with `key=a.b.c` selection and `pretty`.
 
 use std::sync::atomic::Ordering;
@@ -9,8 +9,9 @@ use warp::reply::Response;
 
 use super::render::J;
 use super::request::Params;
-use super::{AppState, Core, VERSION};
-use crate::actors::log_store::{LogReply, LogRequest};
+use super::respond::text;
+use super::state::{AppState, Core, VERSION};
+use crate::actors::log_store::SizeBytes;
 use crate::actors::supervise;
 use crate::cluster::ClusterReply;
 use crate::raft::NodeInfo;
@@ -50,8 +51,8 @@ async fn store_json(state: &AppState, core: &Core) -> Value {
     let m: Metrics = core.raft.get().metrics().borrow().clone();
     let st = &core.stats;
     let leader = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
-    let log_size = match core.log_store.send(LogRequest::SizeBytes).await {
-        Ok(Ok(LogReply::Size(n))) => n,
+    let log_size = match core.log_store.send(SizeBytes).await {
+        Ok(Ok(n)) => n,
         _ => 0,
     };
     let nodes: Vec<Value> = m
@@ -150,6 +151,26 @@ fn select(mut v: Value, key: Option<&str>) -> Value {
     v
 }
 
+/// The write queue's settings and counters (before the store opens: the settings alone).
+fn queue_json(state: &AppState) -> Value {
+    let cfg = &state.cfg;
+    let (depth, seq) = match state.core.get() {
+        Some(c) => (
+            c.write_queue.stats.depth.load(Ordering::Relaxed),
+            c.write_queue.stats.last_written.load(Ordering::Relaxed),
+        ),
+        None => (0, 0),
+    };
+    json!({
+        "max_size": cfg.write_queue_capacity.max(1),
+        "batch_size": cfg.write_queue_batch_size.max(1),
+        "timeout": format!("{:?}", cfg.write_queue_timeout),
+        "tx": cfg.write_queue_tx,
+        "depth": depth,
+        "sequence_number": seq,
+    })
+}
+
 /// `GET /status`.
 pub async fn status(state: &AppState, p: &Params) -> Result<J, Response> {
     let store = match state.core.get() {
@@ -178,16 +199,7 @@ pub async fn status(state: &AppState, p: &Params) -> Result<J, Response> {
             "auth": "disabled",
             "allow_origin": state.cfg.http_allow_origin,
             "max_body_bytes": state.cfg.max_body_bytes,
-            "queue": {
-                "_default": {
-                    "max_size": state.queue.capacity,
-                    "batch_size": state.queue.batch_size,
-                    "timeout": format!("{:?}", state.queue.timeout),
-                    "tx": state.queue.use_tx,
-                    "depth": state.queue.depth(),
-                    "sequence_number": state.queue.last_written.load(std::sync::atomic::Ordering::Relaxed),
-                }
-            },
+            "queue": { "_default": queue_json(state) },
         },
         "runtime": {
             "GOOS": std::env::consts::OS,
@@ -249,7 +261,7 @@ pub async fn probe_node(core: &Core, m: &Metrics, id: u64, timeout: std::time::D
 /// `GET /nodes` (legacy map, or `ver=2` list), every node probed concurrently.
 pub async fn nodes(state: &AppState, p: &Params) -> Result<J, Response> {
     let Some(core) = state.core.get() else {
-        return Err(super::api::text(state, http::StatusCode::SERVICE_UNAVAILABLE, "store not open"));
+        return Err(text(state, http::StatusCode::SERVICE_UNAVAILABLE, "store not open"));
     };
     let m: Metrics = core.raft.get().metrics().borrow().clone();
     let mem = m.membership_config.membership();
@@ -292,7 +304,7 @@ pub async fn metrics(state: &AppState) -> Response {
                 gauge!("raftlite_raft_replication_lag_entries", "follower" => name).set(lag as f64);
             }
         }
-        if let Ok(Ok(LogReply::Size(n))) = core.log_store.send(LogRequest::SizeBytes).await {
+        if let Ok(Ok(n)) = core.log_store.send(SizeBytes).await {
             gauge!("raftlite_log_size_bytes").set(n as f64);
         }
         gauge!("raftlite_sqlite_db_size_bytes").set(file_size(&core.db_path) as f64);
@@ -313,7 +325,7 @@ pub async fn metrics(state: &AppState) -> Response {
             r.headers_mut().insert("X-RQLITE-VERSION", http::HeaderValue::from_static(VERSION));
             r
         }
-        None => super::api::text(state, http::StatusCode::SERVICE_UNAVAILABLE, "metrics are disabled (-metrics=false)"),
+        None => text(state, http::StatusCode::SERVICE_UNAVAILABLE, "metrics are disabled (-metrics=false)"),
     }
 }
 

@@ -1,6 +1,6 @@
 //! openraft's `RaftLogStorage` for raftlite: a thin adapter that encodes entries with the codec and
 //! sends typed requests to the `LogStore` actor. The flush callback fires only after the actor
-//! reports the append committed (fsynced), never before (design.md invariant 1).
+//! reports the append committed (fsynced), never before (docs/DESIGN.md §5, invariant 1).
 //!
 //! The entries appended most recently are also kept in memory ([`Recent`]), for the reads that
 //! follow an append at once: openraft reading committed entries to apply them, and the leader's
@@ -17,7 +17,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{StorageIOError, Vote};
 
 use super::{any_err, Entry, LogId, StorageError, TypeConfig};
-use crate::actors::log_store::{LogReply, LogRequest, LogStore};
+use crate::actors::log_store::{Append, GetMeta, Last, LogStore, Purge, PutMeta, Range, Truncate};
 use crate::actors::supervise::Fault;
 use crate::store::codec;
 use crate::store::log_db::{KEY_PURGED, KEY_VOTE};
@@ -116,7 +116,7 @@ impl LogAdapter {
         LogAdapter { addr, recent: Default::default(), snapshot_guard: None }
     }
 
-    /// Never purge past the snapshot recorded in `snap_dir` (invariant 4 of design.md).
+    /// Never purge past the snapshot recorded in `snap_dir` (docs/DESIGN.md §5, invariant 4).
     /// openraft asks for the purge that follows a snapshot install before the install has
     /// finished; if the install then failed or the node crashed, a log purged past the database
     /// would leave a node that can never start again (openraft refuses a purged log beyond its
@@ -168,7 +168,12 @@ impl LogAdapter {
     /// Send a request; while the actor is restarting (state being reloaded from disk) retry for
     /// a short while. Every request is idempotent (appends are keyed by index), so a retry is safe.
     /// A panic or storage error is not retried: it surfaces to openraft, which stops.
-    async fn call(&self, make: impl Fn() -> LogRequest) -> Result<LogReply, Fault> {
+    async fn call<M, T>(&self, make: impl Fn() -> M) -> Result<T, Fault>
+    where
+        M: actix::Message<Result = Result<T, Fault>> + Send + 'static,
+        T: Send + 'static,
+        LogStore: actix::Handler<M>,
+    {
         let mut last = Fault::Unavailable("log_store");
         for attempt in 0..50 {
             match self.addr.send(make()).await {
@@ -183,18 +188,16 @@ impl LogAdapter {
     }
 
     async fn meta<T: serde::de::DeserializeOwned>(&self, key: &'static str) -> Result<Option<T>, StorageError> {
-        match self.call(|| LogRequest::GetMeta(key)).await {
-            Ok(LogReply::Meta(Some(b))) => {
-                codec::decode(&b).map(Some).map_err(|e| StorageIOError::read(any_err(e)).into())
-            }
-            Ok(_) => Ok(None),
+        match self.call(|| GetMeta(key)).await {
+            Ok(Some(b)) => codec::decode(&b).map(Some).map_err(|e| StorageIOError::read(any_err(e)).into()),
+            Ok(None) => Ok(None),
             Err(e) => Err(StorageIOError::read(any_err(e)).into()),
         }
     }
 
     async fn put_meta<T: serde::Serialize>(&self, key: &'static str, v: &T, vote: bool) -> Result<(), StorageError> {
         let bytes = codec::encode(v).map_err(|e| StorageIOError::write(any_err(e)))?;
-        self.call(|| LogRequest::PutMeta(key, bytes.clone())).await.map(|_| ()).map_err(|e| {
+        self.call(|| PutMeta(key, bytes.clone())).await.map_err(|e| {
             if vote {
                 StorageIOError::write_vote(any_err(e)).into()
             } else {
@@ -228,9 +231,8 @@ impl RaftLogReader<TypeConfig> for LogAdapter {
         if let Some(hit) = self.recent(|r| r.get(start, end)) {
             return Ok(hit);
         }
-        match self.call(|| LogRequest::Range(start, end)).await {
-            Ok(LogReply::Entries(rows)) => decode_entries(rows),
-            Ok(_) => Ok(Vec::new()),
+        match self.call(|| Range(start, end)).await {
+            Ok(rows) => decode_entries(rows),
             Err(e) => Err(StorageIOError::read_logs(any_err(e)).into()),
         }
     }
@@ -241,9 +243,8 @@ impl RaftLogStorage<TypeConfig> for LogAdapter {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let purged: Option<LogId> = self.meta(KEY_PURGED).await?;
-        let last = match self.call(|| LogRequest::Last).await {
-            Ok(LogReply::Entries(rows)) => decode_entries(rows)?.pop().map(|e| e.log_id),
-            Ok(_) => None,
+        let last = match self.call(|| Last).await {
+            Ok(row) => decode_entries(row.into_iter().collect())?.pop().map(|e| e.log_id),
             Err(e) => return Err(StorageIOError::read_logs(any_err(e)).into()),
         };
         Ok(LogState { last_purged_log_id: purged, last_log_id: last.or(purged) })
@@ -283,7 +284,7 @@ impl RaftLogStorage<TypeConfig> for LogAdapter {
         };
         // Anything kept from this index on is about to be replaced.
         self.recent(|r| r.drop_from(first));
-        match self.call(|| LogRequest::Append(rows.clone())).await {
+        match self.call(|| Append(rows.clone())).await {
             Ok(_) => {
                 self.recent(|r| r.push(appended));
                 callback.log_io_completed(Ok(()));
@@ -298,19 +299,15 @@ impl RaftLogStorage<TypeConfig> for LogAdapter {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.recent(|r| r.drop_from(log_id.index));
-        self.call(|| LogRequest::Truncate(log_id.index))
-            .await
-            .map(|_| ())
-            .map_err(|e| StorageIOError::write_logs(any_err(e)).into())
+        self.call(|| Truncate(log_id.index)).await.map_err(|e| StorageIOError::write_logs(any_err(e)).into())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.wait_for_snapshot(log_id).await?;
         let purged_id = codec::encode(&log_id).map_err(|e| StorageIOError::write_logs(any_err(e)))?;
         self.recent(|r| r.drop_upto(log_id.index));
-        self.call(|| LogRequest::Purge { upto: log_id.index, purged_id: purged_id.clone() })
+        self.call(|| Purge { upto: log_id.index, purged_id: purged_id.clone() })
             .await
-            .map(|_| ())
             .map_err(|e| StorageIOError::write_logs(any_err(e)).into())
     }
 }

@@ -1,5 +1,5 @@
 //! openraft's type configuration for raftlite, and the thin adapters openraft owns: they hold
-//! `Addr`s and send typed messages to the actors that own the real resources (design.md §2).
+//! `Addr`s and send typed messages to the actors that own the real resources (docs/DESIGN.md §2).
 
 // `StorageError` is the error type openraft's storage traits prescribe; its size is not ours.
 #![allow(clippy::result_large_err)]
@@ -88,6 +88,11 @@ pub fn numeric_id(id: &str) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+/// The leader in `m`, if there is one.
+pub fn leader_of(m: &Metrics) -> Option<NodeInfo> {
+    m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned())
 }
 
 /// On the leader: wait until `node` has replicated the log up to `index`.

@@ -1,4 +1,4 @@
-//! Raft RPC transport over the inter-node HTTP service (design.md §7): `POST /raft/append`,
+//! Raft RPC transport over the inter-node HTTP service (docs/DESIGN.md §8): `POST /raft/append`,
 //! `/raft/vote`, `/raft/snapshot` with codec bodies. A connection failure is `Unreachable`
 //! (openraft backs off); anything else is a network error.
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use actix::Addr;
 
 use crate::actors::applier::Applier;
-use crate::actors::log_store::{LogRequest, LogStore};
+use crate::actors::log_store::{LogStore, Recover};
 use crate::actors::readers::Readers;
 use crate::cluster::client::Peers;
 use crate::raft::log_adapter::LogAdapter;
@@ -32,7 +32,7 @@ pub struct RaftParts {
 impl RaftParts {
     /// A new `Raft` over the stores as they are on disk now.
     pub async fn build(&self) -> Result<Raft, String> {
-        match self.log_store.send(LogRequest::Recover).await {
+        match self.log_store.send(Recover).await {
             Ok(Ok(_)) => {}
             Ok(Err(f)) => return Err(format!("raft log: {f}")),
             Err(e) => return Err(format!("raft log: {e}")),

@@ -1,5 +1,5 @@
 //! openraft's `RaftStateMachine` for raftlite: applies entries through the `Applier` actor, and
-//! treats the SQLite database as the snapshot (design.md §5).
+//! treats the SQLite database as the snapshot (docs/DESIGN.md §6).
 //!
 //! - Compaction (`build_snapshot`) is cheap: the applier checkpoints (making everything applied
 //!   durable) and reports the applied log id and membership; that is recorded in
@@ -21,12 +21,13 @@ use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
 use tokio::io::AsyncSeekExt;
 
 use super::{any_err, Entry, LogId, NodeInfo, StorageError, StoredMembership, TypeConfig};
-use crate::actors::applier::{AppliedState, Applier, Apply, Compact, ReplaceDb, KEY_APPLIED, KEY_MEMBERSHIP};
+use crate::actors::applier::{AppliedState, Applier, Apply, Compact, ReplaceDb};
 use crate::actors::readers::Readers;
 use crate::store::codec;
 use crate::store::command::Response;
 use crate::store::db::META_TABLE;
 use crate::store::snapshot_file::{remove_copies, verify_and_strip, SnapshotFile};
+use crate::store::{KEY_APPLIED, KEY_MEMBERSHIP};
 
 const CURRENT: &str = "current.json";
 

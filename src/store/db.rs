@@ -1,7 +1,7 @@
 //! The SQLite state-machine database: opening the writer and the read-only connections with the
-//! hardening of reliability.md §4.3, executing a request's statements with rqlite's semantics
-//! (spec §4, §5, §7), and the meta table that records the applied log position in the same
-//! transaction as the effects (design.md invariant 2).
+//! hardening of docs/DESIGN.md §10, executing a request's statements with rqlite's semantics
+//! (docs/API.md §4, §5, §7), and the meta table that records the applied log position in the same
+//! transaction as the effects (docs/DESIGN.md §5, invariant 2).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -578,6 +578,15 @@ fn register_seeded_functions(conn: &Connection) -> rusqlite::Result<()> {
         Ok(out)
     })?;
     Ok(())
+}
+
+/// Atomically replace `db` with `src` (a verified file in the same data directory, consumed):
+/// rename it to `db.sqlite.installing` and fsync it, then finish as a restart would.
+pub fn swap_in(src: &Path, db: &Path) -> std::io::Result<()> {
+    let installing = installing_path(db);
+    std::fs::rename(src, &installing)?;
+    std::fs::File::open(&installing)?.sync_all()?;
+    finish_swap(db)
 }
 
 #[cfg(test)]

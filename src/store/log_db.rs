@@ -1,5 +1,5 @@
 //! The Raft log on disk: its own SQLite file (`raft/log.sqlite`) in WAL mode with
-//! `synchronous=FULL`, so a commit returns only after it is fsynced (design.md invariant 1).
+//! `synchronous=FULL`, so a commit returns only after it is fsynced (docs/DESIGN.md §5, invariant 1).
 //! Every entry carries a CRC32 of its bytes; the vote, committed and last-purged ids live in a
 //! meta table of the same file. This is the synchronous layer; the `LogStore` actor runs it on
 //! its own thread.

@@ -1,4 +1,4 @@
-//! Snapshot bytes as openraft moves them (design.md §5).
+//! Snapshot bytes as openraft moves them (docs/DESIGN.md §6).
 //!
 //! raftlite's database *is* its snapshot: compaction only records where it stands. Bytes are made
 //! when a follower actually needs them: [`SnapshotFile::lazy`] starts as a recipe and, on its first

@@ -1,7 +1,7 @@
-//! SQL preprocessing (spec §8): a small SQLite tokenizer, the rewriting of non-deterministic
+//! SQL preprocessing (docs/API.md §8): a small SQLite tokenizer, the rewriting of non-deterministic
 //! functions into literals before a statement enters the log, RETURNING detection, the disallowed
 //! PRAGMA check, and the guard against ATTACH / DETACH / VACUUM INTO / load_extension
-//! (reliability.md §4.3).
+//! (docs/DESIGN.md §10).
 //!
 //! Rewriting works on tokens, not on a full parse: it only touches `random()`, `randomblob(N)`,
 //! the `'now'` argument of the date/time functions and the CURRENT_* keywords, and leaves every
@@ -125,7 +125,7 @@ fn is_word(sql: &str, t: &Token, w: &str) -> bool {
     t.kind == Tok::Word && text(sql, t).eq_ignore_ascii_case(w)
 }
 
-/// What the rewriter should do (spec §3 `norwrandom`, `norwtime`, `noparse`).
+/// What the rewriter should do (docs/API.md §3 `norwrandom`, `norwtime`, `noparse`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RewriteOptions {
     pub no_random: bool,
@@ -312,7 +312,7 @@ fn hex_literal(bytes: &[u8]) -> String {
 }
 
 /// True if any statement in `sql` is a PRAGMA that would change how the database is stored or
-/// replicated (spec §8, extended per reliability.md §4.3).
+/// replicated (docs/API.md §8, extended per docs/DESIGN.md §10).
 pub fn has_disallowed_pragma(sql: &str) -> bool {
     if !sql.to_ascii_lowercase().contains("pragma") {
         return false;

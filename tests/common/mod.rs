@@ -1,12 +1,15 @@
 //! Shared harness for integration tests: start the real `raftlited` binary on free loopback ports,
 //! talk HTTP to it, kill it (SIGKILL) or stop it (SIGTERM) by PID, restart it on the same data.
+//! Starting, waiting and stopping use `raftlite::harness`, as `raftlite-bench` and
+//! `raftlite-chaos` do.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Stdio};
+use std::time::Duration;
 
+pub use raftlite::harness;
 pub use serde_json::{json, Value};
 
 /// A port that was free a moment ago on 127.0.0.1.
@@ -21,19 +24,26 @@ pub fn free_port_on(ip: &str) -> u16 {
 
 /// `ip:port` with a free port.
 pub fn free_addr(ip: &str) -> String {
-    format!("{ip}:{}", free_port_on(ip))
+    harness::free_addr(ip).expect("free port")
+}
+
+/// A test that cannot run here (no root, a missing tool) skips with a message, except in CI
+/// (`CI` set), where a skip would let the run go green without testing anything: it fails.
+pub fn skip_unless_ci(why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("cannot run in CI: {why} (.ci/run must provide it)");
+    }
+    eprintln!("SKIPPED: {why}");
 }
 
 /// Poll `f` until it returns Some, or fail after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut out = None;
+    harness::poll_until(timeout, || {
+        out = f();
+        out.is_some()
+    });
+    out.unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
 }
 
 pub struct Node {
@@ -96,10 +106,8 @@ impl Node {
 
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_raftlited"))
-            .args(["-node-id", &self.id, "-http-addr", &self.http, "-raft-addr", &self.raft])
-            .args(&self.extra)
-            .arg(&self.dir)
+        let bin = Path::new(env!("CARGO_BIN_EXE_raftlited"));
+        let child = harness::command(bin, &self.id, &self.http, &self.raft, &self.extra, &self.dir)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
@@ -113,44 +121,32 @@ impl Node {
     }
 
     pub fn wait_ready(&self) {
-        wait_for("node ready", Duration::from_secs(30), || {
-            let r = self.client.get(self.url("/readyz")).send().ok()?;
-            (r.status().as_u16() == 200).then_some(())
-        });
+        if let Err(e) = harness::wait_ready(&self.client, &self.http, Duration::from_secs(30)) {
+            panic!("node {}: {e}", self.id);
+        }
     }
 
     /// SIGKILL, and reap the process.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        harness::kill(&mut self.child);
     }
 
     /// SIGTERM, and wait for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(st)) = c.try_wait() {
-                if !st.success() {
-                    let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().rev().take(30).collect();
-                    eprintln!(
-                        "node {} exited with {st}; log tail:\n{}",
-                        self.id,
-                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                    );
-                }
-                return st;
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                panic!("node did not exit on SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let Some(st) = harness::terminate(&mut c, Duration::from_secs(20)) else {
+            panic!("node {} did not exit on SIGTERM", self.id);
+        };
+        if !st.success() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!(
+                "node {} exited with {st}; log tail:\n{}",
+                self.id,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
+        st
     }
 
     pub fn restart(&mut self) {

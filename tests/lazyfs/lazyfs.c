@@ -1,4 +1,4 @@
-/* lazyfs.c: an LD_PRELOAD shim for power-loss tests (reliability.md §5.3, "LazyFS").
+/* lazyfs.c: an LD_PRELOAD shim for power-loss tests (docs/DESIGN.md §11, power loss).
  *
  * Every write, truncate and O_TRUNC open of a file under $LAZYFS_DIR first saves the bytes it is
  * about to overwrite (and the file's old size) to the undo log $LAZYFS_UNDO; a successful

@@ -2,9 +2,10 @@
 //! namespace), started, killed, paused, removed and re-added by PID.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Stdio};
+use std::time::Duration;
 
+use raftlite::harness;
 use serde_json::Value;
 
 pub struct NodeProc {
@@ -59,15 +60,15 @@ impl Cluster {
     pub fn spawn(&mut self, i: usize, join: Option<&str>) -> std::io::Result<()> {
         let n = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&n.log)?;
-        let mut cmd = Command::new(&self.binary);
-        cmd.args(["-node-id", &n.id, "-http-addr", &n.http, "-raft-addr", &n.raft]).args(&self.extra);
+        let mut extra = self.extra.clone();
         if let Some(j) = join {
-            cmd.args(["-join", j, "-join-interval", "500ms", "-join-attempts", "60"]);
+            extra.extend(["-join", j, "-join-interval", "500ms", "-join-attempts", "60"].map(String::from));
         }
+        let mut cmd = harness::command(&self.binary, &n.id, &n.http, &n.raft, &extra, &n.dir);
         // A process group of its own: a Ctrl-C at the terminal reaches the harness, which stops
         // the nodes itself after its final checks, not the nodes directly.
         use std::os::unix::process::CommandExt;
-        let child = cmd.arg(&n.dir).stdout(Stdio::null()).stderr(log).process_group(0).spawn()?;
+        let child = cmd.stdout(Stdio::null()).stderr(log).process_group(0).spawn()?;
         n.child = Some(child);
         n.paused = false;
         Ok(())
@@ -87,14 +88,11 @@ impl Cluster {
     }
 
     pub fn wait(&self, what: &str, timeout: Duration, f: impl Fn(&Cluster) -> bool) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if f(self) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if harness::poll_until(timeout, || f(self)) {
+            Ok(())
+        } else {
+            Err(format!("timed out after {timeout:?} waiting for {what}"))
         }
-        Err(format!("timed out after {timeout:?} waiting for {what}"))
     }
 
     pub fn url(&self, i: usize, path: &str) -> String {
@@ -110,7 +108,7 @@ impl Cluster {
     }
 
     pub fn ready(&self, i: usize) -> bool {
-        self.client.get(self.url(i, "/readyz")).send().map(|r| r.status().is_success()).unwrap_or(false)
+        harness::is_ready(&self.client, &self.nodes[i].http)
     }
 
     /// The index of the node that a majority of the cluster names as leader, asking the running,
@@ -136,16 +134,12 @@ impl Cluster {
 
     /// Wait up to `limit` for [`Cluster::leader`].
     pub fn wait_leader(&self, limit: Duration) -> Option<usize> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(l) = self.leader() {
-                return Some(l);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut leader = None;
+        harness::poll_until(limit, || {
+            leader = self.leader();
+            leader.is_some()
+        });
+        leader
     }
 
     /// Voters the leader `i` reports.
@@ -159,16 +153,13 @@ impl Cluster {
     }
 
     pub fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.nodes[i].child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        harness::kill(&mut self.nodes[i].child);
         self.nodes[i].paused = false;
     }
 
     pub fn signal(&mut self, i: usize, sig: &str) {
         if let Some(pid) = self.pid(i) {
-            let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+            harness::signal(pid, sig);
             self.nodes[i].paused = sig == "-STOP";
         }
     }

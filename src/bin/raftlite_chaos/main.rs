@@ -1,4 +1,4 @@
-//! raftlite-chaos: Jepsen-style verification of a real raftlite cluster (issue 7).
+//! raftlite-chaos: Jepsen-style verification of a real raftlite cluster.
 //!
 //! `raftlite-chaos --nodes 3 --duration 60s --seed N --report DIR` creates a private network
 //! namespace, starts the cluster inside it on 127.0.0.x, runs the register, set and bank

@@ -1,0 +1,192 @@
+//! The clusters under test: `raftlited` processes (started with `raftlite::harness`) on
+//! 127.0.0.x, waiting for them, catching them up between runs, leader failover trials, and the
+//! group-commit figures scraped from `/metrics`.
+
+use raftlite::harness;
+
+use super::*;
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub url: String,
+    pub raft: String,
+    pub args: Vec<String>,
+    pub binary: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Server {
+    pub fn kill(&mut self) {
+        harness::kill(&mut self.child);
+    }
+
+    pub fn spawn(&mut self) {
+        let child = Command::new(&self.binary).args(&self.args).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+        match child {
+            Ok(c) => self.child = Some(c),
+            Err(e) => {
+                eprintln!("cannot start {}: {e} (build it with cargo build --release)", self.binary.display());
+                std::process::exit(1)
+            }
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Option<serde_json::Value> {
+        let r = reqwest::blocking::Client::new()
+            .get(format!("{}{path}", self.url))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .ok()?;
+        r.json().ok()
+    }
+
+    pub fn leader(&self) -> Option<String> {
+        self.get("/status?key=store.leader.node_id")?.as_str().filter(|s| !s.is_empty()).map(str::to_string)
+    }
+}
+
+pub fn free_addr(ip: &str) -> String {
+    harness::free_addr(ip).unwrap_or_else(|e| {
+        eprintln!("no free port on {ip}: {e}");
+        std::process::exit(1)
+    })
+}
+
+pub use harness::poll_until;
+
+pub fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+    if !poll_until(timeout, f) {
+        eprintln!("timed out waiting for {what}");
+        std::process::exit(1)
+    }
+}
+
+/// Wait (up to 60 s) until every node has applied everything in the leader's log, so that one
+/// run's backlog (followers still applying a queued-write burst) does not slow the next.
+pub fn quiesce(servers: &[Server]) {
+    let index = |s: &Server, key: &str| s.get(&format!("/status?key=store.raft.{key}")).and_then(|v| v.as_u64());
+    let caught_up = poll_until(Duration::from_secs(60), || {
+        let last = servers.iter().filter_map(|s| index(s, "last_log_index")).max().unwrap_or(0);
+        servers.iter().all(|s| index(s, "applied_index").is_some_and(|a| a >= last))
+    });
+    if !caught_up {
+        eprintln!("warning: the cluster did not catch up within 60 s; measuring anyway");
+    }
+}
+
+/// Start an `n`-node cluster on 127.0.0.x: node 1 bootstraps, the others join it.
+pub fn start_cluster(binary: &Path, dir: &Path, n: usize) -> Vec<Server> {
+    let mut servers: Vec<Server> = (1..=n)
+        .map(|i| {
+            let ip = format!("127.0.0.{}", 60 + i);
+            let (h, r) = (free_addr(&ip), free_addr(&ip));
+            let cmd = harness::command(
+                binary,
+                &i.to_string(),
+                &h,
+                &r,
+                &["-log-level".into(), "warn".into()],
+                &dir.join(format!("node{i}")),
+            );
+            let args = cmd.get_args().map(|a| a.to_string_lossy().to_string()).collect();
+            Server { child: None, url: format!("http://{h}"), raft: r, args, binary: binary.to_path_buf() }
+        })
+        .collect();
+    let first = servers[0].raft.clone();
+    for (i, s) in servers.iter_mut().enumerate() {
+        if i > 0 {
+            let data = s.args.pop().unwrap_or_default();
+            s.args.extend(["-join".to_string(), first.clone(), data]);
+        }
+        s.spawn();
+        if i == 0 {
+            wait_until("node 1", Duration::from_secs(30), || s.leader().is_some());
+        }
+    }
+    wait_until("all nodes", Duration::from_secs(60), || {
+        let l = servers[0].get("/nodes").and_then(|v| v.as_object().map(|o| o.len()));
+        l == Some(n) && servers.iter().all(|s| s.leader().is_some())
+    });
+    servers
+}
+
+pub fn leader_index(servers: &[Server]) -> Option<usize> {
+    let id = servers.iter().find(|s| s.child.is_some())?.leader()?;
+    id.parse::<usize>().ok().map(|i| i - 1).filter(|i| servers[*i].child.is_some())
+}
+
+pub fn execute(url: &str, sql: &str) -> bool {
+    let body = serde_json::json!([sql]).to_string();
+    reqwest::blocking::Client::new()
+        .post(format!("{url}/db/execute"))
+        .header("Content-Type", "application/json")
+        .timeout(Duration::from_secs(2))
+        .body(body)
+        .send()
+        .ok()
+        .and_then(|r| r.text().ok())
+        .map(|t| t.starts_with("{\"results\":[") && !t.contains("error"))
+        .unwrap_or(false)
+}
+
+/// Leader SIGKILL → first acknowledged write on the new leader, `trials` times.
+pub fn failover(binary: &Path, dir: &Path, trials: usize) -> Vec<Duration> {
+    let mut servers = start_cluster(binary, dir, 3);
+    let l = leader_index(&servers).unwrap_or(0);
+    execute(&servers[l].url, "CREATE TABLE f (id INTEGER PRIMARY KEY, v INTEGER)");
+    let mut out = Vec::new();
+    for trial in 0..trials {
+        let l = loop {
+            if let Some(l) = leader_index(&servers) {
+                break l;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let t0 = Instant::now();
+        servers[l].kill();
+        let survivors: Vec<String> = servers.iter().filter(|s| s.child.is_some()).map(|s| s.url.clone()).collect();
+        let mut k = 0;
+        loop {
+            if execute(&survivors[k % survivors.len()], "INSERT INTO f(v) VALUES(1)") {
+                break;
+            }
+            k += 1;
+            if t0.elapsed() > Duration::from_secs(60) {
+                eprintln!("trial {trial}: no write within 60 s");
+                std::process::exit(1);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        out.push(t0.elapsed());
+        servers[l].spawn();
+        wait_until("restarted node", Duration::from_secs(60), || {
+            servers[l].leader().is_some() && leader_index(&servers).is_some()
+        });
+    }
+    out
+}
+
+/// The leader's group-commit counters: (log entries proposed, requests they carried, log
+/// appends). Differences over a run give requests per entry and fsyncs per second.
+pub fn group_commit(url: &str) -> Option<(f64, f64, f64)> {
+    let text = reqwest::blocking::Client::new().get(format!("{url}/metrics")).send().ok()?.text().ok()?;
+    Some((
+        scrape_value(&text, "raftlite_group_commit_requests_count")?,
+        scrape_value(&text, "raftlite_group_commit_requests_sum")?,
+        scrape_value(&text, "raftlite_log_appends_total")?,
+    ))
+}
+
+/// One sample of a node's `/metrics`: the values of a few families.
+pub fn scrape_value(text: &str, family: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.split([' ', '{']).next() == Some(family))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

@@ -1,0 +1,270 @@
+//! `raftlite-bench`: write throughput and latency of one-row INSERT requests against real
+//! `raftlited` clusters (1 and 3 nodes, started by the tool on 127.0.0.x), beside standalone SQLite
+//! doing the same inserts with the same durability (WAL, `synchronous=FULL`, one transaction per
+//! insert) in the same run; and the failover time of a 3-node cluster (leader SIGKILL to the
+//! first acknowledged write on the new leader).
+//!
+//! ```text
+//! cargo build --release && target/release/raftlite-bench --duration 10s --clients 1,16 --nodes 1,3 --failover 10
+//! ```
+
+mod baselines;
+mod cluster;
+mod load;
+mod report;
+mod scenarios;
+mod workload;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::Full;
+
+use baselines::*;
+use cluster::*;
+use load::*;
+use report::*;
+use scenarios::*;
+use workload::*;
+
+pub struct Args {
+    pub binary: PathBuf,
+    pub duration: Duration,
+    pub clients: Vec<usize>,
+    pub nodes: Vec<usize>,
+    pub failover: usize,
+    pub snapshots_mb: u64,
+    pub metrics_overhead: usize,
+    pub plot: Option<PathBuf>,
+    pub dir: Option<PathBuf>,
+    pub workloads: Vec<Workload>,
+    pub json: Option<PathBuf>,
+    pub chart: Option<PathBuf>,
+    /// Measure only raftlite (for quick comparisons of two builds); ratios need the baselines.
+    pub baselines: bool,
+}
+
+pub fn usage() -> ! {
+    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--workloads insert,bulk,queued,read-none,read-weak,read-linearizable,mix] [--failover N] [--snapshots MB] [--metrics-overhead ROUNDS] [--plot FILE.png] [--json FILE] [--chart FILE.png] [--dir DIR] [--no-baselines]");
+    std::process::exit(2)
+}
+
+pub fn parse_args() -> Args {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut a = Args {
+        binary: exe.with_file_name("raftlited"),
+        duration: Duration::from_secs(10),
+        clients: vec![1, 16],
+        nodes: vec![1],
+        failover: 0,
+        snapshots_mb: 0,
+        metrics_overhead: 0,
+        plot: None,
+        dir: None,
+        workloads: vec![Workload::Insert],
+        json: None,
+        chart: None,
+        baselines: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| usage());
+        match flag.trim_start_matches('-') {
+            "binary" => a.binary = PathBuf::from(val()),
+            "duration" => a.duration = raftlite::config::parse_go_duration(&val()).unwrap_or_else(|_| usage()),
+            "clients" => a.clients = val().split(',').map(|c| c.parse().unwrap_or_else(|_| usage())).collect(),
+            "nodes" => a.nodes = val().split(',').map(|c| c.parse().unwrap_or_else(|_| usage())).collect(),
+            "failover" => a.failover = val().parse().unwrap_or_else(|_| usage()),
+            "snapshots" => a.snapshots_mb = val().parse().unwrap_or_else(|_| usage()),
+            "metrics-overhead" => a.metrics_overhead = val().parse().unwrap_or_else(|_| usage()),
+            "plot" => a.plot = Some(PathBuf::from(val())),
+            "dir" => a.dir = Some(PathBuf::from(val())),
+            "json" => a.json = Some(PathBuf::from(val())),
+            "chart" => a.chart = Some(PathBuf::from(val())),
+            "no-baselines" => a.baselines = false,
+            "workloads" => {
+                a.workloads = val().split(',').map(|w| Workload::parse(w).unwrap_or_else(|| usage())).collect()
+            }
+            _ => usage(),
+        }
+    }
+    a
+}
+
+pub fn main() {
+    let args = parse_args();
+    let tmp = tempdir_in(args.dir.as_deref());
+    let cmd: Vec<String> = std::env::args().collect();
+    println!("command: {}", cmd.join(" "));
+    println!(
+        "machine: {} cores; data under {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        tmp.display()
+    );
+    println!("{:?} per run; ops are requests (a bulk request holds 100 rows)\n", args.duration);
+    println!("| system | workload | clients | ops | errors | ops/s | p50 ms | p99 ms |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    let mut rates: Vec<(String, usize, f64)> = Vec::new();
+    let chart_runs: std::cell::RefCell<Vec<(String, usize, f64, f64)>> = Default::default();
+    let print = |run: &Run, w: &str| {
+        chart_runs.borrow_mut().push((format!("{} {w}", run.name), run.clients, run.rate(), run.ms(0.99)));
+        println!(
+            "| {} | {w} | {} | {} | {} | {:.0} | {:.2} | {:.2} |",
+            run.name,
+            run.clients,
+            run.ops,
+            run.errors,
+            run.rate(),
+            run.ms(0.5),
+            run.ms(0.99)
+        );
+    };
+    // `--nodes 0` skips the write benchmark (for example to run only `--snapshots`).
+    let write_bench = !args.nodes.contains(&0);
+    for &n in args.nodes.iter().filter(|_| write_bench) {
+        let servers = start_cluster(&args.binary, &tmp.join(format!("cluster{n}")), n);
+        let l = leader_index(&servers).unwrap_or(0);
+        if !execute(&servers[l].url, "CREATE TABLE bench (id INTEGER PRIMARY KEY, c INTEGER, v TEXT)") {
+            eprintln!("cannot create the bench table");
+            std::process::exit(1);
+        }
+        // Rows for the point reads.
+        let rows: Vec<String> =
+            (0..1000).map(|k| format!(r#"["INSERT INTO bench(c, v) VALUES(0, 'seed-{k}')"]"#)).collect();
+        let _ = reqwest::blocking::Client::new()
+            .post(format!("{}/db/execute", servers[l].url))
+            .header("Content-Type", "application/json")
+            .body(format!("[{}]", rows.join(",")))
+            .send();
+        for &w in &args.workloads {
+            for &c in &args.clients {
+                quiesce(&servers);
+                // Unmeasured warm-up (connections, caches, the page cache of a fresh database).
+                let _ = bench_http(&servers[l].url, c, warmup(args.duration), w);
+                let before = group_commit(&servers[l].url);
+                let mut r = bench_http(&servers[l].url, c, args.duration, w);
+                r.name = format!("raftlite {n} node{}", if n == 1 { "" } else { "s" });
+                print(&r, &w.name());
+                if let (Some(b), Some(a)) = (before, group_commit(&servers[l].url)) {
+                    let (proposals, requests, appends) = (a.0 - b.0, a.1 - b.1, a.2 - b.2);
+                    if proposals > 0.0 {
+                        println!(
+                            "    group commit: {:.1} requests per log entry, {:.0} log appends (fsyncs)/s on the leader",
+                            requests / proposals,
+                            appends / r.secs
+                        );
+                    }
+                }
+                let key = if w == Workload::Insert { r.name.clone() } else { format!("{} {}", r.name, w.name()) };
+                rates.push((key, c, r.rate()));
+            }
+        }
+        drop(servers);
+    }
+    let baselines = write_bench && args.baselines;
+    for &c in args.clients.iter().filter(|_| baselines) {
+        let _ = bench_sqlite(&tmp.join(format!("sqlite-{c}.db")), c, warmup(args.duration));
+        let s = bench_sqlite(&tmp.join(format!("sqlite-{c}.db")), c, args.duration);
+        print(&s, "insert");
+        rates.push((s.name.clone(), c, s.rate()));
+    }
+    if baselines && args.clients.iter().any(|_| true) {
+        if Command::new("dqlite-demo").arg("--help").output().is_ok() {
+            let servers = start_dqlite(&tmp.join("dqlite"), 3);
+            let url = servers.first().map(|s| s.url.clone()).unwrap_or_default();
+            for &w in &[Workload::DqlitePut, Workload::DqliteGet] {
+                for &c in &args.clients {
+                    let _ = bench_http(&url, c, warmup(args.duration), w);
+                    let mut r = bench_http(&url, c, args.duration, w);
+                    r.name = "dqlite-demo 3 nodes".into();
+                    print(&r, &w.name());
+                    rates.push((format!("dqlite-demo 3 nodes {}", w.name()), c, r.rate()));
+                }
+            }
+            drop(servers);
+        } else {
+            println!("(dqlite-demo not installed: apt-get install go-dqlite; dqlite baseline skipped)");
+        }
+    }
+    if baselines {
+        let d = bench_disk(&tmp.join("disk.bin"), args.duration);
+        print(&d, "append 100 B + fdatasync");
+        rates.push((d.name.clone(), 1, d.rate()));
+    }
+    if let Some(path) = &args.json {
+        let rows: Vec<serde_json::Value> = rates
+            .iter()
+            .map(|(name, c, r)| serde_json::json!({ "system": name, "clients": c, "ops_per_s": r }))
+            .collect();
+        let doc =
+            serde_json::json!({ "command": cmd.join(" "), "duration_s": args.duration.as_secs_f64(), "runs": rows });
+        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap_or_default()) {
+            eprintln!("cannot write {}: {e}", path.display());
+        }
+    }
+    println!();
+    let rate = |name: &str, c: usize| rates.iter().find(|(n, cc, _)| n == name && *cc == c).map(|r| r.2);
+    let sqlite1 = rate("standalone SQLite", 1);
+    for (name, c, r) in rates.iter().filter(|(n, _, _)| n.starts_with("raftlite")) {
+        if let Some(s) = sqlite1.filter(|_| *c > 1) {
+            println!("{name}, {c} clients: {:.2}x standalone SQLite at 1 client", r / s.max(1e-9));
+        }
+        if let Some(s) = rate("standalone SQLite", *c) {
+            println!("{name}, {c} clients: {:.2}x standalone SQLite at {c} clients", r / s.max(1e-9));
+        }
+        if let Some(one) = rate("raftlite 1 node", *c).filter(|_| name != "raftlite 1 node") {
+            println!("{name}, {c} clients: {:.2}x a single node at {c} clients", r / one.max(1e-9));
+        }
+    }
+    for &c in &args.clients {
+        let pairs = [
+            ("raftlite 3 nodes", "dqlite-demo 3 nodes PUT"),
+            ("raftlite 3 nodes read none", "dqlite-demo 3 nodes GET"),
+            ("raftlite 3 nodes read weak", "dqlite-demo 3 nodes GET"),
+        ];
+        for (ours, theirs) in pairs {
+            if let (Some(a), Some(b)) = (rate(ours, c), rate(theirs, c)) {
+                println!("{ours}, {c} clients: {:.2}x {theirs} at {c} clients", a / b.max(1e-9));
+            }
+        }
+    }
+    if let Some(png) = &args.chart {
+        chart(png, &chart_runs.borrow());
+    }
+    if let Some(png) = &args.plot {
+        plot_run(&args.binary, &tmp, png);
+    }
+    if args.metrics_overhead > 0 {
+        metrics_overhead(&args.binary, &tmp, args.metrics_overhead, args.duration);
+    }
+    if args.snapshots_mb > 0 {
+        snapshot_bench(&args.binary, &tmp, args.snapshots_mb, args.duration);
+    }
+    if args.failover > 0 {
+        let mut times = failover(&args.binary, &tmp.join("failover"), args.failover);
+        times.sort();
+        let ms: Vec<String> = times.iter().map(|t| format!("{:.0}", t.as_secs_f64() * 1000.0)).collect();
+        println!(
+            "\nfailover (leader SIGKILL -> first acknowledged write), {} trials, ms: {}",
+            times.len(),
+            ms.join(" ")
+        );
+        println!("failover median: {:.0} ms", times[times.len() / 2].as_secs_f64() * 1000.0);
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+pub fn tempdir_in(base: Option<&Path>) -> PathBuf {
+    let base = base.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+    let d = base.join(format!("raftlite-bench-{}", std::process::id()));
+    if std::fs::create_dir_all(&d).is_err() {
+        eprintln!("cannot create {}", d.display());
+        std::process::exit(1);
+    }
+    d
+}
