@@ -96,6 +96,24 @@ fn describe() {
     counter!("raftlite_internode_bytes_in_total").increment(0);
     counter!("raftlite_internode_bytes_out_total").increment(0);
     gauge!("raftlite_log_size_bytes").set(0.0);
+    // Counters a dashboard or an alert watches for failures must read 0 on a healthy node, not
+    // "no data": every one with a fixed label set is exported from the start.
+    for actor in crate::actors::supervise::ACTORS {
+        counter!("raftlite_actor_restarts_total", "actor" => *actor).increment(0);
+    }
+    for name in [
+        "raftlite_raft_rebuilds_total",
+        "raftlite_restores_total",
+        "raftlite_restores_failed_total",
+        "raftlite_snapshots_total",
+        "raftlite_snapshot_copies_total",
+        "raftlite_write_queue_batches_total",
+        "raftlite_write_queue_requests_total",
+        "raftlite_write_queue_retries_total",
+        "raftlite_write_queue_statement_errors_total",
+    ] {
+        counter!(name).increment(0);
+    }
 }
 
 #[cfg(test)]

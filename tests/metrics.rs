@@ -115,3 +115,20 @@ fn debug_vars_and_metrics_off() {
     assert_eq!(off.get("/metrics").status, 503);
     assert_eq!(off.execute(json!(["CREATE TABLE t (x)"])).status, 200);
 }
+
+/// Failure counters with a fixed label set read 0 on a healthy node from the start, so that a
+/// dashboard or an alert on them sees a value, not "no data".
+#[test]
+fn failure_counters_are_exported_from_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = Node::start(&dir.path().join("data"), &[]);
+    let m = scrape(&n);
+    for actor in raftlite::actors::supervise::ACTORS {
+        let key = format!("raftlite_actor_restarts_total,actor={actor}");
+        assert_eq!(m.get(&key), Some(&0.0), "{key} missing or not 0");
+    }
+    for name in ["raftlite_raft_rebuilds_total", "raftlite_restores_failed_total", "raftlite_write_queue_retries_total"]
+    {
+        assert_eq!(m.get(name), Some(&0.0), "{name} missing or not 0");
+    }
+}
