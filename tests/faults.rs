@@ -342,11 +342,6 @@ fn write_queue_panic_restarts_it_alone_and_keeps_queued_writes() {
     }
 }
 
-/// The value of a counter on `n`.
-fn counter(n: &Node, name: &str) -> f64 {
-    metric(n, name)
-}
-
 /// A restarted Consensus actor must not start a second leadership watcher for the same Raft:
 /// each would count every leader change. After three restarts (four watchers without the guard,
 /// each seeing the change at least once), one leadership change counts once or twice (a
@@ -364,17 +359,17 @@ fn consensus_restart_does_not_count_leader_changes_twice() {
             (restarts(a, "consensus") == round).then_some(())
         });
     }
-    let before = counter(a, "raftlite_raft_leader_changes_total");
+    let before = metric(a, "raftlite_raft_leader_changes_total");
     let r = c.node(&leader_id).post("/leader?wait", "application/json", json!({ "id": a.id }).to_string());
     assert_eq!(r.status, 200, "{}", r.body);
     wait_for("the follower to lead", std::time::Duration::from_secs(30), || (a.leader_id() == a.id).then_some(()));
     wait_for("the change counted", std::time::Duration::from_secs(5), || {
-        (counter(a, "raftlite_raft_leader_changes_total") > before).then_some(())
+        (metric(a, "raftlite_raft_leader_changes_total") > before).then_some(())
     });
     // Watch the counter for a second more: late watchers would add to it.
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
-    while std::time::Instant::now() < until {
-        let delta = counter(a, "raftlite_raft_leader_changes_total") - before;
+    harness::poll_until(std::time::Duration::from_secs(1), || {
+        let delta = metric(a, "raftlite_raft_leader_changes_total") - before;
         assert!((1.0..=2.0).contains(&delta), "one leader change counted {delta} times");
-    }
+        false
+    });
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::actors::supervise::{guarded, note_restart, settle, stop_on_fault, Fault};
+use crate::actors::supervise::{guard, guarded, note_restart, settle, stop_on_fault, Fault};
 use crate::raft::{Entry, LogId, StoredMembership};
 pub use crate::store::apply::ApplierStats;
 use crate::store::apply::{apply_entries, read_state};
@@ -146,19 +146,13 @@ impl Handler<ReplaceDb> for Applier {
     fn handle(&mut self, msg: ReplaceDb, ctx: &mut Context<Self>) -> Self::Result {
         // Close the writer before the file under it changes.
         self.conn = None;
-        let (path, fk) = (self.path.clone(), self.fk);
-        let replaced = stop_on_fault(
-            ctx,
-            ACTOR,
-            settle(
-                ACTOR,
-                guarded(ACTOR, || {
-                    swap_in(&msg.0, &path)
-                        .map_err(|e| e.to_string())
-                        .and_then(|()| db::open_writer(&path, fk).map_err(|e| e.to_string()))
-                }),
-            ),
-        )?;
+        let (path, fk) = (&self.path, self.fk);
+        let replaced = guard(ctx, ACTOR, |_| {
+            swap_in(&msg.0, path)
+                .map_err(|e| e.to_string())
+                .and_then(|()| db::open_writer(path, fk).map_err(|e| e.to_string()))
+                .map_err(|msg| Fault::Storage { actor: ACTOR, msg })
+        })?;
         self.conn = Some(replaced);
         Ok(())
     }

@@ -13,12 +13,11 @@
 //! or disk is full") and the rebuild is retried every [`DISK_FULL_RETRY`] without limit.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, RaftError};
-
-use std::sync::Arc;
 
 use crate::actors::supervise::{guard, note_restart, trip};
 use crate::cluster::client::Peers;
@@ -524,8 +523,9 @@ impl Handler<TransferLeadership> for Consensus {
             return Box::pin(async move { Err(ProposeError::Restarting(f.to_string())) });
         }
         let (raft, peers, me) = (self.raft.get(), self.parts.peers.clone(), self.parts.node_id);
-        if raft.metrics().borrow().current_leader != Some(me) {
-            let leader = crate::raft::leader_of(&raft.metrics().borrow());
+        let m = raft.metrics().borrow().clone();
+        if m.current_leader != Some(me) {
+            let leader = crate::raft::leader_of(&m);
             return Box::pin(async move { Err(ProposeError::NotLeader { leader }) });
         }
         let run = handover(raft, peers, me, msg.target);
@@ -550,12 +550,9 @@ impl Handler<GetRaft> for Consensus {
 }
 
 /// Hand leadership to `target` (or the most up-to-date other voter): the target, once caught up,
-/// starts an election it wins.
+/// starts an election it wins. The caller has checked that this node leads.
 async fn handover(raft: Raft, peers: Arc<Peers>, me: u64, target: Option<u64>) -> Result<(), String> {
     let m = raft.metrics().borrow().clone();
-    if m.current_leader != Some(me) {
-        return Err("not leader".into());
-    }
     let mem = m.membership_config.membership().clone();
     let last = m.last_log_index.unwrap_or(0);
     let progress =

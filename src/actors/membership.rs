@@ -18,7 +18,7 @@ use openraft::ChangeMembers;
 use crate::actors::supervise::{guard, note_restart, trip, Fault};
 use crate::cluster::client::Peers;
 use crate::cluster::{ClusterReply, JoinRequest, NotifyRequest, RemoveRequest};
-use crate::raft::{numeric_id, wait_replicated, NodeInfo, Raft, SharedRaft};
+use crate::raft::{leader_of, numeric_id, wait_replicated, NodeInfo, Raft, SharedRaft};
 
 const ACTOR: &str = "membership";
 
@@ -119,8 +119,7 @@ pub struct Notify(pub NotifyRequest);
 pub struct Leave(pub String);
 
 fn leader_addr(raft: &Raft) -> Option<String> {
-    let m = raft.metrics().borrow().clone();
-    m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.raft_addr.clone()))
+    leader_of(&raft.metrics().borrow()).map(|n| n.raft_addr)
 }
 
 fn write_err(raft: &Raft, e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> MembershipError {
@@ -226,11 +225,7 @@ async fn remove(raft: Raft, me: u64, id: String, stats: Arc<ClusterStats>) -> Me
 /// Remove `id` through whichever node leads: here if this node leads, else over the cluster
 /// service.
 async fn leave(raft: Raft, me: u64, id: String, peers: Arc<Peers>, stats: Arc<ClusterStats>) -> MembershipResult {
-    let leader = {
-        let m = raft.metrics().borrow().clone();
-        m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned())
-    };
-    let leader = leader.ok_or(MembershipError::NotLeader { leader_raft_addr: None })?;
+    let leader = leader_of(&raft.metrics().borrow()).ok_or(MembershipError::NotLeader { leader_raft_addr: None })?;
     if numeric_id(&leader.id) == me {
         return remove(raft, me, id, stats).await;
     }

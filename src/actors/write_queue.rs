@@ -80,6 +80,20 @@ pub enum QueueError {
     Fault(#[from] Fault),
 }
 
+impl QueueStats {
+    /// The settings from `-write-queue-*`, counters at zero.
+    pub fn new(cfg: &Config) -> QueueStats {
+        QueueStats {
+            capacity: cfg.write_queue_capacity.max(1),
+            batch_size: cfg.write_queue_batch_size.max(1),
+            timeout: cfg.write_queue_timeout,
+            use_tx: cfg.write_queue_tx,
+            depth: AtomicU64::new(0),
+            last_written: AtomicU64::new(0),
+        }
+    }
+}
+
 impl QueueHandle {
     /// Queue statements; waits while the queue is full. The sequence number, and with `wait` a
     /// receiver that fires once the batch holding them has committed.
@@ -95,15 +109,8 @@ impl QueueHandle {
 impl WriteQueue {
     /// Start the queue under its supervisor.
     pub fn start(cfg: &Config, consensus: Addr<Consensus>, peers: Arc<Peers>) -> QueueHandle {
-        let capacity = cfg.write_queue_capacity.max(1);
-        let stats = Arc::new(QueueStats {
-            capacity,
-            batch_size: cfg.write_queue_batch_size.max(1),
-            timeout: cfg.write_queue_timeout,
-            use_tx: cfg.write_queue_tx,
-            depth: AtomicU64::new(0),
-            last_written: AtomicU64::new(0),
-        });
+        let stats = Arc::new(QueueStats::new(cfg));
+        let capacity = stats.capacity;
         // Sequence numbers start at the node's start time in Unix nanoseconds (docs/API.md §6).
         let start = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

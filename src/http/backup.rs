@@ -219,7 +219,7 @@ pub async fn boot<B: Buf + Send>(state: &AppState, body: BodyStream<B>) -> Respo
     let Some(core) = state.core.get() else {
         return text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
     };
-    let m = core.raft.get().metrics().borrow().clone();
+    let m = core.metrics();
     if m.current_leader != Some(core.node_id) {
         return text(state, StatusCode::SERVICE_UNAVAILABLE, "not leader");
     }
@@ -283,7 +283,7 @@ pub async fn snapshot(state: &AppState, p: &Params) -> Response {
         return text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
     };
     core.snap_stats.user_snapshots.fetch_add(1, Ordering::Relaxed);
-    let m = core.raft.get().metrics().borrow().clone();
+    let m = core.metrics();
     let applied = m.last_applied.map(|l| l.index);
     if applied.is_none() || m.snapshot.map(|s| s.index) == applied {
         return empty(state, StatusCode::NO_CONTENT);

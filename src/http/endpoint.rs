@@ -79,7 +79,8 @@ pub enum Endpoint {
 pub struct Spec {
     /// Methods other than OPTIONS the endpoint answers; others get 405.
     pub methods: &'static [Method],
-    /// A follower may forward it to the leader (or answer 301 with `redirect`).
+    /// A follower may forward it to the leader (or answer 301 with `redirect`); `forward.rs`
+    /// refuses to forward any other.
     pub forwardable: bool,
     /// The body is read (capped at `-max-body-bytes`) before the handler runs; endpoints that
     /// stream their body (`/boot`) or ignore it do not.
@@ -198,11 +199,6 @@ impl Endpoint {
         Some(ep)
     }
 
-    /// The metrics label of `path` ("other" for paths no endpoint serves).
-    pub fn label_of(path: &str) -> &'static str {
-        Endpoint::route(path).map(|e| e.spec().label).unwrap_or("other")
-    }
-
     pub fn allows(self, m: &Method) -> bool {
         self.spec().methods.contains(m)
     }
@@ -221,7 +217,6 @@ mod tests {
         assert_eq!(Endpoint::route("/leaderx"), None);
         assert_eq!(Endpoint::route("/debug/pprof/heap"), Some(Endpoint::NotImplemented));
         assert_eq!(Endpoint::route("/nope"), None);
-        assert_eq!(Endpoint::label_of("/nope"), "other");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::{HeaderMap, Method, StatusCode};
 use warp::reply::Response;
 
+use super::endpoint::Endpoint;
 use super::request::Params;
 use super::respond::{redirect, respond, text};
 use super::state::{AppState, Core};
@@ -15,6 +16,7 @@ use crate::raft::NodeInfo;
 
 /// The original request, kept so a follower can forward it to the leader unchanged.
 pub struct Fwd {
+    pub endpoint: Endpoint,
     pub method: Method,
     pub path: String,
     pub query: String,
@@ -32,6 +34,9 @@ pub async fn not_leader(state: &AppState, p: &Params, leader: Option<NodeInfo>, 
     let Some(l) = leader else {
         return text(state, StatusCode::SERVICE_UNAVAILABLE, "leader not found");
     };
+    if !fwd.endpoint.spec().forwardable {
+        return text(state, StatusCode::SERVICE_UNAVAILABLE, "not leader");
+    }
     if p.redirect {
         let q = if fwd.query.is_empty() { String::new() } else { format!("?{}", fwd.query) };
         return redirect(state, StatusCode::MOVED_PERMANENTLY, &format!("http://{}{}{q}", l.api_addr, fwd.path));

@@ -113,7 +113,7 @@ async fn route<B: Buf + Send>(
     } else {
         Vec::new()
     };
-    let fwd = Fwd { method, path, query, headers, body };
+    let fwd = Fwd { endpoint: ep, method, path, query, headers, body };
     let st = &state;
     let p = &params;
     match ep {

@@ -13,6 +13,7 @@ use super::respond::text;
 use super::state::{AppState, Core, VERSION};
 use crate::actors::log_store::SizeBytes;
 use crate::actors::supervise;
+use crate::actors::write_queue::QueueStats;
 use crate::cluster::ClusterReply;
 use crate::raft::NodeInfo;
 
@@ -48,7 +49,7 @@ fn api_url(addr: &str) -> String {
 }
 
 async fn store_json(state: &AppState, core: &Core) -> Value {
-    let m: Metrics = core.raft.get().metrics().borrow().clone();
+    let m: Metrics = core.metrics();
     let st = &core.stats;
     let leader = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
     let log_size = match core.log_store.send(SizeBytes).await {
@@ -153,21 +154,21 @@ fn select(mut v: Value, key: Option<&str>) -> Value {
 
 /// The write queue's settings and counters (before the store opens: the settings alone).
 fn queue_json(state: &AppState) -> Value {
-    let cfg = &state.cfg;
-    let (depth, seq) = match state.core.get() {
-        Some(c) => (
-            c.write_queue.stats.depth.load(Ordering::Relaxed),
-            c.write_queue.stats.last_written.load(Ordering::Relaxed),
-        ),
-        None => (0, 0),
+    let fresh;
+    let q = match state.core.get() {
+        Some(c) => &*c.write_queue.stats,
+        None => {
+            fresh = QueueStats::new(&state.cfg);
+            &fresh
+        }
     };
     json!({
-        "max_size": cfg.write_queue_capacity.max(1),
-        "batch_size": cfg.write_queue_batch_size.max(1),
-        "timeout": format!("{:?}", cfg.write_queue_timeout),
-        "tx": cfg.write_queue_tx,
-        "depth": depth,
-        "sequence_number": seq,
+        "max_size": q.capacity,
+        "batch_size": q.batch_size,
+        "timeout": format!("{:?}", q.timeout),
+        "tx": q.use_tx,
+        "depth": q.depth.load(Ordering::Relaxed),
+        "sequence_number": q.last_written.load(Ordering::Relaxed),
     })
 }
 
@@ -263,7 +264,7 @@ pub async fn nodes(state: &AppState, p: &Params) -> Result<J, Response> {
     let Some(core) = state.core.get() else {
         return Err(text(state, http::StatusCode::SERVICE_UNAVAILABLE, "store not open"));
     };
-    let m: Metrics = core.raft.get().metrics().borrow().clone();
+    let m: Metrics = core.metrics();
     let mem = m.membership_config.membership();
     let mut ids: Vec<u64> =
         if p.has("nonvoters") { mem.nodes().map(|(id, _)| *id).collect() } else { mem.voter_ids().collect() };
@@ -284,7 +285,7 @@ pub async fn nodes(state: &AppState, p: &Params) -> Result<J, Response> {
 pub async fn metrics(state: &AppState) -> Response {
     use metrics::{counter, gauge};
     if let Some(core) = state.core.get() {
-        let m: Metrics = core.raft.get().metrics().borrow().clone();
+        let m: Metrics = core.metrics();
         gauge!("raftlite_raft_term").set(m.current_term as f64);
         for s in ["Leader", "Follower", "Candidate", "Learner", "Shutdown"] {
             let now = format!("{:?}", m.state) == s;
