@@ -210,6 +210,13 @@ fn holds_rows(c: &Cluster, id: &str, rows: i64) -> bool {
     })
 }
 
+/// Wait until node `id` has counted a completed snapshot install.
+fn restored(c: &Cluster, id: &str) {
+    wait_for(&format!("node {id} to count a snapshot install"), Duration::from_secs(10), || {
+        (c.node(id).status()["store"]["num_restores"].as_u64()? >= 1).then_some(())
+    });
+}
+
 /// A follower that fell behind a compacted log catches up by snapshot even when the first send
 /// (on the leader) and the first install (on the follower) fail: both are retried.
 #[test]
@@ -222,9 +229,9 @@ fn snapshot_send_and_install_failures_are_retried() {
     let caught_up = holds_rows(&c, &f, 100);
     let log = std::fs::read_to_string(&c.node(&f).log).unwrap_or_default();
     assert!(caught_up, "the follower never caught up; its log:\n{log}");
-    let st = c.node(&f).status();
-    assert!(st["store"]["num_restores"].as_u64().unwrap_or(0) >= 1, "{}", st["store"]);
     assert!(log.contains("failpoint snapshot::install"), "the install failpoint never ran");
+    // The rows are readable a moment before the install returns and is counted.
+    restored(&c, &f);
 }
 
 /// A follower whose Raft stops right after it installed a snapshot comes back: rebuilt in place,
@@ -246,8 +253,11 @@ fn a_follower_stopped_right_after_an_install_comes_back() {
     let ok = holds_rows(&c, &f, 110);
     let log = std::fs::read_to_string(&c.node(&f).log).unwrap_or_default();
     assert!(ok, "the follower never caught up after its Raft stopped; its log:\n{log}");
-    assert!(log.contains("failpoint snapshot::installed"), "the failpoint never ran");
-    assert!(c.node(&f).status()["store"]["num_restores"].as_u64().unwrap_or(0) >= 1);
+    // The rows are readable a moment before the install returns (and the failpoint after it runs).
+    restored(&c, &f);
+    wait_for("the snapshot::installed failpoint to run", Duration::from_secs(10), || {
+        std::fs::read_to_string(&c.node(&f).log).ok()?.contains("failpoint snapshot::installed").then_some(())
+    });
     // And from disk, after a SIGKILL.
     let n = c.node_mut(&f);
     n.kill();
