@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod harness;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod raft;

@@ -6,19 +6,6 @@ use std::process::ExitCode;
 use raftlite::config::{Config, ConfigError};
 use raftlite::node;
 
-fn init_logging(cfg: &Config) {
-    use tracing_subscriber::EnvFilter;
-    let raft_level = cfg.raft_log_level.to_ascii_lowercase();
-    let filter = EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("{},openraft={raft_level}", cfg.log_level)));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if cfg.log_format == "json" {
-        b.json().init();
-    } else {
-        b.init();
-    }
-}
-
 /// SIGINT and SIGTERM, registered before the node starts so that a signal during start-up is
 /// not fatal by default but handled as a graceful stop once the node is up.
 struct Signals {
@@ -59,7 +46,8 @@ fn main() -> ExitCode {
         println!("raftlited {} (rqlite HTTP API compatible; sqlite {})", raftlite::http::VERSION, rusqlite::version());
         return ExitCode::SUCCESS;
     }
-    init_logging(&cfg);
+    raftlite::logging::init(&cfg.log_level, &cfg.raft_log_level, cfg.log_format == "json");
+    raftlite::logging::learn(&cfg.node_id);
     // Fault injection for tests: FAILPOINTS="name=action;..." (only with --features failpoints).
     #[cfg(feature = "failpoints")]
     let _failpoints = {

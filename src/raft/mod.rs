@@ -123,13 +123,16 @@ pub fn watch_leadership(raft: Raft) {
             (m.current_leader, m.state)
         };
         while rx.changed().await.is_ok() {
-            let (l, s, term) = {
+            let (l, s, term, name) = {
                 let m = rx.borrow();
-                (m.current_leader, m.state, m.current_term)
+                for (_, node) in m.membership_config.membership().nodes() {
+                    crate::logging::learn(&node.id);
+                }
+                (m.current_leader, m.state, m.current_term, leader_of(&m).map(|n| n.id))
             };
             if l != leader {
                 metrics::counter!("raftlite_raft_leader_changes_total").increment(1);
-                tracing::info!(leader = ?l, term, "leader changed");
+                tracing::info!(leader = %name.as_deref().unwrap_or("none"), term, "leader changed");
                 leader = l;
             }
             if s != state {
