@@ -1,8 +1,9 @@
 //! Node configuration: rqlited's command-line flags (Go `flag` syntax), `RAFTLITE_*` environment
 //! variables and a TOML config file, merged with precedence flag > environment > file > default.
 //!
-//! Every flag of docs/API.md §12 is known here. Flags whose feature has not landed yet are accepted and
-//! produce one warning each (`Config::inert_flags_set`), so existing rqlited command lines work.
+//! Every flag of docs/API.md §12 is known here. A flag whose feature raftlite lacks is accepted at
+//! its default (rqlite's sample command lines spell defaults out) and refuses to start otherwise,
+//! naming the flag: a deployment must never run without something it asked for.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,6 +25,39 @@ pub enum ConfigError {
     File { path: String, reason: String },
     #[error("{0}")]
     Invalid(String),
+    #[error("-{flag} is not supported: {why}; remove it (or set it to its default) to start")]
+    Unsupported { flag: String, why: &'static str },
+}
+
+/// Why a flag that is not `live` cannot be honoured (the start-up error names the flag and this).
+fn unsupported_why(name: &str) -> &'static str {
+    match name {
+        "raft-leader-lease-timeout" => {
+            "openraft's leader lease is the election timeout (docs/DESIGN.md §8); set -raft-election-timeout instead"
+        }
+        n if n.starts_with("otlp-") => "raftlite does not export OpenTelemetry; scrape /metrics (Prometheus) instead",
+        "cpu-profile" | "mem-profile" | "trace-profile" => {
+            "Go runtime profiles do not exist for a Rust program; profile with perf (docs/PERFORMANCE.md)"
+        }
+        "auth" | "join-as" => "authentication is not built yet",
+        n if n.starts_with("http-") || n.starts_with("node-") => "TLS is not built yet",
+        n if n.starts_with("disco-") => "discovery services are not built yet",
+        "auto-backup" | "auto-restore" => "automatic backup and restore are not built yet",
+        "cdc-config" => "change data capture is not built yet",
+        "extensions-path" => "loading SQLite extensions is not built yet",
+        _ => "not built",
+    }
+}
+
+/// Whether `value` means the same as flag `d`'s default (so an unsupported flag left at it, as
+/// rqlite's sample command lines do, asks for nothing raftlite lacks).
+fn is_default(d: &FlagDef, value: &str) -> bool {
+    match d.kind {
+        Bool => parse_go_bool(value) == parse_go_bool(d.default),
+        Dur => parse_go_duration(value).ok() == parse_go_duration(d.default).ok(),
+        Int => value.parse::<i64>().ok() == d.default.parse::<i64>().ok(),
+        Str => value == d.default,
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -34,8 +68,9 @@ enum Kind {
     Dur,
 }
 
-/// One known flag. `live` is false for flags accepted for compatibility whose feature is not
-/// implemented yet; setting one logs a warning.
+/// One known flag. `live` is false for rqlite flags whose feature raftlite does not have (yet):
+/// they are recognised, and setting one to anything but its default refuses to start (a
+/// deployment that copies rqlite's flags must not run without what it asked for).
 struct FlagDef {
     name: &'static str,
     kind: Kind,
@@ -88,14 +123,14 @@ static FLAGS: &[FlagDef] = &[
     f("raft-non-voter", Bool, "false", "Configure as non-voting node", true),
     f("raft-cluster-remove-shutdown", Bool, "false", "Node removes itself from cluster on graceful shutdown", true),
     f("raft-shutdown-stepdown", Bool, "true", "If leader, stepdown before shutting down", true),
-    f("raft-remove-shutdown", Bool, "false", "Shutdown Raft if node removed from cluster", false),
-    f("raft-reap-node-timeout", Dur, "0h", "Time after which a non-reachable voting node will be reaped", false),
+    f("raft-remove-shutdown", Bool, "false", "Shutdown Raft if node removed from cluster", true),
+    f("raft-reap-node-timeout", Dur, "0h", "Time after which a non-reachable voting node will be reaped", true),
     f(
         "raft-reap-read-only-node-timeout",
         Dur,
         "0h",
         "Time after which a non-reachable non-voting node will be reaped",
-        false,
+        true,
     ),
     f("cluster-connect-timeout", Dur, "30s", "Timeout for initial connection to other nodes", true),
     f("raft-snap", Int, "8192", "Number of outstanding log entries which triggers Raft snapshot", true),
@@ -103,15 +138,15 @@ static FLAGS: &[FlagDef] = &[
     f("raft-snap-int", Dur, "10s", "Snapshot threshold check interval", true),
     f("raft-heartbeat-timeout", Dur, "1s", "Raft heartbeat timeout", true),
     f("raft-election-timeout", Dur, "1s", "Raft election timeout", true),
-    f("raft-commit-timeout", Dur, "50ms", "Raft commit timeout", false),
+    f("raft-commit-timeout", Dur, "50ms", "Raft commit timeout", true),
     f("raft-leader-lease-timeout", Dur, "0s", "Raft leader lease timeout. Use 0s for Raft default", false),
     f("raft-apply-timeout", Dur, "10s", "Raft apply timeout", true),
     f("raft-log-level", Str, "WARN", "Minimum log level for Raft module", true),
-    f("compress-snap-transport", Bool, "false", "Compress snapshots sent between nodes", false),
+    f("compress-snap-transport", Bool, "false", "Compress snapshots sent between nodes", true),
     f("fk", Bool, "false", "Enable SQLite foreign key constraints", true),
     f("db-max-ro-conns", Int, "256", "Maximum number of read-only connections to the SQLite database", true),
-    f("auto-vacuum-int", Dur, "0s", "Period between automatic VACUUMs. It not set, not enabled", false),
-    f("auto-optimize-int", Dur, "24h", "Period between automatic 'PRAGMA optimize'. Set to 0h to disable", false),
+    f("auto-vacuum-int", Dur, "0s", "Period between automatic VACUUMs. It not set, not enabled", true),
+    f("auto-optimize-int", Dur, "24h", "Period between automatic 'PRAGMA optimize'. Set to 0h to disable", true),
     f(
         "extensions-path",
         Str,
@@ -396,7 +431,7 @@ pub fn usage() -> String {
             out.push_str(&format!(" (default {:?})", d.default));
         }
         if !d.live {
-            out.push_str(" [accepted; no effect yet]");
+            out.push_str(" [not supported: refuses to start unless left at the default]");
         }
         out.push('\n');
     }
@@ -444,8 +479,17 @@ pub struct Config {
     pub non_voter: bool,
     pub remove_on_shutdown: bool,
     pub stepdown_on_shutdown: bool,
-    /// Flags that were set but whose feature has not landed yet (one warning each at start).
-    pub inert_flags_set: Vec<String>,
+    /// Leave (exit) once this node has been removed from the cluster (`-raft-remove-shutdown`).
+    pub remove_shutdown: bool,
+    /// On the leader: remove voters (non-voters) unreachable this long; zero: never
+    /// (`-raft-reap-node-timeout`, `-raft-reap-read-only-node-timeout`).
+    pub reap_voter_after: Duration,
+    pub reap_non_voter_after: Duration,
+    /// How often the leader proposes `VACUUM` / `PRAGMA optimize`; zero: never.
+    pub auto_vacuum_int: Duration,
+    pub auto_optimize_int: Duration,
+    /// Send snapshots to other nodes gzip-compressed (`-compress-snap-transport`).
+    pub compress_snap_transport: bool,
     /// The command line, for `/status`.
     pub cmdline: Vec<String>,
 }
@@ -530,12 +574,11 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("-join takes Raft addresses (host:port), not URLs: {a}")));
             }
         }
-        let inert_flags_set = s
-            .values
-            .iter()
-            .filter(|(name, _)| def(name).map(|d| !d.live).unwrap_or(false))
-            .map(|(name, _)| name.clone())
-            .collect();
+        for (name, (value, _)) in &s.values {
+            if let Some(d) = def(name).filter(|d| !d.live && !is_default(d, value)) {
+                return Err(ConfigError::Unsupported { flag: d.name.to_string(), why: unsupported_why(d.name) });
+            }
+        }
         Ok(Config {
             data_dir: PathBuf::from(s.data_dir.clone().map(|(d, _)| d).unwrap_or_else(|| DEFAULT_DATA_DIR.to_string())),
             node_id,
@@ -572,7 +615,12 @@ impl Config {
             non_voter: s.bool("raft-non-voter"),
             remove_on_shutdown: s.bool("raft-cluster-remove-shutdown"),
             stepdown_on_shutdown: s.bool("raft-shutdown-stepdown"),
-            inert_flags_set,
+            remove_shutdown: s.bool("raft-remove-shutdown"),
+            reap_voter_after: s.dur("raft-reap-node-timeout"),
+            reap_non_voter_after: s.dur("raft-reap-read-only-node-timeout"),
+            auto_vacuum_int: s.dur("auto-vacuum-int"),
+            auto_optimize_int: s.dur("auto-optimize-int"),
+            compress_snap_transport: s.bool("compress-snap-transport"),
             cmdline: std::iter::once("raftlited".to_string()).chain(args.iter().cloned()).collect(),
         })
     }
@@ -644,11 +692,23 @@ mod tests {
     }
 
     #[test]
-    fn inert_flags_are_reported() {
-        let c = Config::load(&args("-write-queue-tx -auth a.json -join 127.0.0.1:4002 d"), &[]).unwrap();
-        assert!(c.write_queue_tx);
-        assert_eq!(c.join, vec!["127.0.0.1:4002".to_string()]);
-        assert_eq!(c.inert_flags_set, vec!["auth".to_string()]);
+    fn unsupported_flags_refuse_unless_default() {
+        let err = Config::load(&args("-write-queue-tx -auth a.json -join 127.0.0.1:4002 d"), &[]).unwrap_err();
+        assert!(matches!(&err, ConfigError::Unsupported { flag, .. } if flag == "auth"), "{err}");
+        assert!(err.to_string().contains("-auth"));
+        for ok in ["-raft-leader-lease-timeout 0s", "-otlp-interval 30s", "-node-no-verify=false", "-cpu-profile ''"] {
+            let a: Vec<String> = ok.split(' ').map(|s| s.trim_matches('\'').to_string()).collect();
+            Config::load(&a, &[]).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in ["-raft-leader-lease-timeout 500ms", "-otlp-endpoint x:4317", "-mem-profile m.prof"] {
+            assert!(matches!(Config::load(&args(bad), &[]), Err(ConfigError::Unsupported { .. })), "{bad}");
+        }
+        let c = Config::load(&args("-raft-reap-node-timeout 2s -auto-vacuum-int 1h -compress-snap-transport"), &[])
+            .unwrap();
+        assert_eq!(c.reap_voter_after, Duration::from_secs(2));
+        assert_eq!(c.auto_vacuum_int, Duration::from_secs(3600));
+        assert_eq!(c.auto_optimize_int, Duration::from_secs(24 * 3600));
+        assert!(c.compress_snap_transport);
     }
 
     #[test]

@@ -60,9 +60,6 @@ fn main() -> ExitCode {
             tracing::warn!(error = %e, "metrics are off: cannot install the recorder");
         }
     }
-    for flag in &cfg.inert_flags_set {
-        tracing::warn!(flag = %format!("-{flag}"), "flag accepted for compatibility but has no effect yet");
-    }
 
     let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
     let system = actix::System::with_tokio_rt(move || {
@@ -85,8 +82,10 @@ fn main() -> ExitCode {
             }
         };
         tracing::info!("node ready");
-        signals.wait().await;
-        tracing::info!("shutting down");
+        tokio::select! {
+            _ = signals.wait() => tracing::info!("shutting down"),
+            _ = node.removed() => tracing::warn!("removed from the cluster; shutting down (-raft-remove-shutdown)"),
+        }
         node.shutdown().await;
         ExitCode::SUCCESS
     });

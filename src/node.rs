@@ -14,7 +14,7 @@ use crate::actors::applier::{AppliedState, Applier, ApplierStats};
 use crate::actors::consensus::{Consensus, GroupCommit, StopRaft, TransferLeadership};
 use crate::actors::http_front::HttpFront;
 use crate::actors::log_store::LogStore;
-use crate::actors::membership::{ClusterStats, Leave, Membership};
+use crate::actors::membership::{ClusterStats, Leave, Membership, Reaping};
 use crate::actors::readers::Readers;
 use crate::actors::snapshotter::{SnapshotPolicy, Snapshotter};
 use crate::actors::supervise::start_on_own_thread;
@@ -212,6 +212,7 @@ pub struct Node {
     pub state: Arc<AppState>,
     pub consensus: actix::Addr<Consensus>,
     pub http_front: actix::Addr<HttpFront>,
+    raft: SharedRaft,
 }
 
 /// Start a node inside the current actix System. The HTTP API listens before the store opens.
@@ -311,7 +312,8 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         NodeInfo { id: cfg.node_id.clone(), raft_addr: cfg.raft_adv_addr.clone(), api_addr: cfg.http_adv_addr.clone() };
     let cluster_stats = Arc::new(ClusterStats::default());
     let (r, m, pe, cs, expect) = (raft.clone(), me.clone(), peers.clone(), cluster_stats.clone(), cfg.bootstrap_expect);
-    let membership = Supervisor::start(move |_| Membership::new(r, node_id, m, pe, expect, cs));
+    let reaping = Reaping { voters: cfg.reap_voter_after, non_voters: cfg.reap_non_voter_after };
+    let membership = Supervisor::start(move |_| Membership::new(r, node_id, m, pe, expect, cs, reaping));
     let policy =
         SnapshotPolicy { every: cfg.raft_snap_int, max_entries: cfg.raft_snap, max_wal: cfg.raft_snap_wal_size };
     let (r, a, rd, ss, wal) =
@@ -343,10 +345,32 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         return Err(StartError::Raft("store opened twice".into()));
     }
     join_or_bootstrap(&cfg, &raft.get(), &peers, node_id, me).await?;
-    Ok(Node { state, consensus, http_front })
+    Ok(Node { state, consensus, http_front, raft })
 }
 
 impl Node {
+    /// With `-raft-remove-shutdown`: resolves once this node, having been a member, is no longer
+    /// in the cluster's configuration (removed through `/remove` or reaped). Without: never.
+    pub async fn removed(&self) {
+        if !self.state.cfg.remove_shutdown {
+            return std::future::pending().await;
+        }
+        let me = numeric_id(&self.state.cfg.node_id);
+        let mut was_member = false;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            if self.state.was_removed() {
+                return;
+            }
+            let member = self.raft.get().metrics().borrow().membership_config.membership().get_node(&me).is_some();
+            if member {
+                was_member = true;
+            } else if was_member {
+                return;
+            }
+        }
+    }
+
     /// Graceful stop: optionally leave the cluster (`-raft-cluster-remove-shutdown`) or hand over
     /// leadership (`-raft-shutdown-stepdown`), then stop Raft.
     pub async fn shutdown(self) {

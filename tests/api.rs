@@ -315,7 +315,10 @@ fn config_file_and_flags() {
     let cfg = dir.path().join("node.toml");
     std::fs::write(
         &cfg,
-        format!("node-id = \"cfg1\"\nhttp-addr = \"{http}\"\nraft_addr = \"{raft}\"\ndata-dir = \"{}\"\njoin-as = \"bob\"\n", dir.path().join("d").display()),
+        format!(
+            "node-id = \"cfg1\"\nhttp-addr = \"{http}\"\nraft_addr = \"{raft}\"\ndata-dir = \"{}\"\njoin-as = \"\"\n",
+            dir.path().join("d").display()
+        ),
     )
     .expect("write config");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_raftlited"))
@@ -332,8 +335,14 @@ fn config_file_and_flags() {
     assert_eq!(st["store"]["node_id"], "cfg1");
     let _ = child.kill();
     let _ = child.wait();
-    let log = std::fs::read_to_string(dir.path().join("log")).expect("log");
-    assert!(log.contains("-join-as") && log.contains("no effect yet"), "{log}");
+    // A flag raftlite cannot honour refuses to start, from the file as from the command line.
+    std::fs::write(&cfg, "join-as = \"bob\"\n").expect("write config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftlited"))
+        .args(["-config", &cfg.display().to_string(), &dir.path().join("e").display().to_string()])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-join-as is not supported"), "{out:?}");
     // Bad flags exit non-zero with a message.
     let out =
         std::process::Command::new(env!("CARGO_BIN_EXE_raftlited")).args(["-no-such-flag"]).output().expect("run");

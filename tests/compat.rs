@@ -32,3 +32,25 @@ fn logs_to_a_file_are_plain_and_name_nodes_by_their_ids() {
     assert!(log.contains("leader changed leader=node-a"), "{log}");
     a.kill();
 }
+
+/// `-raft-reap-node-timeout`: the leader removes a voter that has not answered for that long.
+/// `-raft-remove-shutdown`: a node removed from the cluster stops on its own, cleanly.
+#[test]
+fn unreachable_nodes_are_reaped_and_removed_nodes_shut_down() {
+    let mut c = Cluster::start(3, &["-raft-reap-node-timeout", "2s", "-raft-remove-shutdown"]);
+    let l = c.wait_leader().id.clone();
+    let gone = c.follower().id.clone();
+    c.node_mut(&gone).kill();
+    c.wait_voters(2);
+    let st = c.node(&l).status();
+    assert_eq!(st["cluster"]["num_reaped"], 1, "{}", st["cluster"]);
+    // The remaining follower is removed through the API: it exits by itself, with status 0.
+    let f = c.follower().id.clone();
+    let r = c.node(&l).delete("/remove", &format!(r#"{{"id":"{f}"}}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let n = c.node_mut(&f);
+    let status = wait_for("the removed node to exit", Duration::from_secs(30), || n.exit_status());
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+    assert!(log.contains("removed from the cluster; shutting down"), "{log}");
+}

@@ -1,7 +1,10 @@
 //! The `Membership` actor: the leader's side of joining and removing nodes (docs/API.md §11), a
 //! node leaving its cluster on shutdown, and the `-bootstrap-expect` notify bookkeeping.
 //! Membership changes are handled one at a time, because openraft admits one configuration
-//! change in flight. Replies are typed ([`MembershipError`]); the inter-node service turns them
+//! change in flight. On the leader it also reaps nodes unreachable for longer than
+//! `-raft-reap-node-timeout` (voters) or `-raft-reap-read-only-node-timeout` (non-voters), as
+//! rqlite does: a node counts as reachable while it answers this node's calls (`Peers`).
+//! Replies are typed ([`MembershipError`]); the inter-node service turns them
 //! into its wire form (`ClusterReply`) at the edge.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -9,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use openraft::error::{ClientWriteError, RaftError};
@@ -30,7 +33,18 @@ pub struct ClusterStats {
     pub num_removed_before_joins: AtomicU64,
     pub num_remove_req: AtomicU64,
     pub num_notify_req: AtomicU64,
+    pub num_reaped: AtomicU64,
 }
+
+/// How long a node may be unreachable before the leader removes it; zero: never.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reaping {
+    pub voters: Duration,
+    pub non_voters: Duration,
+}
+
+/// How often the leader looks for nodes to reap.
+const REAP_CHECK: Duration = Duration::from_millis(500);
 
 /// Why a membership change did not happen.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -70,6 +84,9 @@ pub struct Membership {
     /// `-bootstrap-expect`: how many distinct nodes must have notified before bootstrapping.
     bootstrap_expect: usize,
     notified: BTreeMap<u64, NodeInfo>,
+    reaping: Reaping,
+    /// Since when this node has led without a break (reaping counts from then at the earliest).
+    leading_since: Option<Instant>,
 }
 
 impl Membership {
@@ -80,15 +97,48 @@ impl Membership {
         peers: Arc<Peers>,
         bootstrap_expect: usize,
         stats: Arc<ClusterStats>,
+        reaping: Reaping,
     ) -> Self {
         let mut notified = BTreeMap::new();
         notified.insert(node_id, me);
-        Membership { raft, node_id, peers, stats, bootstrap_expect, notified }
+        Membership { raft, node_id, peers, stats, bootstrap_expect, notified, reaping, leading_since: None }
+    }
+
+    /// On the leader: the ids of nodes unreachable for longer than their reap timeout.
+    fn unreachable(&mut self) -> Vec<String> {
+        let m = self.raft.get().metrics().borrow().clone();
+        if m.current_leader != Some(self.node_id) {
+            self.leading_since = None;
+            return Vec::new();
+        }
+        let now = Instant::now();
+        let since = *self.leading_since.get_or_insert(now);
+        let mem = m.membership_config.membership();
+        mem.nodes()
+            .filter(|(id, _)| **id != self.node_id)
+            .filter_map(|(id, n)| {
+                let limit =
+                    if mem.voter_ids().any(|v| v == *id) { self.reaping.voters } else { self.reaping.non_voters };
+                let heard = self.peers.last_answer(&n.raft_addr).map_or(since, |t| t.max(since));
+                (!limit.is_zero() && now.duration_since(heard) > limit).then(|| n.id.clone())
+            })
+            .collect()
     }
 }
 
 impl Actor for Membership {
     type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.reaping.voters.is_zero() && self.reaping.non_voters.is_zero() {
+            return;
+        }
+        ctx.run_interval(REAP_CHECK, |act, ctx| {
+            let found = guard(ctx, ACTOR, |_| Ok(act.unreachable()));
+            for id in found.unwrap_or_default() {
+                ctx.notify(Reap(id));
+            }
+        });
+    }
 }
 
 impl Supervised for Membership {
@@ -106,6 +156,11 @@ pub struct Join(pub JoinRequest);
 #[derive(Message)]
 #[rtype(result = "MembershipResult")]
 pub struct Remove(pub String);
+
+/// On the leader: remove a node found unreachable for longer than its reap timeout.
+#[derive(Message)]
+#[rtype(result = "MembershipResult")]
+struct Reap(String);
 
 /// Another node says it exists (`-bootstrap-expect`); bootstrap once enough have.
 #[derive(Message)]
@@ -193,7 +248,7 @@ async fn join(raft: Raft, me: u64, req: JoinRequest, stats: Arc<ClusterStats>) -
     Ok(())
 }
 
-async fn remove(raft: Raft, me: u64, id: String, stats: Arc<ClusterStats>) -> MembershipResult {
+async fn remove(raft: Raft, me: u64, id: String, peers: Arc<Peers>, stats: Arc<ClusterStats>) -> MembershipResult {
     stats.num_remove_req.fetch_add(1, Ordering::Relaxed);
     let m = raft.metrics().borrow().clone();
     if m.current_leader != Some(me) {
@@ -216,10 +271,20 @@ async fn remove(raft: Raft, me: u64, id: String, stats: Arc<ClusterStats>) -> Me
     let mut ids = BTreeSet::new();
     ids.insert(nid);
     match raft.change_membership(ChangeMembers::RemoveNodes(ids), false).await {
-        Ok(_) => Ok(()),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) if nid == me => Ok(()),
-        Err(e) => Err(write_err(&raft, e)),
+        Ok(_) => {}
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) if nid == me => return Ok(()),
+        Err(e) => return Err(write_err(&raft, e)),
     }
+    // The removed node may never receive the entry that removes it: tell it (it shuts down if
+    // started with -raft-remove-shutdown). Best effort: it may be down, which is often why.
+    if let Some(node) = mem.get_node(&nid).filter(|_| nid != me) {
+        let req = RemoveRequest { id };
+        let told = peers.call::<_, ClusterReply>(&node.raft_addr, "/cluster/removed", &req, Duration::from_secs(2));
+        if let Err(e) = told.await {
+            tracing::debug!(node = %req.id, error = %e, "could not tell a removed node");
+        }
+    }
+    Ok(())
 }
 
 /// Remove `id` through whichever node leads: here if this node leads, else over the cluster
@@ -227,7 +292,7 @@ async fn remove(raft: Raft, me: u64, id: String, stats: Arc<ClusterStats>) -> Me
 async fn leave(raft: Raft, me: u64, id: String, peers: Arc<Peers>, stats: Arc<ClusterStats>) -> MembershipResult {
     let leader = leader_of(&raft.metrics().borrow()).ok_or(MembershipError::NotLeader { leader_raft_addr: None })?;
     if numeric_id(&leader.id) == me {
-        return remove(raft, me, id, stats).await;
+        return remove(raft, me, id, peers, stats).await;
     }
     let req = RemoveRequest { id };
     match peers.call::<_, ClusterReply>(&leader.raft_addr, "/cluster/remove", &req, Duration::from_secs(10)).await {
@@ -263,7 +328,23 @@ impl Handler<Join> for Membership {
 impl Handler<Remove> for Membership {
     type Result = AtomicResponse<Self, MembershipResult>;
     fn handle(&mut self, msg: Remove, ctx: &mut Context<Self>) -> Self::Result {
-        change(self, ctx, |act| Box::pin(remove(act.raft.get(), act.node_id, msg.0, act.stats.clone())))
+        change(self, ctx, |act| {
+            Box::pin(remove(act.raft.get(), act.node_id, msg.0, act.peers.clone(), act.stats.clone()))
+        })
+    }
+}
+
+impl Handler<Reap> for Membership {
+    type Result = AtomicResponse<Self, MembershipResult>;
+    fn handle(&mut self, msg: Reap, ctx: &mut Context<Self>) -> Self::Result {
+        // Found unreachable a moment ago; it may have answered since, or already be gone.
+        if !self.unreachable().contains(&msg.0) {
+            return AtomicResponse::new(Box::pin(async { Ok(()) }.into_actor(self)));
+        }
+        tracing::warn!(node = %msg.0, "reaping a node unreachable for longer than its reap timeout");
+        self.stats.num_reaped.fetch_add(1, Ordering::Relaxed);
+        let stats = self.stats.clone();
+        change(self, ctx, |act| Box::pin(remove(act.raft.get(), act.node_id, msg.0, act.peers.clone(), stats)))
     }
 }
 

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -27,22 +27,33 @@ pub enum CallError {
 pub struct Peers {
     local_ip: Option<IpAddr>,
     clients: Mutex<HashMap<String, reqwest::Client>>,
+    /// When each peer (by address) last answered a call: the leader's reaper reads it.
+    answered: Mutex<HashMap<String, Instant>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
 }
 
 impl Peers {
     /// `local_ip`: the address outgoing connections bind to (the node's advertised Raft IP when
     /// it is a loopback or concrete address).
     pub fn new(local_ip: Option<IpAddr>) -> Peers {
-        Peers { local_ip, clients: Mutex::new(HashMap::new()) }
+        Peers { local_ip, clients: Mutex::new(HashMap::new()), answered: Mutex::new(HashMap::new()) }
+    }
+
+    /// When the peer at `addr` last answered a call from this node, if it ever did.
+    pub fn last_answer(&self, addr: &str) -> Option<Instant> {
+        lock(&self.answered).get(addr).copied()
     }
 
     /// The client for `addr`, created on first use.
     pub fn client(&self, addr: &str) -> reqwest::Client {
-        let mut m = match self.clients.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
-        m.entry(addr.to_string())
+        lock(&self.clients)
+            .entry(addr.to_string())
             .or_insert_with(|| {
                 let mut b = reqwest::Client::builder()
                     .pool_max_idle_per_host(4)
@@ -76,6 +87,7 @@ impl Peers {
             .send()
             .await
             .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        lock(&self.answered).insert(addr.to_string(), Instant::now());
         if !r.status().is_success() {
             let status = r.status();
             let text = r.text().await.unwrap_or_default();

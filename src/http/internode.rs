@@ -1,6 +1,6 @@
 //! The inter-node listener on `-raft-addr` (docs/DESIGN.md §8): Raft RPCs (`/raft/append`, `/raft/vote`,
 //! `/raft/snapshot`) and the cluster service (`/cluster/join`, `/cluster/notify`,
-//! `/cluster/remove`, `/cluster/meta`, `/cluster/elect`). Bodies are codec-encoded and capped;
+//! `/cluster/remove`, `/cluster/removed`, `/cluster/meta`, `/cluster/elect`). Bodies are codec-encoded and capped;
 //! garbage gets a 400, never a crash.
 
 use std::sync::Arc;
@@ -86,6 +86,7 @@ async fn handle<B: Buf + Send>(
             | "/cluster/join"
             | "/cluster/notify"
             | "/cluster/remove"
+            | "/cluster/removed"
             | "/cluster/meta"
             | "/cluster/elect"
             | "/cluster/execute"
@@ -148,6 +149,14 @@ async fn handle<B: Buf + Send>(
             "/cluster/remove" => {
                 let req: RemoveRequest = decode(&body)?;
                 encoded(&membership_reply(core.membership.send(Remove(req.id)).await))
+            }
+            "/cluster/removed" => {
+                let req: RemoveRequest = decode(&body)?;
+                if req.id == state.cfg.node_id {
+                    tracing::info!("the leader removed this node from the cluster");
+                    state.note_removed();
+                }
+                encoded(&ClusterReply::Ok)
             }
             "/cluster/meta" => {
                 let m = raft.metrics().borrow().clone();

@@ -67,6 +67,8 @@ pub struct AppState {
     last_leader_contact_ms: AtomicU64,
     /// The highest commit index a leader has told this node about.
     leader_commit_seen: AtomicU64,
+    /// The leader said this node was removed from the cluster (`/cluster/removed`).
+    removed: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {
@@ -78,7 +80,18 @@ impl AppState {
             core: OnceLock::new(),
             last_leader_contact_ms: AtomicU64::new(0),
             leader_commit_seen: AtomicU64::new(0),
+            removed: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// The leader removed this node from the cluster. A removed node may never see the log entry
+    /// that removes it (the leader stops replicating to it), so the leader says so directly.
+    pub fn note_removed(&self) {
+        self.removed.store(true, Ordering::Relaxed);
+    }
+
+    pub fn was_removed(&self) -> bool {
+        self.removed.load(Ordering::Relaxed)
     }
 
     pub fn note_leader_contact(&self) {

@@ -23,6 +23,18 @@ fn file_size(p: &std::path::Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
+/// rqlite's `store.snapshot_store`: the directory, its size and the snapshots it holds, newest
+/// last. raftlite keeps one: the recorded position of the database (docs/DESIGN.md §6).
+fn snapshot_store(dir: &std::path::Path) -> Value {
+    let current = crate::raft::sm_adapter::read_current(dir).ok().flatten().map(|m| m.snapshot_id);
+    json!({
+        "dir": dir.display().to_string(),
+        "dir_size": dir_size(dir),
+        "snapshots": current.iter().collect::<Vec<_>>(),
+        "current": current,
+    })
+}
+
 fn dir_size(p: &std::path::Path) -> u64 {
     let Ok(rd) = std::fs::read_dir(p) else { return 0 };
     rd.flatten()
@@ -99,10 +111,7 @@ async fn store_json(state: &AppState, core: &Core) -> Value {
         "num_restores_start_skipped": core.snap_stats.num_restores_start_skipped.load(Ordering::Relaxed),
         "user_snapshots": core.snap_stats.user_snapshots.load(Ordering::Relaxed),
         "user_reaps": core.snap_stats.user_reaps.load(Ordering::Relaxed),
-        "snapshot_store": {
-            "dir": state.cfg.data_dir.join("snapshots").display().to_string(),
-            "current": crate::raft::sm_adapter::read_current(&state.cfg.data_dir.join("snapshots")).ok().flatten().map(|m| m.snapshot_id),
-        },
+        "snapshot_store": snapshot_store(&state.cfg.data_dir.join("snapshots")),
         "snapshot_threshold": state.cfg.raft_snap,
         "snapshot_interval": format!("{:?}", state.cfg.raft_snap_int),
         "snapshot_wal_size": state.cfg.raft_snap_wal_size,
@@ -218,6 +227,7 @@ pub async fn status(state: &AppState, p: &Params) -> Result<J, Response> {
             "num_join_req": c.cluster_stats.num_join_req.load(Ordering::Relaxed),
             "num_notify_req": c.cluster_stats.num_notify_req.load(Ordering::Relaxed),
             "num_remove_req": c.cluster_stats.num_remove_req.load(Ordering::Relaxed),
+            "num_reaped": c.cluster_stats.num_reaped.load(Ordering::Relaxed),
             "addr": state.cfg.raft_adv_addr,
             "api_addr": api_url(&state.cfg.http_adv_addr),
         })).unwrap_or_else(|| json!({})),
