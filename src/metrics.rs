@@ -49,6 +49,12 @@ fn describe() {
         "Times Raft was rebuilt over the same stores after a fatal error"
     );
     describe_gauge!("raftlite_write_queue_depth", "Queued write requests not yet written");
+    describe_counter!("raftlite_snapshot_sent_bytes_total", Unit::Bytes, "Snapshot bytes sent to other nodes");
+    describe_counter!(
+        "raftlite_snapshot_sent_wire_bytes_total",
+        Unit::Bytes,
+        "Snapshot bytes put on the wire (smaller with -compress-snap-transport)"
+    );
     describe_counter!("raftlite_write_queue_batches_total", "Batches of queued writes written");
     describe_counter!("raftlite_write_queue_requests_total", "Queued write requests written");
     describe_counter!(
@@ -107,6 +113,8 @@ fn describe() {
         "raftlite_restores_failed_total",
         "raftlite_snapshots_total",
         "raftlite_snapshot_copies_total",
+        "raftlite_snapshot_sent_bytes_total",
+        "raftlite_snapshot_sent_wire_bytes_total",
         "raftlite_write_queue_batches_total",
         "raftlite_write_queue_requests_total",
         "raftlite_write_queue_retries_total",

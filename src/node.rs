@@ -10,13 +10,13 @@ use actix::Supervisor;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::actors::applier::{AppliedState, Applier, ApplierStats};
+use crate::actors::applier::{Applier, ApplierStats};
 use crate::actors::consensus::{Consensus, GroupCommit, StopRaft, TransferLeadership};
 use crate::actors::http_front::HttpFront;
 use crate::actors::log_store::LogStore;
 use crate::actors::membership::{ClusterStats, Leave, Membership, Reaping};
 use crate::actors::readers::Readers;
-use crate::actors::snapshotter::{SnapshotPolicy, Snapshotter};
+use crate::actors::snapshotter::{SnapshotPolicy, Snapshotter, Upkeep};
 use crate::actors::supervise::start_on_own_thread;
 use crate::actors::write_queue::WriteQueue;
 use crate::cluster::client::{bind_ip, Peers};
@@ -25,8 +25,10 @@ use crate::config::Config;
 use crate::http::{self, AppState, Core};
 use crate::raft::parts::RaftParts;
 use crate::raft::sm_adapter::SnapshotStats;
-use crate::raft::{numeric_id, NodeInfo, Raft, SharedRaft};
-use crate::store::log_db::LogDb;
+use crate::raft::{numeric_id, LogId, NodeInfo, Raft, SharedRaft};
+use crate::store::codec;
+use crate::store::log_db::{LogDb, KEY_PURGED};
+use crate::store::position::Meta;
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -94,22 +96,59 @@ fn check_identity(dir: &Path, node_id: &str) -> Result<(), StartError> {
 }
 
 /// Open the database once before anything else does: a file SQLite cannot read as a database
-/// (or whose schema or raftlite's meta table cannot be read) refuses to start, naming the file
-/// and what to do. A full `PRAGMA integrity_check` would cost a read of the whole file on every
+/// (or whose schema cannot be read) refuses to start, naming the file and what to do. A full `PRAGMA integrity_check` would cost a read of the whole file on every
 /// start; damage deeper in the file surfaces when a page is read, and stops the node then.
 fn check_database(path: &Path, fk: bool) -> Result<(), StartError> {
     let check = || -> rusqlite::Result<()> {
         let (conn, _hooks) = crate::store::db::open_writer(path, fk)?;
-        conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |_| Ok(()))?;
-        let meta = crate::store::db::META_TABLE;
-        conn.query_row(&format!("SELECT COUNT(*) FROM {meta}"), [], |_| Ok(()))
+        conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |_| Ok(()))
     };
-    check().map_err(|e| {
-        StartError::Database(format!(
-            "{}: {e}; the database is damaged. Wipe this node's data directory and rejoin it to the cluster (or restore a backup with /boot)",
-            path.display()
-        ))
-    })
+    check().map_err(|e| damaged(format!("{}: {e}", path.display())))
+}
+
+/// The full position of a database whose stamp is `stamp`, given the recorded snapshot: the
+/// entry it ends at lies between the snapshot and the end of the log (applied entries are never
+/// truncated, and the log is never purged past the snapshot), and the membership is the
+/// snapshot's, updated by the membership entries after it.
+fn resolve_position(log: &rusqlite::Connection, stamp: u32, recorded: Option<Meta>) -> Result<Option<Meta>, String> {
+    // With nothing recorded the log starts at entry 0 (openraft's first membership), and a stamp
+    // of 0 reads as "nothing applied": applying entry 0 again changes nothing in the database.
+    let (from, first) = match recorded.as_ref().and_then(|m| m.last_log_id) {
+        Some(l) => (l.index, l.index + 1),
+        None => (0, 0),
+    };
+    let index = crate::store::position::index_for(stamp, from);
+    if index == from {
+        return Ok(recorded);
+    }
+    let rows = LogDb::range(log, first, index + 1).map_err(|e| e.to_string())?;
+    if rows.len() as u64 != index + 1 - first {
+        return Err(format!(
+            "the database is stamped with entry {index} but the log holds {} of the entries from {first}",
+            rows.len()
+        ));
+    }
+    let mut membership = recorded.map(|m| m.last_membership).unwrap_or_default();
+    let mut last = None;
+    for (_, bytes) in rows {
+        let e: crate::raft::Entry = codec::decode(&bytes).map_err(|e| e.to_string())?;
+        if let openraft::EntryPayload::Membership(m) = &e.payload {
+            membership = crate::raft::StoredMembership::new(Some(e.log_id), m.clone());
+        }
+        last = Some(e.log_id);
+    }
+    Ok(Some(Meta {
+        last_log_id: last,
+        last_membership: membership,
+        snapshot_id: crate::store::position::snapshot_id(last),
+    }))
+}
+
+/// A database that cannot be opened or brought to its recorded position: say what to do.
+fn damaged(what: String) -> StartError {
+    StartError::Database(format!(
+        "{what}; the database is damaged. Wipe this node's data directory and rejoin it to the cluster (or restore a backup with /boot)"
+    ))
 }
 
 /// openraft's configuration from rqlite's timing flags. hashicorp/raft's "heartbeat timeout" is
@@ -222,8 +261,6 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     std::fs::create_dir_all(dir.join("raft")).map_err(io)?;
     check_identity(&dir, &cfg.node_id)?;
     crate::http::backup::clean_scratch(&dir);
-    // A database swap (snapshot install, /boot) that a crash interrupted is finished first.
-    crate::store::db::finish_swap(&dir.join("db.sqlite")).map_err(io)?;
 
     // TCP_NODELAY on the listener is inherited by every accepted connection (Linux): a response
     // written in more than one piece must not wait for the client's delayed ACK (Nagle).
@@ -244,12 +281,33 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let log_path = dir.join("raft").join("log.sqlite");
     let lp = log_path.clone();
     let (raft_dir, dbp, my_id) = (dir.join("raft"), dir.join("db.sqlite"), cfg.node_id.clone());
+    let snap_dir = dir.join("snapshots");
+    let sd = snap_dir.clone();
     let fk = cfg.fk;
-    let last_log = tokio::task::spawn_blocking(move || -> Result<u64, StartError> {
-        let end = LogDb::last(&LogDb::open(&lp)?)?.map(|(i, _)| i + 1).unwrap_or(0);
+    let (last_log, recorded) = tokio::task::spawn_blocking(move || -> Result<_, StartError> {
+        let log = LogDb::open(&lp)?;
+        let end = LogDb::last(&log)?.map(|(i, _)| i + 1).unwrap_or(0);
+        // Open the database and find where it stands: finish what a crash interrupted, migrate
+        // the previous format, read its stamp, checkpoint (docs/DESIGN.md §6).
+        let recorded =
+            crate::store::position::open_at_start(&dbp, &sd, |stamp, rec| resolve_position(&log, stamp, rec))
+                .map_err(damaged)?;
+        // Invariant 4 check: the log is only ever purged up to the recorded position; a log
+        // purged past it lacks entries the database needs.
+        let purged: Option<LogId> = LogDb::get_meta(&log, KEY_PURGED)?
+            .map(|b| codec::decode(&b))
+            .transpose()
+            .map_err(|e| StartError::Database(format!("{}: purged position: {e}", lp.display())))?;
+        let at = recorded.as_ref().and_then(|m| m.last_log_id);
+        if purged.is_some() && purged > at {
+            return Err(StartError::Database(format!(
+                "{} is at {at:?} but the log was compacted up to {purged:?}: the database lost committed data. Wipe this node's data directory and rejoin it to the cluster",
+                dbp.display(),
+            )));
+        }
         check_database(&dbp, fk)?;
-        crate::cluster::recovery::apply_peers_file(&raft_dir, &lp, &dbp, &my_id).map_err(StartError::Raft)?;
-        Ok(end)
+        crate::cluster::recovery::apply_peers_file(&raft_dir, &lp, &sd, &my_id).map_err(StartError::Raft)?;
+        Ok((end, recorded))
     })
     .await
     .map_err(|e| StartError::Database(e.to_string()))??;
@@ -257,15 +315,10 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let db_path: PathBuf = dir.join("db.sqlite");
     let stats = Arc::new(ApplierStats::default());
     stats.replay_bound.store(last_log, Ordering::Relaxed);
-    let (p, s, fk) = (db_path.clone(), stats.clone(), cfg.fk);
-    let applier = start_on_own_thread(move |_| Applier::new(p, fk, s)).map_err(StartError::Thread)?;
+    let (p, sd, s, fk, at) = (db_path.clone(), snap_dir.clone(), stats.clone(), cfg.fk, recorded.clone());
+    let applier = start_on_own_thread(move |_| Applier::new(p, sd, fk, s, at)).map_err(StartError::Thread)?;
     let applier_addr = applier.clone();
-    let (applied, _) = applier
-        .send(AppliedState)
-        .await
-        .map_err(|e| StartError::Database(e.to_string()))?
-        .map_err(|e| StartError::Database(e.to_string()))?;
-    let applied_index = applied.map(|l| l.index).unwrap_or(0);
+    let applied_index = recorded.as_ref().and_then(|m| m.last_log_id).map(|l| l.index).unwrap_or(0);
     stats.applied_at_start.store(applied_index, Ordering::Relaxed);
     stats.applied_index.store(applied_index, Ordering::Relaxed);
     tracing::info!(applied_index, log_entries_end = last_log, "database open");
@@ -277,22 +330,9 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
 
     let node_id = numeric_id(&cfg.node_id);
     let peers = Arc::new(Peers::new(bind_ip(&cfg.raft_adv_addr)));
-    // Invariant 4 check: the log was only ever purged up to a position the database had made
-    // durable. A database behind that position lost data the log no longer has.
-    let snap_dir = dir.join("snapshots");
-    let recorded = crate::raft::sm_adapter::read_current(&snap_dir).map_err(io)?;
-    if let Some(m) = &recorded {
-        if applied < m.last_log_id {
-            return Err(StartError::Database(format!(
-                "{} is at {applied:?} but the log was compacted up to {:?}: the database lost committed data. Wipe this node's data directory and rejoin it to the cluster",
-                db_path.display(),
-                m.last_log_id
-            )));
-        }
-    }
     let snap_stats = Arc::new(SnapshotStats::default());
     if recorded.is_some() {
-        // The database is reused as it is: no restore at start, whatever its size.
+        // The database file is reused as it is: no restore at start, whatever its size.
         snap_stats.num_restores_start_skipped.fetch_add(1, Ordering::Relaxed);
     }
     let parts = RaftParts {
@@ -305,6 +345,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         db_path: db_path.clone(),
         snap_dir,
         snap_stats: snap_stats.clone(),
+        compress_snapshots: cfg.compress_snap_transport,
     };
     let raft = SharedRaft::new(parts.build().await.map_err(StartError::Raft)?);
 
@@ -314,15 +355,22 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let (r, m, pe, cs, expect) = (raft.clone(), me.clone(), peers.clone(), cluster_stats.clone(), cfg.bootstrap_expect);
     let reaping = Reaping { voters: cfg.reap_voter_after, non_voters: cfg.reap_non_voter_after };
     let membership = Supervisor::start(move |_| Membership::new(r, node_id, m, pe, expect, cs, reaping));
-    let policy =
-        SnapshotPolicy { every: cfg.raft_snap_int, max_entries: cfg.raft_snap, max_wal: cfg.raft_snap_wal_size };
-    let (r, a, rd, ss, wal) =
-        (raft.clone(), applier.clone(), readers.clone(), snap_stats.clone(), db_path.with_extension("sqlite-wal"));
-    let snapshotter = Supervisor::start(move |_| Snapshotter::new(r, a, rd, ss, wal, policy));
     let r = raft.clone();
     let apply_timeout = cfg.raft_apply_timeout;
     let group_commit = GroupCommit { in_flight: cfg.group_commit_in_flight, max_batch: cfg.group_commit_max_batch };
     let consensus = Supervisor::start(move |_| Consensus::new(r, parts, apply_timeout, group_commit));
+    let policy =
+        SnapshotPolicy { every: cfg.raft_snap_int, max_entries: cfg.raft_snap, max_wal: cfg.raft_snap_wal_size };
+    let upkeep = Upkeep { vacuum_every: cfg.auto_vacuum_int, optimize_every: cfg.auto_optimize_int };
+    let (r, a, c, rd, ss, wal) = (
+        raft.clone(),
+        applier.clone(),
+        consensus.clone(),
+        readers.clone(),
+        snap_stats.clone(),
+        db_path.with_extension("sqlite-wal"),
+    );
+    let snapshotter = Supervisor::start(move |_| Snapshotter::new(r, a, c, rd, ss, wal, policy, upkeep));
     let write_queue = WriteQueue::start(&cfg, consensus.clone(), peers.clone());
     let core = Core {
         consensus: consensus.clone(),

@@ -54,3 +54,160 @@ fn unreachable_nodes_are_reaped_and_removed_nodes_shut_down() {
     let log = std::fs::read_to_string(&n.log).unwrap_or_default();
     assert!(log.contains("removed from the cluster; shutting down"), "{log}");
 }
+
+/// A data directory written before raftlite kept its position outside the user's database
+/// (`tests/fixtures/format0-single-node.tar.gz`: a single node, id "1", killed with 30 rows in
+/// `people`, its last snapshot at index 27 and entries up to 32 applied, partly in the WAL) starts
+/// on this version: the rows are all there once, `_raftlite_meta` is gone from the schema, and the
+/// node takes writes and restarts (docs/DESIGN.md §6, migration).
+#[test]
+fn a_data_directory_of_the_previous_format_is_migrated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format0-single-node.tar.gz");
+    let st = std::process::Command::new("tar").arg("xzf").arg(fixture).current_dir(dir.path()).status().expect("tar");
+    assert!(st.success());
+    let mut n = Node::new("1", &dir.path().join("data"), "127.0.0.1", &[]);
+    n.spawn();
+    n.wait_ready();
+    let schema = |n: &Node| n.rows("SELECT name FROM sqlite_master ORDER BY name");
+    assert_eq!(n.rows("SELECT COUNT(*), COUNT(DISTINCT name) FROM people"), vec![json!([30, 30])]);
+    assert_eq!(schema(&n), vec![json!(["people"])]);
+    let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+    assert!(log.contains("migrated the database"), "{log}");
+    assert_eq!(n.execute(json!([["INSERT INTO people(name) VALUES(?)", "new"]])).status, 200);
+    n.kill();
+    n.spawn();
+    n.wait_ready();
+    assert_eq!(n.rows("SELECT COUNT(*) FROM people"), vec![json!([31])]);
+    assert_eq!(schema(&n), vec![json!(["people"])]);
+    let snaps = n.status()["store"]["snapshot_store"]["snapshots"].clone();
+    assert_eq!(snaps.as_array().map(Vec::len), Some(1), "{snaps}");
+    n.kill();
+}
+
+/// The user's database holds only the user's objects: the schema, a binary backup and a "drop
+/// every table" teardown see nothing of raftlite's.
+#[test]
+fn the_users_database_holds_only_the_users_objects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = Node::start(&dir.path().join("d"), &[]);
+    assert_eq!(n.execute(json!(["CREATE TABLE a (x)", "CREATE TABLE b (y)", "INSERT INTO a VALUES (1)"])).status, 200);
+    assert_eq!(n.rows("SELECT name FROM sqlite_master ORDER BY name"), vec![json!(["a"]), json!(["b"])]);
+    let backup = reqwest::blocking::get(n.url("/db/backup")).and_then(|r| r.bytes()).expect("backup");
+    let file = dir.path().join("backup.sqlite");
+    std::fs::write(&file, &backup).expect("write backup");
+    let c = rusqlite::Connection::open(&file).expect("open the backup");
+    let mut st = c.prepare("SELECT name FROM sqlite_master ORDER BY name").expect("prepare");
+    let in_backup: Vec<String> = st.query_map([], |r| r.get(0)).expect("query").map(|r| r.expect("row")).collect();
+    assert_eq!(in_backup, vec!["a".to_string(), "b".to_string()]);
+    // Drop every table, as test teardowns do.
+    let names: Vec<String> = n
+        .rows("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .iter()
+        .filter_map(|r| r[0].as_str().map(String::from))
+        .collect();
+    let drops: Vec<String> = names.iter().map(|t| format!("DROP TABLE {t}")).collect();
+    let r = n.execute(json!(drops));
+    assert_eq!(r.status, 200);
+    assert!(!r.body.contains("error"), "{}", r.body);
+    assert_eq!(n.rows("SELECT COUNT(*) FROM sqlite_master"), vec![json!([0])]);
+}
+
+/// After a `peers.json` recovery in which every node moved to new Raft and HTTP addresses and the
+/// file gives no `api_addr` (as rqlite writes it), a follower forwards to the leader's new HTTP
+/// address, learned from the leader over its Raft address, and redirects there with `redirect`.
+#[test]
+fn after_recovery_followers_forward_to_the_leaders_new_address() {
+    let mut c = Cluster::start(3, &[]);
+    let l = c.wait_leader();
+    assert_eq!(l.execute(json!(["CREATE TABLE t (v)", "INSERT INTO t VALUES(1)"])).status, 200);
+    for n in &c.nodes {
+        wait_count(n, 1);
+    }
+    for n in c.nodes.iter_mut() {
+        n.kill();
+    }
+    for (i, n) in c.nodes.iter_mut().enumerate() {
+        let ip = format!("127.0.0.{}", 60 + i);
+        n.raft = free_addr(&ip);
+        n.http = free_addr(&ip);
+        n.extra.clear();
+    }
+    let peers: Vec<Value> =
+        c.nodes.iter().map(|n| json!({"id": n.id, "address": n.raft, "non_voter": false})).collect();
+    for n in &c.nodes {
+        std::fs::write(n.dir.join("raft").join("peers.json"), serde_json::to_vec(&peers).expect("json"))
+            .expect("write");
+    }
+    for n in c.nodes.iter_mut() {
+        n.spawn();
+    }
+    let leader_http = c.wait_leader().http.clone();
+    let f = c.follower();
+    let r = f.execute(json!(["INSERT INTO t VALUES(2)"]));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = f.get("/db/query?q=SELECT%201&redirect");
+    assert_eq!(r.status, 301, "{}", r.body);
+    let to = r.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    assert!(to.starts_with(&format!("http://{leader_http}/")), "{to}");
+}
+
+/// The value of an unlabelled metric on `n` (0 when absent).
+fn metric(n: &Node, name: &str) -> f64 {
+    let text = n.get("/metrics").body;
+    text.lines()
+        .find(|l| l.split(' ').next() == Some(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `-compress-snap-transport`: a follower that can only catch up by snapshot gets it, and the
+/// leader put fewer bytes on the wire than the snapshot holds.
+#[test]
+fn snapshots_travel_compressed() {
+    let mut c = Cluster::start(3, &["-raft-snap", "20", "-raft-snap-int", "200ms", "-compress-snap-transport"]);
+    let l = c.wait_leader().id.clone();
+    assert_eq!(c.node(&l).execute(json!(["CREATE TABLE t (v INTEGER, pad TEXT)"])).status, 200);
+    let f = c.follower().id.clone();
+    c.node_mut(&f).kill();
+    for v in 0..100 {
+        let r = c.node(&l).execute(json!([["INSERT INTO t VALUES(?, ?)", v, "compressible ".repeat(40)]]));
+        assert_eq!(r.status, 200);
+    }
+    wait_for("the leader to compact its log", Duration::from_secs(30), || {
+        (c.node(&l).status()["store"]["num_snapshots"].as_u64()? > 0).then_some(())
+    });
+    c.node_mut(&f).spawn();
+    wait_count(c.node(&f), 100);
+    let (raw, wire) = (
+        metric(c.node(&l), "raftlite_snapshot_sent_bytes_total"),
+        metric(c.node(&l), "raftlite_snapshot_sent_wire_bytes_total"),
+    );
+    assert!(raw > 0.0, "no snapshot was sent");
+    assert!(wire < raw / 2.0, "sent {raw} bytes as {wire} on the wire");
+    assert!(c.node(&f).status()["store"]["num_restores"].as_u64().unwrap_or(0) >= 1);
+}
+
+/// `-auto-vacuum-int` and `-auto-optimize-int`: the leader proposes `VACUUM` and
+/// `PRAGMA optimize` through the log, so every node reclaims its free pages and ends up with the
+/// same statistics.
+#[test]
+fn upkeep_runs_on_every_node_alike() {
+    let c = Cluster::start(3, &["-auto-vacuum-int", "1s", "-auto-optimize-int", "1s"]);
+    let l = c.wait_leader();
+    let fill = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 2000) \
+                INSERT INTO t SELECT x, zeroblob(500) FROM c";
+    let r = l.execute(json!(["CREATE TABLE t (v INTEGER, pad BLOB)", "CREATE INDEX tv ON t(v)", fill]));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(l.execute(json!(["DELETE FROM t WHERE v % 2 = 0"])).status, 200);
+    for n in &c.nodes {
+        wait_for(&format!("node {} to vacuum and analyse", n.id), Duration::from_secs(30), || {
+            let free = n.local_rows("PRAGMA freelist_count")?.first()?.get(0)?.as_i64()?;
+            let stats = n.local_rows("SELECT stat FROM sqlite_stat1 WHERE tbl = 't'")?;
+            (free == 0 && !stats.is_empty()).then_some(())
+        });
+    }
+    let stats: Vec<_> =
+        c.nodes.iter().map(|n| n.local_rows("SELECT tbl, idx, stat FROM sqlite_stat1 ORDER BY 1, 2")).collect();
+    assert!(stats.windows(2).all(|w| w[0] == w[1]), "{stats:?}");
+}

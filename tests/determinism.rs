@@ -5,7 +5,7 @@
 //! applier runs on every node.
 
 use raftlite::raft::Entry;
-use raftlite::store::apply::{apply_entries, ApplierStats};
+use raftlite::store::apply::{apply_entries, Applied, ApplierStats};
 use raftlite::store::command::{Command, ExecOptions, Statement, StmtResult};
 use raftlite::store::db::{open_writer, Db, Mode};
 use raftlite::store::sql::{rewrite, RewriteOptions, SystemEntropy};
@@ -53,13 +53,14 @@ fn apply(log: &[(Statement, u64)]) -> Vec<StmtResult> {
     // In two batches, as a replica that applied part of the log, restarted and applied the rest.
     let all = entries(log);
     let (a, b) = all.split_at(all.len() / 2);
-    let mut responses = apply_entries(&mut c, &h, a.to_vec(), &stats).expect("apply");
-    responses.extend(apply_entries(&mut c, &h, b.to_vec(), &stats).expect("apply"));
+    let mut at = Applied::default();
+    let mut responses = apply_entries(&mut c, &h, a.to_vec(), &stats, &mut at).expect("apply");
+    responses.extend(apply_entries(&mut c, &h, b.to_vec(), &stats, &mut at).expect("apply"));
     for (resp, (st, _)) in responses.iter().zip(log) {
         assert!(!matches!(resp.results.first(), Some(StmtResult::Error { .. })), "{}: {:?}", st.sql, resp);
     }
     // Offering the whole log again changes nothing: everything is at or below the applied index.
-    apply_entries(&mut c, &h, all, &stats).expect("re-apply");
+    apply_entries(&mut c, &h, all, &stats, &mut at).expect("re-apply");
     assert_eq!(stats.reapplied_skipped.load(std::sync::atomic::Ordering::Relaxed), log.len() as u64);
     let db = Db::new(&c, &h);
     let mut out = db.run(

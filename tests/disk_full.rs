@@ -113,7 +113,9 @@ fn disk_full_refuses_writes_and_recovers_once_space_is_freed() {
 
     let check = |n: &Node| {
         let have: Vec<i64> = n.rows("SELECT v FROM t").iter().filter_map(|r| r[0].as_i64()).collect();
-        assert!(n.rows("SELECT v FROM t GROUP BY v HAVING COUNT(*) > 1").is_empty(), "a row applied twice");
+        let twice = n.rows("SELECT v, COUNT(*) FROM t GROUP BY v HAVING COUNT(*) > 1");
+        let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+        assert!(twice.is_empty(), "rows applied twice: {twice:?}\n{log}");
         for a in &acked {
             assert!(have.contains(a), "acknowledged {a} lost");
         }

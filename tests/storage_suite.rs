@@ -35,9 +35,10 @@ impl StoreBuilder<TypeConfig, LogAdapter, SmAdapter, TempDir> for Builder {
         let log_path = dir.path().join("log.sqlite");
         let db_path = dir.path().join("db.sqlite");
         let log = Supervisor::start_in_arbiter(&arb, move |_| LogStore::new(log_path));
-        let p = db_path.clone();
-        let applier =
-            Supervisor::start_in_arbiter(&arb, move |_| Applier::new(p, false, Arc::new(ApplierStats::default())));
+        let (p, snaps) = (db_path.clone(), dir.path().join("snapshots"));
+        let applier = Supervisor::start_in_arbiter(&arb, move |_| {
+            Applier::new(p, snaps, false, Arc::new(ApplierStats::default()), None)
+        });
         let sm = SmAdapter::new(applier, None, db_path, dir.path().join("snapshots"), Default::default())
             .expect("snapshot dir");
         Ok((dir, LogAdapter::new(log), sm))

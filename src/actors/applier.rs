@@ -1,10 +1,13 @@
 //! The `Applier` actor: owns the single writer connection to the SQLite database, on a thread of
 //! its own where it calls SQLite inline (`start_on_own_thread`), and applies committed log
 //! entries with the apply algorithm of `store::apply`: a batch of entries is one SQLite
-//! transaction that also records the applied log id and membership (docs/DESIGN.md §5,
-//! invariant 2), so after any crash the database and its applied index agree and nothing is
-//! applied twice. Every handler runs under the panic guard; a panic or storage error restarts
-//! the actor, which reopens the database.
+//! transaction, and the applied position moves when it commits (docs/DESIGN.md §5, invariant 2).
+//! It is also the only one to checkpoint the WAL into the main file and to replace the database,
+//! each time recording where the main file then stands (`store::position`, docs/DESIGN.md §6).
+//! Every handler runs under the panic guard; a panic or storage error restarts the actor, which
+//! reopens the database. The applied position is a field of the actor, so it survives restarts;
+//! after a batch failed, the database's stamp says whether its commit happened after all (a
+//! commit can fail after it became durable), and the position follows the stamp.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,30 +17,67 @@ use actix::prelude::*;
 use crate::actors::supervise::{guard, guarded, note_restart, settle, stop_on_fault, Fault};
 use crate::raft::{Entry, LogId, StoredMembership};
 pub use crate::store::apply::ApplierStats;
-use crate::store::apply::{apply_entries, read_state};
+use crate::store::apply::{apply_entries, Applied};
 use crate::store::command::Response;
-use crate::store::db::{self, swap_in, Db, Hooks};
+use crate::store::db::{self, Db, Hooks};
+use crate::store::position::{self, Meta};
 
 const ACTOR: &str = "applier";
 
 pub struct Applier {
     path: PathBuf,
+    snap_dir: PathBuf,
     fk: bool,
     conn: Option<(rusqlite::Connection, Hooks)>,
     stats: Arc<ApplierStats>,
+    /// Where the database (main file and WAL) stands.
+    at: Applied,
+    /// Where the batch being applied ends, until it is known to have committed or not.
+    in_flight: Option<Applied>,
 }
 
 impl Applier {
-    pub fn new(path: PathBuf, fk: bool, stats: Arc<ApplierStats>) -> Self {
-        Applier { path, fk, conn: None, stats }
+    /// `at`: where the database stands as opened (`position::open_at_start`).
+    pub fn new(path: PathBuf, snap_dir: PathBuf, fk: bool, stats: Arc<ApplierStats>, at: Option<Meta>) -> Self {
+        let at = at.map(|m| Applied { log_id: m.last_log_id, membership: m.last_membership }).unwrap_or_default();
+        Applier { path, snap_dir, fk, conn: None, stats, at, in_flight: None }
     }
 
-    /// Open the writer connection. A failure is logged and retried by the next request.
+    /// Open the writer connection; after a failed batch, settle where the database stands from
+    /// its stamp. A failure is logged and retried by the next request.
     fn open(&mut self) {
-        match settle(ACTOR, guarded(ACTOR, || db::open_writer(&self.path, self.fk))) {
-            Ok(c) => self.conn = Some(c),
-            Err(e) => tracing::error!(error = %e, "cannot open the database"),
+        let opened = settle(ACTOR, guarded(ACTOR, || db::open_writer(&self.path, self.fk)));
+        let (conn, hooks) = match opened {
+            Ok(c) => c,
+            Err(e) => return tracing::error!(error = %e, "cannot open the database"),
+        };
+        if let Some(tail) = self.in_flight.take() {
+            let stamped = position::read_stamp(&conn).map_err(|e| e.to_string());
+            let end = tail.log_id.map(|l| l.index).unwrap_or(0);
+            let now = self.at.log_id.map(|l| l.index).unwrap_or(0);
+            match stamped {
+                Ok(s) if s == position::stamp(end) as u32 => {
+                    tracing::warn!(index = end, "a batch reported as failed had committed; the position follows it");
+                    self.at = tail;
+                }
+                Ok(s) if s == position::stamp(now) as u32 => {}
+                Ok(s) => {
+                    // Neither before nor after the batch: nothing here can say what it holds.
+                    self.in_flight = Some(tail);
+                    return tracing::error!(
+                        stamp = s,
+                        before = now,
+                        after = end,
+                        "the database's stamp matches no known position"
+                    );
+                }
+                Err(e) => {
+                    self.in_flight = Some(tail);
+                    return tracing::error!(error = %e, "cannot read the database's stamp");
+                }
+            }
         }
+        self.conn = Some((conn, hooks));
     }
 
     /// Run `f` on the writer connection, here on the actor's own thread. A panic or storage error
@@ -55,6 +95,15 @@ impl Applier {
             None => Err(Fault::Unavailable(ACTOR)),
         };
         stop_on_fault(ctx, ACTOR, res)
+    }
+
+    /// The position of the database now, as a snapshot record.
+    fn meta(&self) -> Meta {
+        Meta {
+            last_log_id: self.at.log_id,
+            last_membership: self.at.membership.clone(),
+            snapshot_id: position::snapshot_id(self.at.log_id),
+        }
     }
 }
 
@@ -78,82 +127,103 @@ impl Supervised for Applier {
 #[rtype(result = "Result<Vec<Response>, Fault>")]
 pub struct Apply(pub Vec<Entry>);
 
-/// The applied log id and membership recorded in the database.
+/// The applied log id and membership: where the database stands.
 #[derive(Message)]
 #[rtype(result = "Result<(Option<LogId>, StoredMembership), Fault>")]
 pub struct AppliedState;
 
-/// Compaction: make everything applied so far durable (a checkpoint fsyncs the WAL first) and say
-/// which log position and membership that covers, so the log up to there may be purged
-/// (docs/DESIGN.md §5, invariant 4). Cost: the WAL written since the last checkpoint, not the database.
+/// Compaction: checkpoint the WAL into the main file (syncing both) and record the position it
+/// now holds, which the log may be purged up to (docs/DESIGN.md §5, invariant 4; §6). Cost: the
+/// WAL written since the last checkpoint, not the database. Returns the recorded position.
 #[derive(Message)]
-#[rtype(result = "Result<(Option<LogId>, StoredMembership), Fault>")]
+#[rtype(result = "Result<Meta, Fault>")]
 pub struct Compact;
 
-/// Checkpoint the WAL (`TRUNCATE`: reset it to zero bytes when no reader needs it). Returns
-/// SQLite's (busy, log frames, checkpointed frames).
-#[derive(Message)]
-#[rtype(result = "Result<(i64, i64, i64), Fault>")]
-pub struct Checkpoint;
-
-/// Replace the database with a verified snapshot copy and reopen.
+/// Replace the database with a verified file (in the data directory; consumed) and reopen. The
+/// file holds the state at `at` (a snapshot install), or at the current position when `None`
+/// (`/boot`).
 #[derive(Message)]
 #[rtype(result = "Result<(), Fault>")]
-pub struct ReplaceDb(pub PathBuf);
+pub struct ReplaceDb {
+    pub path: PathBuf,
+    pub at: Option<Meta>,
+}
 
 impl Handler<Apply> for Applier {
     type Result = Result<Vec<Response>, Fault>;
     fn handle(&mut self, msg: Apply, ctx: &mut Context<Self>) -> Self::Result {
+        if self.conn.is_none() {
+            // Opening settles the position first, if an earlier batch failed.
+            self.open();
+        }
         let stats = self.stats.clone();
-        self.with_conn(ctx, move |c, h| apply_entries(c, h, msg.0, &stats))
+        self.in_flight = Some(tail_of(&self.at, &msg.0));
+        // Put back whatever happens: on a failure `at` is unchanged (it moves only on commit),
+        // and `in_flight` stays for `open` to settle against the stamp.
+        let mut at = std::mem::take(&mut self.at);
+        let r = self.with_conn(ctx, |c, h| apply_entries(c, h, msg.0, &stats, &mut at));
+        self.at = at;
+        if r.is_ok() {
+            self.in_flight = None;
+        }
+        r
     }
 }
 
 impl Handler<AppliedState> for Applier {
     type Result = Result<(Option<LogId>, StoredMembership), Fault>;
-    fn handle(&mut self, _msg: AppliedState, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_conn(ctx, |c, h| read_state(&Db::new(c, h)))
-    }
-}
-
-impl Handler<Checkpoint> for Applier {
-    type Result = Result<(i64, i64, i64), Fault>;
-    fn handle(&mut self, _msg: Checkpoint, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_conn(ctx, |c, h| {
-            Db::new(c, h).internal(|c| {
-                c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            })
-        })
+    fn handle(&mut self, _msg: AppliedState, _ctx: &mut Context<Self>) -> Self::Result {
+        Ok((self.at.log_id, self.at.membership.clone()))
     }
 }
 
 impl Handler<Compact> for Applier {
-    type Result = Result<(Option<LogId>, StoredMembership), Fault>;
+    type Result = Result<Meta, Fault>;
     fn handle(&mut self, _msg: Compact, ctx: &mut Context<Self>) -> Self::Result {
-        self.with_conn(ctx, |c, h| {
-            let db = Db::new(c, h);
-            let state = read_state(&db)?;
-            // With synchronous=NORMAL a checkpoint syncs the WAL before copying it back, so
-            // everything committed so far (and so `state`) is durable once it returns.
-            db.internal(|c| c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())))?;
-            Ok::<_, rusqlite::Error>(state)
-        })
+        if self.conn.is_none() {
+            // Opening settles the position first, if a batch failed.
+            self.open();
+        }
+        let (meta, dir) = (self.meta(), self.snap_dir.clone());
+        self.with_conn(ctx, |c, h| Db::new(c, h).internal(|c| position::checkpoint(c, &dir, &meta)))?;
+        Ok(meta)
     }
 }
 
 impl Handler<ReplaceDb> for Applier {
     type Result = Result<(), Fault>;
     fn handle(&mut self, msg: ReplaceDb, ctx: &mut Context<Self>) -> Self::Result {
+        if self.conn.is_none() {
+            self.open();
+        }
+        let meta = msg.at.unwrap_or_else(|| self.meta());
         // Close the writer before the file under it changes.
         self.conn = None;
-        let (path, fk) = (&self.path, self.fk);
+        let (path, dir, fk) = (&self.path, &self.snap_dir, self.fk);
         let replaced = guard(ctx, ACTOR, |_| {
-            swap_in(&msg.0, path)
+            position::replace(&msg.path, path, dir, &meta)
                 .map_err(|e| e.to_string())
                 .and_then(|()| db::open_writer(path, fk).map_err(|e| e.to_string()))
                 .map_err(|msg| Fault::Storage { actor: ACTOR, msg })
         })?;
         self.conn = Some(replaced);
+        self.in_flight = None;
+        self.at = Applied { log_id: meta.last_log_id, membership: meta.last_membership };
+        if let Some(l) = self.at.log_id {
+            self.stats.applied_index.store(l.index, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(())
     }
+}
+
+/// Where the database stands once `entries` are applied on top of `at`.
+fn tail_of(at: &Applied, entries: &[Entry]) -> Applied {
+    let mut tail = at.clone();
+    for e in entries.iter().filter(|e| Some(e.log_id) > at.log_id) {
+        if let openraft::EntryPayload::Membership(m) = &e.payload {
+            tail.membership = StoredMembership::new(Some(e.log_id), m.clone());
+        }
+        tail.log_id = Some(e.log_id);
+    }
+    tail
 }

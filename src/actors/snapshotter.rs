@@ -4,6 +4,12 @@
 //! snapshot. A snapshot here is compaction (see `raft::sm_adapter`): cheap whatever the size of
 //! the database, so checking often costs nothing.
 //!
+//! On the leader it also proposes the periodic upkeep rqlite does: `VACUUM` every
+//! `-auto-vacuum-int` and `PRAGMA optimize` every `-auto-optimize-int`. Both go through the log,
+//! so every replica runs them at the same position: `VACUUM` changes no content, and
+//! `PRAGMA optimize=0x10002` decides from the tables' contents alone (not from this connection's
+//! query history), so `sqlite_stat1` is the same everywhere.
+//!
 //! It also adopts an uploaded database (`/boot`): the file replaces the database under the same
 //! lock that snapshot builds and installs take (`SnapshotStats::recording`), so a boot cannot
 //! interleave with a snapshot recording the position of the database it replaces.
@@ -14,18 +20,22 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::actors::applier::{AppliedState, Applier, ReplaceDb};
+use crate::actors::applier::{Applier, ReplaceDb};
+use crate::actors::consensus::{Consensus, Propose};
 use crate::actors::readers::Readers;
 use crate::actors::supervise::{guard, note_restart, trip, Fault};
 use crate::raft::sm_adapter::SnapshotStats;
 use crate::raft::SharedRaft;
-use crate::store::{codec, dump, KEY_APPLIED, KEY_MEMBERSHIP};
+use crate::store::command::{Command, ExecOptions, Statement};
+use crate::store::dump;
 
 const ACTOR: &str = "snapshotter";
 
 pub struct Snapshotter {
     raft: SharedRaft,
     applier: Addr<Applier>,
+    consensus: Addr<Consensus>,
+    upkeep: Upkeep,
     readers: Readers,
     snap_stats: Arc<SnapshotStats>,
     wal_path: PathBuf,
@@ -33,6 +43,17 @@ pub struct Snapshotter {
     max_entries: u64,
     max_wal: u64,
 }
+
+/// How often the leader proposes upkeep (zero: never): `-auto-vacuum-int`, `-auto-optimize-int`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Upkeep {
+    pub vacuum_every: Duration,
+    pub optimize_every: Duration,
+}
+
+/// The statement `-auto-optimize-int` proposes: analyse the tables whose contents call for it,
+/// whatever this connection has queried (0x10000), so that every replica decides alike.
+pub const OPTIMIZE: &str = "PRAGMA optimize=0x10002";
 
 /// When to snapshot: `-raft-snap-int`, `-raft-snap`, `-raft-snap-wal-size`.
 #[derive(Clone, Copy, Debug)]
@@ -43,16 +64,47 @@ pub struct SnapshotPolicy {
 }
 
 impl Snapshotter {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         raft: SharedRaft,
         applier: Addr<Applier>,
+        consensus: Addr<Consensus>,
         readers: Readers,
         snap_stats: Arc<SnapshotStats>,
         wal_path: PathBuf,
         policy: SnapshotPolicy,
+        upkeep: Upkeep,
     ) -> Self {
         let SnapshotPolicy { every, max_entries, max_wal } = policy;
-        Snapshotter { raft, applier, readers, snap_stats, wal_path, every, max_entries, max_wal }
+        Snapshotter { raft, applier, consensus, upkeep, readers, snap_stats, wal_path, every, max_entries, max_wal }
+    }
+
+    /// On the leader, propose `sql` through the log (upkeep); elsewhere nothing.
+    fn propose_upkeep(&self, ctx: &mut Context<Self>, what: &'static str, sql: &'static str) {
+        let raft = self.raft.get();
+        let m = raft.metrics().borrow().clone();
+        if m.current_leader != Some(m.id) {
+            return;
+        }
+        let cmd = Command::Execute { stmts: vec![Statement::new(sql)], opts: ExecOptions::default(), seed: 0 };
+        let consensus = self.consensus.clone();
+        ctx.spawn(
+            async move {
+                let error = match consensus.send(Propose(cmd)).await {
+                    Ok(Ok(r)) => r.error.or_else(|| r.results.iter().find_map(|x| x.error().map(String::from))),
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(e) => Some(e.to_string()),
+                };
+                match error {
+                    None => {
+                        metrics::counter!("raftlite_upkeep_total", "what" => what).increment(1);
+                        tracing::info!(what, "upkeep done");
+                    }
+                    Some(e) => tracing::warn!(what, error = %e, "upkeep failed"),
+                }
+            }
+            .into_actor(self),
+        );
     }
 
     /// Why a snapshot is due now, if it is.
@@ -79,6 +131,12 @@ impl Actor for Snapshotter {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.every, |_act, ctx| ctx.notify(Tick));
+        if !self.upkeep.vacuum_every.is_zero() {
+            ctx.run_interval(self.upkeep.vacuum_every, |act, ctx| act.propose_upkeep(ctx, "vacuum", "VACUUM"));
+        }
+        if !self.upkeep.optimize_every.is_zero() {
+            ctx.run_interval(self.upkeep.optimize_every, |act, ctx| act.propose_upkeep(ctx, "optimize", OPTIMIZE));
+        }
     }
 }
 
@@ -127,8 +185,8 @@ pub enum AdoptError {
     Unavailable(String),
 }
 
-/// Make the SQLite file at this path (in the data directory; consumed) the node's database,
-/// keeping this node's applied position and membership (`/boot` on a single-node cluster).
+/// Make the SQLite file at this path (in the data directory; consumed) the node's database at
+/// this node's applied position and membership (`/boot` on a single-node cluster).
 #[derive(Message)]
 #[rtype(result = "Result<(), AdoptError>")]
 pub struct AdoptDatabase(pub PathBuf);
@@ -151,22 +209,13 @@ async fn adopt(
     path: PathBuf,
 ) -> Result<(), AdoptError> {
     let _recording = stats.recording.lock().await;
-    // The file keeps this node's applied position and membership, is checked, and is renamed
-    // into place (no copy of the data), then the writer and readers reopen on it.
-    let (applied, membership) = match applier.send(AppliedState).await {
-        Ok(r) => r?,
-        Err(e) => return Err(AdoptError::Unavailable(e.to_string())),
-    };
-    let (p, enc_a, enc_m) = (path.clone(), codec::encode(&applied), codec::encode(&membership));
-    let prepared = tokio::task::spawn_blocking(move || {
-        let meta =
-            [(KEY_APPLIED, enc_a.map_err(|e| e.to_string())?), (KEY_MEMBERSHIP, enc_m.map_err(|e| e.to_string())?)];
-        dump::prepare_image(&p, 4096, &meta)
-    })
-    .await
-    .unwrap_or_else(|e| Err(e.to_string()));
+    // The file is checked and renamed into place (no copy of the data) at this node's current
+    // position, then the writer and readers reopen on it.
+    let p = path.clone();
+    let prepared =
+        tokio::task::spawn_blocking(move || dump::prepare_image(&p, 4096)).await.unwrap_or_else(|e| Err(e.to_string()));
     prepared.map_err(AdoptError::Invalid)?;
-    match applier.send(ReplaceDb(path)).await {
+    match applier.send(ReplaceDb { path, at: None }).await {
         Ok(r) => r?,
         Err(e) => return Err(AdoptError::Unavailable(e.to_string())),
     }

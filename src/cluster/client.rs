@@ -29,7 +29,12 @@ pub struct Peers {
     clients: Mutex<HashMap<String, reqwest::Client>>,
     /// When each peer (by address) last answered a call: the leader's reaper reads it.
     answered: Mutex<HashMap<String, Instant>>,
+    /// HTTP API addresses learned from the nodes themselves, by Raft address, and when.
+    api_addrs: Mutex<HashMap<String, (String, Instant)>>,
 }
+
+/// How long a learned HTTP API address is used before it is asked for again.
+const API_ADDR_TTL: Duration = Duration::from_secs(10);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
@@ -42,7 +47,35 @@ impl Peers {
     /// `local_ip`: the address outgoing connections bind to (the node's advertised Raft IP when
     /// it is a loopback or concrete address).
     pub fn new(local_ip: Option<IpAddr>) -> Peers {
-        Peers { local_ip, clients: Mutex::new(HashMap::new()), answered: Mutex::new(HashMap::new()) }
+        Peers {
+            local_ip,
+            clients: Mutex::new(HashMap::new()),
+            answered: Mutex::new(HashMap::new()),
+            api_addrs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The HTTP API address of the node at `raft_addr`, as that node gives it (`/cluster/meta`
+    /// over its Raft address, as rqlite's cluster service does), cached for [`API_ADDR_TTL`];
+    /// `known` (from the cluster configuration, which may be stale after a `peers.json` recovery)
+    /// when the node cannot be asked. `fresh` skips the cache (a forward to the cached address
+    /// just failed).
+    pub async fn api_addr(&self, raft_addr: &str, known: &str, fresh: bool) -> String {
+        if !fresh {
+            if let Some((a, at)) = lock(&self.api_addrs).get(raft_addr) {
+                if at.elapsed() < API_ADDR_TTL {
+                    return a.clone();
+                }
+            }
+        }
+        let asked = self.call::<_, super::ClusterReply>(raft_addr, "/cluster/meta", &(), Duration::from_secs(2)).await;
+        match asked {
+            Ok(super::ClusterReply::Meta(m)) if !m.api_addr.is_empty() => {
+                lock(&self.api_addrs).insert(raft_addr.to_string(), (m.api_addr.clone(), Instant::now()));
+                m.api_addr
+            }
+            _ => known.to_string(),
+        }
     }
 
     /// When the peer at `addr` last answered a call from this node, if it ever did.

@@ -12,7 +12,7 @@ use std::path::Path;
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, Vote};
 use serde::Deserialize;
 
-use crate::raft::{numeric_id, Entry, NodeInfo, StoredMembership};
+use crate::raft::{numeric_id, Entry, NodeInfo};
 use crate::store::codec;
 use crate::store::log_db::{LogDb, KEY_PURGED, KEY_VOTE};
 
@@ -27,17 +27,10 @@ struct Peer {
 }
 
 /// The last membership the node knew, to keep HTTP addresses the file does not give.
-fn known_nodes(conn: &rusqlite::Connection, db: &Path) -> BTreeMap<u64, NodeInfo> {
+fn known_nodes(conn: &rusqlite::Connection, snap_dir: &Path) -> BTreeMap<u64, NodeInfo> {
     let mut out = BTreeMap::new();
-    if let Ok(c) = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) {
-        let m: Option<Vec<u8>> = c
-            .query_row(&format!("SELECT v FROM {} WHERE k = 'membership'", crate::store::db::META_TABLE), [], |r| {
-                r.get(0)
-            })
-            .ok();
-        if let Some(m) = m.and_then(|b| codec::decode::<StoredMembership>(&b).ok()) {
-            out.extend(m.membership().nodes().map(|(id, n)| (*id, n.clone())));
-        }
+    if let Ok(Some(m)) = crate::store::position::read_current(snap_dir) {
+        out.extend(m.last_membership.membership().nodes().map(|(id, n)| (*id, n.clone())));
     }
     if let Ok(rows) = LogDb::range(conn, 0, u64::MAX) {
         for (_, b) in rows {
@@ -50,7 +43,7 @@ fn known_nodes(conn: &rusqlite::Connection, db: &Path) -> BTreeMap<u64, NodeInfo
 }
 
 /// Apply `<raft_dir>/peers.json` if present. Returns whether a recovery configuration was applied.
-pub fn apply_peers_file(raft_dir: &Path, log_path: &Path, db_path: &Path, my_id: &str) -> Result<bool, String> {
+pub fn apply_peers_file(raft_dir: &Path, log_path: &Path, snap_dir: &Path, my_id: &str) -> Result<bool, String> {
     let file = raft_dir.join("peers.json");
     let text = match std::fs::read(&file) {
         Ok(t) => t,
@@ -62,7 +55,7 @@ pub fn apply_peers_file(raft_dir: &Path, log_path: &Path, db_path: &Path, my_id:
         return Err(format!("{}: no peers listed", file.display()));
     }
     let mut conn = LogDb::open(log_path).map_err(|e| e.to_string())?;
-    let known = known_nodes(&conn, db_path);
+    let known = known_nodes(&conn, snap_dir);
     let mut voters = BTreeSet::new();
     let mut nodes = BTreeMap::new();
     for p in &peers {

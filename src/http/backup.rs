@@ -21,7 +21,7 @@ use super::render::{envelope, Shape, J};
 use super::request::Params;
 use super::respond::{empty, json, text};
 use super::state::{AppState, VERSION};
-use crate::actors::applier::Checkpoint;
+use crate::actors::applier::Compact;
 use crate::actors::consensus::{Propose, ProposeError};
 use crate::actors::snapshotter::{AdoptDatabase, AdoptError};
 use crate::store::command::{Command, ExecOptions, Statement};
@@ -125,7 +125,7 @@ pub(crate) async fn backup(state: &AppState, p: &Params, fwd: &Fwd) -> Response 
 }
 
 /// Write a backup of the database open on `src` to `out`: a SQL dump (`sql`), or a copy made
-/// with the backup API without raftlite's meta table (`binary`, `delete`: rollback journal),
+/// with the backup API (`binary`; `delete`: in rollback-journal mode),
 /// vacuumed if asked.
 fn make_backup(
     src: &rusqlite::Connection,
@@ -141,7 +141,7 @@ fn make_backup(
     }
     let mut c = rusqlite::Connection::open(out).map_err(|e| e.to_string())?;
     crate::store::snapshot_file::backup_from(src, &mut c).map_err(|e| e.to_string())?;
-    let mut sql = format!("DROP TABLE IF EXISTS {};", crate::store::db::META_TABLE);
+    let mut sql = String::new();
     if vacuum {
         sql.push_str("VACUUM;");
     }
@@ -320,9 +320,10 @@ pub async fn reap(state: &AppState, p: &Params) -> Response {
     let before = std::fs::read_dir(&dir).map(|r| r.count()).unwrap_or(0);
     crate::store::snapshot_file::remove_copies(&dir, None);
     let reaped = before.saturating_sub(std::fs::read_dir(&dir).map(|r| r.count()).unwrap_or(0));
-    let wals = match core.applier.send(Checkpoint).await {
-        Ok(Ok((_, frames, _))) if frames > 0 => 1,
-        Ok(Ok(_)) => 0,
+    let wal = std::fs::metadata(core.db_path.with_extension("sqlite-wal")).map(|m| m.len()).unwrap_or(0);
+    // A checkpoint records the position it brings the main file to (docs/DESIGN.md §6).
+    let wals = match core.applier.send(Compact).await {
+        Ok(Ok(_)) => i64::from(wal > 0),
         Ok(Err(e)) => return text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         Err(e) => return text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };

@@ -37,31 +37,54 @@ pub async fn not_leader(state: &AppState, p: &Params, leader: Option<NodeInfo>, 
     if !fwd.endpoint.spec().forwardable {
         return text(state, StatusCode::SERVICE_UNAVAILABLE, "not leader");
     }
+    let Some(core) = state.core.get() else {
+        return text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
+    };
+    // The leader's HTTP address as the leader gives it: the configuration's copy may be stale.
+    let api = core.peers.api_addr(&l.raft_addr, &l.api_addr, false).await;
     if p.redirect {
         let q = if fwd.query.is_empty() { String::new() } else { format!("?{}", fwd.query) };
-        return redirect(state, StatusCode::MOVED_PERMANENTLY, &format!("http://{}{}{q}", l.api_addr, fwd.path));
+        return redirect(state, StatusCode::MOVED_PERMANENTLY, &format!("http://{api}{}{q}", fwd.path));
     }
     if fwd.headers.contains_key(FORWARDED) {
         return text(state, StatusCode::SERVICE_UNAVAILABLE, "leader not found");
     }
-    let Some(core) = state.core.get() else {
-        return text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
-    };
-    forward(state, core, &l, fwd, p.timeout).await
+    forward(state, core, &l, &api, fwd, p.timeout).await
 }
 
-async fn forward(state: &AppState, core: &Core, leader: &NodeInfo, fwd: &Fwd, timeout: Duration) -> Response {
+async fn forward(
+    state: &AppState,
+    core: &Core,
+    leader: &NodeInfo,
+    api: &str,
+    fwd: &Fwd,
+    timeout: Duration,
+) -> Response {
     metrics::counter!("raftlite_http_forwarded_total").increment(1);
     let q = if fwd.query.is_empty() { String::new() } else { format!("?{}", fwd.query) };
-    let url = format!("http://{}{}{q}", leader.api_addr, fwd.path);
-    let mut rb =
-        core.peers.client(&leader.api_addr).request(fwd.method.clone(), url).timeout(timeout).header(FORWARDED, "1");
-    for h in [http::header::CONTENT_TYPE, http::header::AUTHORIZATION] {
-        if let Some(v) = fwd.headers.get(&h) {
-            rb = rb.header(h, v.clone());
+    let send = |api: &str| {
+        let url = format!("http://{api}{}{q}", fwd.path);
+        let mut rb = core.peers.client(api).request(fwd.method.clone(), url).timeout(timeout).header(FORWARDED, "1");
+        for h in [http::header::CONTENT_TYPE, http::header::AUTHORIZATION] {
+            if let Some(v) = fwd.headers.get(&h) {
+                rb = rb.header(h, v.clone());
+            }
         }
-    }
-    let resp = match rb.body(fwd.body.clone()).send().await {
+        rb.body(fwd.body.clone()).send()
+    };
+    let sent = match send(api).await {
+        // Not connected at all: the leader may have moved; ask it again, once.
+        Err(e) if e.is_connect() => {
+            let again = core.peers.api_addr(&leader.raft_addr, &leader.api_addr, true).await;
+            if again == api {
+                Err(e)
+            } else {
+                send(&again).await
+            }
+        }
+        other => other,
+    };
+    let resp = match sent {
         Ok(r) => r,
         Err(e) => return text(state, StatusCode::SERVICE_UNAVAILABLE, &format!("forwarding to leader failed: {e}")),
     };

@@ -1,5 +1,5 @@
 //! The inter-node listener on `-raft-addr` (docs/DESIGN.md §8): Raft RPCs (`/raft/append`, `/raft/vote`,
-//! `/raft/snapshot`) and the cluster service (`/cluster/join`, `/cluster/notify`,
+//! `/raft/snapshot`, `/raft/snapshot-gz`) and the cluster service (`/cluster/join`, `/cluster/notify`,
 //! `/cluster/remove`, `/cluster/removed`, `/cluster/meta`, `/cluster/elect`). Bodies are codec-encoded and capped;
 //! garbage gets a 400, never a crash.
 
@@ -83,6 +83,7 @@ async fn handle<B: Buf + Send>(
         "/raft/append"
             | "/raft/vote"
             | "/raft/snapshot"
+            | "/raft/snapshot-gz"
             | "/cluster/join"
             | "/cluster/notify"
             | "/cluster/remove"
@@ -117,8 +118,13 @@ async fn handle<B: Buf + Send>(
                 encoded(&resp)
             }
             "/raft/vote" => encoded(&raft.vote(decode(&body)?).await),
-            "/raft/snapshot" => {
-                let resp = raft.install_snapshot(decode(&body)?).await;
+            "/raft/snapshot" | "/raft/snapshot-gz" => {
+                let mut req: openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig> = decode(&body)?;
+                if path == "/raft/snapshot-gz" {
+                    req.data = crate::raft::network::gunzip(&req.data)
+                        .map_err(|e| reply(StatusCode::BAD_REQUEST, e.to_string().into_bytes()))?;
+                }
+                let resp = raft.install_snapshot(req).await;
                 if resp.is_ok() {
                     state.note_leader_contact();
                 }

@@ -26,7 +26,7 @@ fn file_size(p: &std::path::Path) -> u64 {
 /// rqlite's `store.snapshot_store`: the directory, its size and the snapshots it holds, newest
 /// last. raftlite keeps one: the recorded position of the database (docs/DESIGN.md §6).
 fn snapshot_store(dir: &std::path::Path) -> Value {
-    let current = crate::raft::sm_adapter::read_current(dir).ok().flatten().map(|m| m.snapshot_id);
+    let current = crate::store::position::read_current(dir).ok().flatten().map(|m| m.snapshot_id);
     json!({
         "dir": dir.display().to_string(),
         "dir_size": dir_size(dir),

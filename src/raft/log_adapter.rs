@@ -139,7 +139,7 @@ impl LogAdapter {
         let deadline = tokio::time::Instant::now() + PURGE_WAIT;
         let failed_before = stats.installs_failed.load(std::sync::atomic::Ordering::Relaxed);
         loop {
-            let recorded = crate::raft::sm_adapter::read_current(dir)
+            let recorded = crate::store::position::read_current(dir)
                 .map_err(|e| StorageIOError::read_snapshot(None, any_err(e)))?
                 .and_then(|m| m.last_log_id);
             if recorded.map(|r| r.index >= want.index).unwrap_or(false) {

@@ -27,6 +27,8 @@ pub struct RaftParts {
     pub db_path: PathBuf,
     pub snap_dir: PathBuf,
     pub snap_stats: Arc<SnapshotStats>,
+    /// `-compress-snap-transport`.
+    pub compress_snapshots: bool,
 }
 
 impl RaftParts {
@@ -48,7 +50,7 @@ impl RaftParts {
         Raft::new(
             self.node_id,
             self.config.clone(),
-            Network::new(self.peers.clone()),
+            Network::new(self.peers.clone(), self.compress_snapshots),
             LogAdapter::new(self.log_store.clone()).with_snapshot_guard(self.snap_dir.clone(), self.snap_stats.clone()),
             sm,
         )

@@ -1,15 +1,15 @@
 //! openraft's `RaftStateMachine` for raftlite: applies entries through the `Applier` actor, and
 //! treats the SQLite database as the snapshot (docs/DESIGN.md §6).
 //!
-//! - Compaction (`build_snapshot`) is cheap: the applier checkpoints (making everything applied
-//!   durable) and reports the applied log id and membership; that is recorded in
-//!   `snapshots/current.json` and openraft may purge the log up to it. No copy is made, so it
-//!   costs the WAL written since the last checkpoint, whatever the size of the database.
+//! - Compaction (`build_snapshot`) is cheap: the applier checkpoints the WAL into the main file
+//!   and records the position that file now holds in `snapshots/current.json`
+//!   (`store::position`); openraft may purge the log up to it. No copy is made, so it costs the
+//!   WAL written since the last checkpoint, whatever the size of the database.
 //! - Bytes are made only when a follower needs them: `get_current_snapshot` hands openraft a
-//!   [`SnapshotFile::lazy`] copy, made from a read transaction on first read, with a checksum
-//!   trailer. The copy may be newer than the recorded position; that is safe because the applier
-//!   skips entries at or below the applied index recorded inside the database.
-//! - Installing verifies the trailer and the copy's own applied index, then swaps the file in.
+//!   [`SnapshotFile::lazy`] copy of the main file, made on first read under the checkpoint lock,
+//!   with a checksum trailer. It holds exactly the recorded position.
+//! - Installing verifies the trailer, then the applier swaps the file in at the snapshot's
+//!   position.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,13 +23,9 @@ use tokio::io::AsyncSeekExt;
 use super::{any_err, Entry, LogId, NodeInfo, StorageError, StoredMembership, TypeConfig};
 use crate::actors::applier::{AppliedState, Applier, Apply, Compact, ReplaceDb};
 use crate::actors::readers::Readers;
-use crate::store::codec;
 use crate::store::command::Response;
-use crate::store::db::META_TABLE;
+use crate::store::position::read_current;
 use crate::store::snapshot_file::{remove_copies, verify_and_strip, SnapshotFile};
-use crate::store::{KEY_APPLIED, KEY_MEMBERSHIP};
-
-const CURRENT: &str = "current.json";
 
 /// Snapshot counters, shown in `/status`.
 #[derive(Default, Debug)]
@@ -51,12 +47,13 @@ pub struct SnapshotStats {
     pub user_snapshots: AtomicU64,
     /// User-triggered reaps (`POST /reap`).
     pub user_reaps: AtomicU64,
-    /// Held while the recorded position (`current.json`) and the database it describes change
-    /// together. openraft builds snapshots in a task of their own, so a build and an install can
-    /// run at once: without this, a build could record the position of the database the install
-    /// just replaced (the record going backwards), or the two could race on the temp file.
+    /// Held while the main file and its recorded position (`current.json`) change together
+    /// (checkpoints, installs, `/boot`) and while a copy of the main file is made to be sent.
+    /// openraft builds snapshots in a task of their own, so a build and an install can run at
+    /// once: without this, a build could record the position of the database the install just
+    /// replaced (the record going backwards), or a copy could catch a checkpoint half done.
     /// Shared across Raft rebuilds, like the rest of this struct.
-    pub recording: tokio::sync::Mutex<()>,
+    pub recording: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Clone)]
@@ -122,35 +119,17 @@ impl SmAdapter {
         drop(snapshot);
         let stats = self.stats.clone();
         let _recording = stats.recording.lock().await;
-        let (dir, expected) = (self.snap_dir.clone(), meta.clone());
         let p = path.clone();
-        let checked = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            verify_and_strip(&p).map_err(|e| e.to_string())?;
-            let (applied, membership) = state_in_file(&p)?;
-            // The copy is made when sent, so it may hold more than the position it was sent for;
-            // it must not hold less.
-            if applied < expected.last_log_id {
-                return Err(format!(
-                    "snapshot {} holds applied {applied:?}, less than its metadata's {:?}",
-                    expected.snapshot_id, expected.last_log_id
-                ));
-            }
-            // Record what the file holds, not what it was sent for: once it is our database, the
-            // log may be purged up to everything in it (openraft does so at the next start), and
-            // a purge must never pass the recorded snapshot.
-            let recorded =
-                SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id: expected.snapshot_id };
-            write_current(&dir, &recorded).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(snap_err)?;
+        let checked = tokio::task::spawn_blocking(move || verify_and_strip(&p)).await.map_err(snap_err)?;
         if let Err(e) = checked {
             self.stats.num_restores_failed.fetch_add(1, Ordering::Relaxed);
             let _ = std::fs::remove_file(&path);
             tracing::error!(snapshot = %meta.snapshot_id, error = %e, "snapshot rejected");
             return Err(snap_err(e));
         }
-        self.applier.send(ReplaceDb(path)).await.map_err(snap_err)?.map_err(snap_err)?;
+        // The file is the leader's main file at exactly `meta`'s position.
+        let replace = ReplaceDb { path, at: Some(meta.clone()) };
+        self.applier.send(replace).await.map_err(snap_err)?.map_err(snap_err)?;
         drop(_recording);
         if let Some(r) = &self.readers {
             r.reopen().await;
@@ -167,49 +146,9 @@ impl SmAdapter {
 
     fn lazy_copy(&self, key: &str) -> Box<SnapshotFile> {
         let made = Some(self.stats.num_snapshot_copies.clone());
-        Box::new(SnapshotFile::lazy(self.db_path.clone(), self.snap_dir.clone(), key.to_string(), made))
+        let lock = Some(self.stats.recording.clone());
+        Box::new(SnapshotFile::lazy(self.db_path.clone(), self.snap_dir.clone(), key.to_string(), made, lock))
     }
-}
-
-/// The recorded snapshot position, if any.
-pub fn read_current(dir: &Path) -> std::io::Result<Option<SnapshotMeta<u64, NodeInfo>>> {
-    match std::fs::read(dir.join(CURRENT)) {
-        Ok(b) => Ok(Some(serde_json::from_slice(&b)?)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Write `current.json` atomically (temp file, fsync, rename, fsync the directory).
-fn write_current(dir: &Path, meta: &SnapshotMeta<u64, NodeInfo>) -> std::io::Result<()> {
-    let tmp = dir.join(format!("current.json.{}.tmp", rand::random::<u64>()));
-    std::fs::write(&tmp, serde_json::to_vec(meta)?)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, dir.join(CURRENT))?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Read the applied id and membership recorded inside a database file.
-fn state_in_file(path: &Path) -> Result<(Option<LogId>, StoredMembership), String> {
-    let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| e.to_string())?;
-    let get = |k: &str| -> Result<Option<Vec<u8>>, String> {
-        let mut st = c.prepare(&format!("SELECT v FROM {META_TABLE} WHERE k = ?1")).map_err(|e| e.to_string())?;
-        let mut rows = st.query([k]).map_err(|e| e.to_string())?;
-        match rows.next().map_err(|e| e.to_string())? {
-            Some(r) => Ok(Some(r.get(0).map_err(|e| e.to_string())?)),
-            None => Ok(None),
-        }
-    };
-    let applied = match get(KEY_APPLIED)? {
-        Some(b) => codec::decode::<Option<LogId>>(&b).map_err(|e| e.to_string())?,
-        None => None,
-    };
-    let membership = match get(KEY_MEMBERSHIP)? {
-        Some(b) => codec::decode(&b).map_err(|e| e.to_string())?,
-        None => StoredMembership::default(),
-    };
-    Ok((applied, membership))
 }
 
 pub struct Builder {
@@ -222,24 +161,9 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
         fail::fail_point!("snapshot::build", |_| Err(snap_err("failpoint snapshot::build")));
         let stats = self.sm.stats.clone();
         let _recording = stats.recording.lock().await;
-        let (applied, membership) = self.sm.applier.send(Compact).await.map_err(snap_err)?.map_err(snap_err)?;
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        let id = match applied {
-            Some(l) => format!("{}-{}-{now_ms}", l.leader_id.term, l.index),
-            None => format!("0-0-{now_ms}"),
-        };
-        let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id: id };
-        let dir = self.sm.snap_dir.clone();
-        let m = meta.clone();
-        tokio::task::spawn_blocking(move || {
-            write_current(&dir, &m)?;
-            // Copies made for an older snapshot are of no more use.
-            remove_copies(&dir, None);
-            Ok::<_, std::io::Error>(())
-        })
-        .await
-        .map_err(snap_err)?
-        .map_err(snap_err)?;
+        let meta = self.sm.applier.send(Compact).await.map_err(snap_err)?.map_err(snap_err)?;
+        // Copies made for an older snapshot are of no more use.
+        remove_copies(&self.sm.snap_dir, None);
         drop(_recording);
         self.sm.stats.num_snapshots.fetch_add(1, Ordering::Relaxed);
         metrics::histogram!("raftlite_snapshot_seconds").record(started.elapsed().as_secs_f64());

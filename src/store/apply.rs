@@ -3,9 +3,10 @@
 //! show that the same log gives the same database.
 //!
 //! A run of entries is one SQLite transaction: each entry's statements (with the entry's seed
-//! for SQLite's PRNG, so that anything not rewritten is still deterministic), then the applied
-//! log id and the membership into the meta table, then COMMIT (docs/DESIGN.md §5, invariant 2).
-//! Entries at or below the recorded applied id are skipped, so nothing is applied twice. A
+//! for SQLite's PRNG, so that anything not rewritten is still deterministic), then the stamp of
+//! the last entry's index in the header (`store::position`), then COMMIT; the caller's
+//! [`Applied`] then moves to the last entry (docs/DESIGN.md §5, invariant 2). Entries at or
+//! below [`Applied`] are skipped, so nothing is applied twice. A
 //! statement that runs past its deterministic step budget is interrupted, which makes SQLite
 //! roll the whole transaction back: the batch is then run again from the start with that
 //! statement answered by the interrupt error, on every replica alike. A database load
@@ -16,10 +17,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use openraft::EntryPayload;
 
 use crate::raft::{Entry, LogId, StoredMembership};
-use crate::store::codec;
-use crate::store::command::{Command, ExecOptions, Response, Statement};
+use crate::store::command::{Command, ExecOptions, Response, Statement, StmtResult};
 use crate::store::db::{Db, Hooks, Mode};
-use crate::store::{KEY_APPLIED, KEY_MEMBERSHIP};
+use crate::store::position;
 
 /// Counters the applier shares with `/status`.
 #[derive(Default, Debug)]
@@ -41,19 +41,12 @@ pub struct ApplierStats {
     pub last_applied_proposed_ms: AtomicI64,
 }
 
-/// The applied log id and membership recorded in the database.
-pub fn read_state(db: &Db<'_>) -> rusqlite::Result<(Option<LogId>, StoredMembership)> {
-    let applied = match db.meta_get(KEY_APPLIED)? {
-        Some(b) => codec::decode::<Option<LogId>>(&b).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?,
-        None => None,
-    };
-    let membership = match db.meta_get(KEY_MEMBERSHIP)? {
-        Some(b) => {
-            codec::decode::<StoredMembership>(&b).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?
-        }
-        None => StoredMembership::default(),
-    };
-    Ok((applied, membership))
+/// Where the database stands: the last log entry applied to it and the membership that entry
+/// (or an earlier one) set.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Applied {
+    pub log_id: Option<LogId>,
+    pub membership: StoredMembership,
 }
 
 /// What one pass over a batch produced, or which statement forced a re-run.
@@ -157,67 +150,96 @@ fn storage_error(msg: &str) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(msg.into())
 }
 
+/// An entry that is one `VACUUM` (`-auto-vacuum-int`, or a client's): SQLite refuses it inside a
+/// transaction, so it runs on its own between runs.
+fn is_vacuum(e: &Entry) -> bool {
+    matches!(&e.payload, EntryPayload::Normal(Command::Execute { stmts, .. })
+        if stmts.len() == 1 && stmts[0].params.is_empty() && crate::store::sql::is_vacuum(&stmts[0].sql))
+}
+
+/// Run a `VACUUM` entry outside any transaction. It rewrites the file without changing what it
+/// holds, so running it again after a crash (the position moves after it) changes nothing.
+fn vacuum(c: &rusqlite::Connection, hooks: &Hooks, e: Entry, stats: &ApplierStats, at: &mut Applied) -> Response {
+    let index = e.log_id.index;
+    if Some(e.log_id) <= at.log_id {
+        stats.reapplied_skipped.fetch_add(1, Ordering::Relaxed);
+        return Response { raft_index: index, ..Default::default() };
+    }
+    let started = std::time::Instant::now();
+    let db = Db::new(c, hooks);
+    // VACUUM cannot share a transaction with the stamp; run again after a crash in between, it
+    // changes nothing.
+    let done = db.vacuum().and_then(|()| db.internal(|c| position::set_stamp(c, index)));
+    let result = match done {
+        Ok(()) => StmtResult::Write { last_insert_id: 0, rows_affected: 0, time: started.elapsed().as_secs_f64() },
+        Err(err) => StmtResult::Error { error: err.to_string(), time: started.elapsed().as_secs_f64() },
+    };
+    at.log_id = Some(e.log_id);
+    stats.applied_since_start.fetch_add(1, Ordering::Relaxed);
+    stats.applied_index.store(index, Ordering::Relaxed);
+    Response { results: vec![result], raft_index: index, ..Default::default() }
+}
+
 fn is_load(e: &Entry) -> bool {
     matches!(&e.payload, EntryPayload::Normal(Command::Load { .. }))
 }
 
 /// Apply committed entries: runs of ordinary entries as one transaction each, and each database
 /// load on its own (it replaces the whole database).
+/// `at` is where the database stands; it moves with every run committed.
 pub fn apply_entries(
     c: &mut rusqlite::Connection,
     hooks: &Hooks,
     entries: Vec<Entry>,
     stats: &ApplierStats,
+    at: &mut Applied,
 ) -> rusqlite::Result<Vec<Response>> {
-    if !entries.iter().any(is_load) {
-        return apply_batch(c, hooks, entries, stats);
+    if !entries.iter().any(|e| is_load(e) || is_vacuum(e)) {
+        return apply_batch(c, hooks, entries, stats, at);
     }
     let mut out = Vec::with_capacity(entries.len());
     let mut run = Vec::new();
     for e in entries {
         if is_load(&e) {
-            out.extend(apply_batch(c, hooks, std::mem::take(&mut run), stats)?);
-            out.push(load_image(c, hooks, e, stats)?);
+            out.extend(apply_batch(c, hooks, std::mem::take(&mut run), stats, at)?);
+            out.push(load_image(c, hooks, e, stats, at)?);
+        } else if is_vacuum(&e) {
+            out.extend(apply_batch(c, hooks, std::mem::take(&mut run), stats, at)?);
+            out.push(vacuum(c, hooks, e, stats, at));
         } else {
             run.push(e);
         }
     }
-    out.extend(apply_batch(c, hooks, run, stats)?);
+    out.extend(apply_batch(c, hooks, run, stats, at)?);
     Ok(out)
 }
 
 /// Replace the whole database with a loaded image, atomically: the image is checked, brought to
-/// this database's page size, given this entry's applied index and the current membership, and
-/// copied in with the backup API (one write transaction). An invalid image changes nothing but
-/// the applied index, and the response says why.
+/// this database's page size and copied in with the backup API (one write transaction). An
+/// invalid image changes nothing but the applied position, and the response says why.
 fn load_image(
     c: &mut rusqlite::Connection,
     hooks: &Hooks,
     e: Entry,
     stats: &ApplierStats,
+    at: &mut Applied,
 ) -> rusqlite::Result<Response> {
     let index = e.log_id.index;
-    let (applied, membership) = read_state(&Db::new(c, hooks))?;
-    if Some(e.log_id) <= applied {
+    if Some(e.log_id) <= at.log_id {
         stats.reapplied_skipped.fetch_add(1, Ordering::Relaxed);
         return Ok(Response { raft_index: index, ..Default::default() });
     }
     let EntryPayload::Normal(Command::Load { image }) = e.payload else {
         return Ok(Response { raft_index: index, ..Default::default() });
     };
-    let enc = |r: Result<Vec<u8>, codec::CodecError>| r.map_err(|e| storage_error(&e.to_string()));
-    let applied_now = enc(codec::encode(&Some(e.log_id)))?;
-    let members = enc(codec::encode(&membership))?;
     let db_path = c.path().map(std::path::PathBuf::from).unwrap_or_default();
     let tmp = db_path.with_extension("sqlite.loading");
     let page_size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-    let prepared = std::fs::write(&tmp, &image).map_err(|e| e.to_string()).and_then(|_| {
-        crate::store::dump::prepare_image(
-            &tmp,
-            page_size,
-            &[(KEY_APPLIED, applied_now.clone()), (KEY_MEMBERSHIP, members.clone())],
-        )
-    });
+    // The image carries this entry's stamp, so the copy and the stamp land in one transaction.
+    let prepared = std::fs::write(&tmp, &image)
+        .map_err(|e| e.to_string())
+        .and_then(|_| crate::store::dump::prepare_image(&tmp, page_size))
+        .and_then(|_| position::stamp_file(&tmp, index).map_err(|e| e.to_string()));
     let resp = match prepared {
         Ok(()) => {
             let src = rusqlite::Connection::open(&tmp)?;
@@ -232,13 +254,11 @@ fn load_image(
             Response { raft_index: index, ..Default::default() }
         }
         Err(msg) => {
-            let db = Db::new(c, hooks);
-            db.internal(|c| c.execute_batch("BEGIN IMMEDIATE"))?;
-            db.meta_put(KEY_APPLIED, &applied_now)?;
-            db.internal(|c| c.execute_batch("COMMIT"))?;
+            Db::new(c, hooks).internal(|c| position::set_stamp(c, index))?;
             Response { raft_index: index, error: Some(msg), ..Default::default() }
         }
     };
+    at.log_id = Some(e.log_id);
     let _ = std::fs::remove_file(&tmp);
     stats.applied_since_start.fetch_add(1, Ordering::Relaxed);
     stats.applied_index.store(index, Ordering::Relaxed);
@@ -250,13 +270,14 @@ fn apply_batch(
     hooks: &Hooks,
     entries: Vec<Entry>,
     stats: &ApplierStats,
+    at: &mut Applied,
 ) -> rusqlite::Result<Vec<Response>> {
     if entries.is_empty() {
         return Ok(Vec::new());
     }
     let started = std::time::Instant::now();
     let db = Db::new(c, hooks);
-    let (applied, membership) = read_state(&db)?;
+    let (applied, membership) = (at.log_id, at.membership.clone());
     let changes_at_start = db.reported_changes();
     let mut timed_out: Vec<(usize, usize)> = Vec::new();
     loop {
@@ -273,14 +294,12 @@ fn apply_batch(
             Pass::Done(out, last, membership) => {
                 let result = (|| {
                     fail::fail_point!("applier::before_commit");
-                    // The effects and the applied index must commit together (invariant 2).
                     if c.is_autocommit() {
                         return Err(storage_error("the batch transaction was rolled back unexpectedly"));
                     }
-                    if last != applied {
-                        let enc = |r: Result<Vec<u8>, codec::CodecError>| r.map_err(|e| storage_error(&e.to_string()));
-                        db.meta_put(KEY_APPLIED, &enc(codec::encode(&last))?)?;
-                        db.meta_put(KEY_MEMBERSHIP, &enc(codec::encode(&membership))?)?;
+                    // The stamp commits with the effects (invariant 2, `store::position`).
+                    if let Some(l) = last.filter(|_| last != applied) {
+                        db.internal(|c| position::set_stamp(c, l.index))?;
                     }
                     db.internal(|c| c.execute_batch("COMMIT"))
                 })();
@@ -288,6 +307,9 @@ fn apply_batch(
                     let _ = db.internal(|c| c.execute_batch("ROLLBACK"));
                     return Err(e);
                 }
+                // Committed: the position moves with it, before anything else can fail
+                // (invariant 2).
+                *at = Applied { log_id: last, membership };
                 let replay_bound = stats.replay_bound.load(Ordering::Relaxed);
                 for e in &entries {
                     if Some(e.log_id) <= applied {

@@ -75,6 +75,16 @@ pub enum StmtResult {
     Error { error: String, time: f64 },
 }
 
+impl StmtResult {
+    /// The error message, if this statement failed.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            StmtResult::Error { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
 /// Rows of a query (or of a write with RETURNING).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Rows {

@@ -1,7 +1,7 @@
 //! The SQLite state-machine database: opening the writer and the read-only connections with the
 //! hardening of docs/DESIGN.md §10, executing a request's statements with rqlite's semantics
-//! (docs/API.md §4, §5, §7), and the meta table that records the applied log position in the same
-//! transaction as the effects (docs/DESIGN.md §5, invariant 2).
+//! (docs/API.md §4, §5, §7). The database holds only the user's objects; where it stands in the
+//! log is recorded beside it (`store::position`).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,8 +17,6 @@ use rusqlite::{Connection, OpenFlags};
 use crate::store::command::{ExecOptions, Param, Rows, Statement, StmtResult, Value};
 use crate::store::sql;
 
-/// Table holding the applied log id and membership. Protected from client writes by the authorizer.
-pub const META_TABLE: &str = "_raftlite_meta";
 const SAVEPOINT: &str = "_raftlite_tx";
 
 /// Progress-handler granularity, in SQLite VM instructions.
@@ -30,7 +28,7 @@ pub const TICKS_PER_MS: u64 = 20;
 /// Shared switches of one connection's hooks.
 #[derive(Clone, Default)]
 pub struct Hooks {
-    /// Set while raftlite itself runs statements (transaction control, meta writes).
+    /// Set while raftlite itself runs statements (transaction control).
     internal: Arc<AtomicBool>,
     /// Remaining progress ticks for the current statement (0 = unlimited).
     budget: Arc<AtomicU64>,
@@ -39,7 +37,7 @@ pub struct Hooks {
     epoch: Option<Instant>,
     interrupted: Arc<AtomicBool>,
     /// The `rows_affected` clients see: SQLite's connection-level `changes()` as it stood after
-    /// the last client statement, unaffected by raftlite's own meta writes.
+    /// the last client statement, unaffected by raftlite's own statements.
     reported_changes: Arc<std::sync::atomic::AtomicI64>,
 }
 
@@ -80,9 +78,13 @@ fn harden(conn: &Connection, hooks: &Hooks) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Pragmas a client may read but not set: they would change how the database is journaled,
+/// synced or checkpointed, or its position stamp (`application_id`), which the storage
+/// invariants depend on (docs/DESIGN.md §6).
+const FIXED_PRAGMAS: &[&str] = &["journal_mode", "wal_autocheckpoint", "synchronous", "locking_mode", "application_id"];
+
 /// The authorizer for client statements.
 fn authorize(action: &AuthAction<'_>) -> Authorization {
-    let meta = |t: &str| t.eq_ignore_ascii_case(META_TABLE);
     match action {
         AuthAction::Attach { .. } | AuthAction::Detach { .. } => Authorization::Deny,
         AuthAction::Function { function_name } if function_name.eq_ignore_ascii_case("load_extension") => {
@@ -91,14 +93,12 @@ fn authorize(action: &AuthAction<'_>) -> Authorization {
         // The applier owns the transaction; a client COMMIT or ROLLBACK would end it.
         AuthAction::Transaction { .. } => Authorization::Deny,
         AuthAction::Savepoint { savepoint_name, .. } if savepoint_name.starts_with("_raftlite") => Authorization::Deny,
-        AuthAction::Insert { table_name }
-        | AuthAction::Delete { table_name }
-        | AuthAction::DropTable { table_name }
-        | AuthAction::CreateIndex { table_name, .. }
-        | AuthAction::CreateTrigger { table_name, .. }
-        | AuthAction::AlterTable { table_name, .. }
-        | AuthAction::Update { table_name, .. }
-            if meta(table_name) =>
+        // Only the applier checkpoints: the main file must stay at its recorded position.
+        AuthAction::Pragma { pragma_name, .. } if pragma_name.eq_ignore_ascii_case("wal_checkpoint") => {
+            Authorization::Deny
+        }
+        AuthAction::Pragma { pragma_name, pragma_value: Some(_) }
+            if FIXED_PRAGMAS.iter().any(|p| pragma_name.eq_ignore_ascii_case(p)) =>
         {
             Authorization::Deny
         }
@@ -130,20 +130,20 @@ impl Hooks {
     }
 }
 
-/// Prepare a freshly opened writer connection (WAL mode, meta table, hardening).
+/// Prepare a freshly opened writer connection (WAL mode, no implicit checkpoints, hardening).
 pub fn setup_writer(conn: &Connection, fk: bool) -> rusqlite::Result<Hooks> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    // The Raft log is the source of truth; a power loss may roll back the last commits of
-    // this file, together with their applied index, and they are re-applied from the log.
+    // The Raft log is the source of truth: a power loss may roll back the last commits of this
+    // file, together with their stamp (store::position), and they are applied again from the
+    // log. Checkpoints sync the WAL before and the main file after, which the recorded snapshot
+    // relies on.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     // When a checkpoint lets the WAL restart, cut the file back: its size then shows recent
     // writes, which is what `-raft-snap-wal-size` means to measure.
     conn.pragma_update(None, "journal_size_limit", 1 << 20)?;
     conn.pragma_update(None, "foreign_keys", if fk { "ON" } else { "OFF" })?;
     conn.busy_timeout(Duration::from_secs(5))?;
-    conn.execute_batch(&format!(
-        "CREATE TABLE IF NOT EXISTS {META_TABLE} (k TEXT PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID"
-    ))?;
+    crate::store::position::no_implicit_checkpoints(conn)?;
     let hooks = Hooks { epoch: Some(Instant::now()), ..Hooks::default() };
     harden(conn, &hooks)?;
     register_seeded_functions(conn)?;
@@ -160,35 +160,10 @@ pub fn setup_reader(conn: &Connection, fk: bool) -> rusqlite::Result<Hooks> {
     conn.pragma_update(None, "query_only", "ON")?;
     conn.pragma_update(None, "foreign_keys", if fk { "ON" } else { "OFF" })?;
     conn.busy_timeout(Duration::from_secs(5))?;
+    crate::store::position::no_implicit_checkpoints(conn)?;
     let hooks = Hooks { epoch: Some(Instant::now()), ..Hooks::default() };
     harden(conn, &hooks)?;
     Ok(hooks)
-}
-
-/// Where a replacement database waits, fsynced, before it is renamed over `db`.
-pub fn installing_path(db: &Path) -> std::path::PathBuf {
-    db.with_extension("sqlite.installing")
-}
-
-/// Finish a database swap: if a fsynced replacement waits at [`installing_path`], drop the old
-/// WAL and shared memory, rename it over `db`, fsync the directory. Called for every swap, and at
-/// start for one a crash interrupted (the replacement is complete once it has that name).
-pub fn finish_swap(db: &Path) -> std::io::Result<()> {
-    let installing = installing_path(db);
-    if !installing.exists() {
-        return Ok(());
-    }
-    for ext in ["sqlite-wal", "sqlite-shm"] {
-        let p = db.with_extension(ext);
-        if p.exists() {
-            std::fs::remove_file(p)?;
-        }
-    }
-    std::fs::rename(&installing, db)?;
-    if let Some(dir) = db.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// Open a writer connection synchronously (tests, tools).
@@ -204,32 +179,21 @@ impl<'a> Db<'a> {
     }
 
     /// Run raftlite's own SQL with the authorizer switched off.
-    pub fn internal<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    pub fn internal<T, E>(&self, f: impl FnOnce(&Connection) -> Result<T, E>) -> Result<T, E> {
         self.hooks.internal.store(true, Ordering::Relaxed);
         let r = f(self.conn);
         self.hooks.internal.store(false, Ordering::Relaxed);
         r
     }
 
-    /// Read a meta value.
-    pub fn meta_get(&self, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
-        self.internal(|c| {
-            let mut st = c.prepare_cached(&format!("SELECT v FROM {META_TABLE} WHERE k = ?1"))?;
-            let mut rows = st.query([key])?;
-            match rows.next()? {
-                Some(r) => Ok(Some(r.get(0)?)),
-                None => Ok(None),
-            }
-        })
-    }
-
-    /// Write a meta value (inside the caller's transaction).
-    pub fn meta_put(&self, key: &str, value: &[u8]) -> rusqlite::Result<()> {
-        self.internal(|c| {
-            c.prepare_cached(&format!("INSERT OR REPLACE INTO {META_TABLE}(k, v) VALUES (?1, ?2)"))?
-                .execute(rusqlite::params![key, value])?;
-            Ok(())
-        })
+    /// `VACUUM` the database (outside any transaction). SQLite vacuums through an internal
+    /// `ATTACH`, which client statements may not use, so it runs as raftlite's own statement with
+    /// one attachment allowed for its duration.
+    pub fn vacuum(&self) -> rusqlite::Result<()> {
+        self.conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 1)?;
+        let r = self.internal(|c| c.execute_batch("VACUUM"));
+        self.conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+        r
     }
 
     /// Execute a request's statements on a connection that is not inside a transaction of ours
@@ -402,14 +366,14 @@ impl<'a> Db<'a> {
                 let mut rows = stmt.raw_query();
                 while rows.next()?.is_some() {}
                 drop(rows);
-                // DDL leaves changes() as it was; DML sets it (to 0 too). Meta writes in between
-                // must not show, so the client-visible value is carried in the hooks.
+                // DDL leaves changes() as it was; DML sets it (to 0 too). raftlite's own
+                // statements in between must not show, so the client-visible value is carried in
+                // the hooks.
                 let (changes, total) = (self.conn.changes(), self.conn.total_changes());
                 if total != total0 || changes != changes0 {
                     self.hooks.reported_changes.store(changes as i64, Ordering::Relaxed);
                 }
                 StmtResult::Write {
-                    // Inserts into the WITHOUT ROWID meta table do not touch last_insert_rowid.
                     last_insert_id: self.conn.last_insert_rowid(),
                     rows_affected: self.hooks.reported_changes.load(Ordering::Relaxed),
                     time: 0.0,
@@ -580,15 +544,6 @@ fn register_seeded_functions(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Atomically replace `db` with `src` (a verified file in the same data directory, consumed):
-/// rename it to `db.sqlite.installing` and fsync it, then finish as a restart would.
-pub fn swap_in(src: &Path, db: &Path) -> std::io::Result<()> {
-    let installing = installing_path(db);
-    std::fs::rename(src, &installing)?;
-    std::fs::File::open(&installing)?.sync_all()?;
-    finish_swap(db)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -662,8 +617,18 @@ mod tests {
             let r = db.run(&[s(bad)], &o, Mode::Write, None);
             assert!(matches!(&r[0], StmtResult::Error { .. }), "{bad}: {r:?}");
         }
-        let r = db.run(&[s(&format!("DELETE FROM {META_TABLE}"))], &o, Mode::Write, None);
-        assert!(matches!(&r[0], StmtResult::Error { error, .. } if error.contains("not authorized")));
+        for fixed in [
+            "PRAGMA wal_checkpoint(TRUNCATE)",
+            "PRAGMA journal_mode=DELETE",
+            "PRAGMA synchronous=OFF",
+            "PRAGMA application_id=7",
+        ] {
+            let r = db.run(&[s(fixed)], &o, Mode::Write, None);
+            assert!(matches!(&r[0], StmtResult::Error { error, .. } if error.contains("not authorized")), "{fixed}");
+        }
+        // Reading them is fine.
+        let r = db.run(&[s("PRAGMA synchronous")], &o, Mode::Query, None);
+        assert!(matches!(&r[0], StmtResult::Rows(_)), "{r:?}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! SQL text in and out: the `sqlite3 .dump`-style dump served by `/db/backup?fmt=sql`, the page-size
-//! and meta-table preparation of a database image before it replaces the live one (`/db/load`,
+//! SQL text in and out: the `sqlite3 .dump`-style dump served by `/db/backup?fmt=sql`, the checks
+//! and page-size preparation of a database image before it replaces the live one (`/db/load`,
 //! `/boot`), and the stripping of a dump's own transaction statements before it is loaded inside
 //! raftlite's transaction.
 
@@ -8,7 +8,7 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
-use crate::store::db::META_TABLE;
+use crate::store::position::LEGACY_META_TABLE;
 
 fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
@@ -31,7 +31,7 @@ pub fn dump(conn: &Connection, tables: Option<&[String]>, out: &mut dyn Write) -
             .map_err(e)?;
         let list: Vec<(String, String)> =
             st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(e)?.collect::<Result<_, _>>().map_err(e)?;
-        let wanted = |name: &str| name != META_TABLE && tables.map(|t| t.iter().any(|x| x == name)).unwrap_or(true);
+        let wanted = |name: &str| tables.map(|t| t.iter().any(|x| x == name)).unwrap_or(true);
         for (name, sql) in list.iter().filter(|(n, _)| wanted(n)) {
             writeln!(out, "{sql};").map_err(w)?;
             let cols: Vec<String> = conn
@@ -111,23 +111,19 @@ pub fn check_image(path: &Path) -> Result<Connection, String> {
     Ok(c)
 }
 
-/// Check a database image and make it ready to become the live database: integrity-checked,
-/// in the live database's page size, with raftlite's meta table set to `meta` (key/value pairs).
-pub fn prepare_image(path: &Path, page_size: i64, meta: &[(&str, Vec<u8>)]) -> Result<(), String> {
+/// Check a database image and make it ready to become the live database: integrity-checked, in
+/// the live database's page size, in WAL mode, without the table where raftlite's previous format
+/// kept its position (a backup taken from such a node may hold it).
+pub fn prepare_image(path: &Path, page_size: i64) -> Result<(), String> {
     let c = check_image(path)?;
     let e = |e: rusqlite::Error| e.to_string();
     let current: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(e)?;
     if current != page_size {
         c.execute_batch(&format!("PRAGMA journal_mode=DELETE; PRAGMA page_size={page_size}; VACUUM;")).map_err(e)?;
     }
-    c.execute_batch(&format!(
-        "DROP TABLE IF EXISTS {META_TABLE}; CREATE TABLE {META_TABLE} (k TEXT PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;"
-    ))
-    .map_err(e)?;
-    for (k, v) in meta {
-        c.execute(&format!("INSERT INTO {META_TABLE}(k, v) VALUES (?1, ?2)"), rusqlite::params![k, v]).map_err(e)?;
-    }
-    Ok(())
+    c.execute_batch(&format!("DROP TABLE IF EXISTS {LEGACY_META_TABLE}; PRAGMA journal_mode=WAL;")).map_err(e)?;
+    // Closing the only connection checkpoints and removes the WAL: the file stands alone.
+    c.close().map_err(|(_, e)| e.to_string())
 }
 
 #[cfg(test)]
@@ -140,8 +136,7 @@ mod tests {
         a.execute_batch(
             "CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT, b BLOB, r REAL);
              INSERT INTO t(v, b, r) VALUES('it''s', x'00ff', 1.5), (NULL, NULL, -2);
-             CREATE INDEX tv ON t(v);
-             CREATE TABLE _raftlite_meta (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID;",
+             CREATE INDEX tv ON t(v);",
         )
         .unwrap();
         let mut out = Vec::new();
@@ -149,7 +144,6 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\nCREATE TABLE t"));
         assert!(text.contains("INSERT INTO \"t\" VALUES(1,'it''s',X'00FF',1.5);"), "{text}");
-        assert!(!text.contains("_raftlite_meta"));
         assert!(text.trim_end().ends_with("COMMIT;"));
         let b = Connection::open_in_memory().unwrap();
         b.execute_batch(&text).unwrap();

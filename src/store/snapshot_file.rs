@@ -1,10 +1,10 @@
 //! Snapshot bytes as openraft moves them (docs/DESIGN.md §6).
 //!
-//! raftlite's database *is* its snapshot: compaction only records where it stands. Bytes are made
-//! when a follower actually needs them: [`SnapshotFile::lazy`] starts as a recipe and, on its first
-//! read or seek, makes a consistent copy of the live database with SQLite's online backup API from
-//! a read-only connection (in WAL mode the writer is never blocked) and appends a trailer
-//! (`RLSN`, CRC32 of the copy, its length). The receiver writes the stream to a temp file
+//! raftlite's database *is* its snapshot: its main file, without the WAL, is exactly the state at
+//! the recorded position (`store::position`). Bytes are made when a follower actually needs them:
+//! [`SnapshotFile::lazy`] starts as a recipe and, on its first read or seek, copies the main file
+//! while holding the lock that checkpoints take (writes go on into the WAL meanwhile) and appends
+//! a trailer (`RLSN`, CRC32 of the copy, its length). The receiver writes the stream to a temp file
 //! ([`SnapshotFile::ready`]) and [`verify_and_strip`] checks and removes the trailer before the
 //! copy is installed (invariant 5: checked bytes).
 
@@ -45,21 +45,40 @@ impl SnapshotFile {
         self.path.as_deref()
     }
 
-    /// A copy of `db` for snapshot `key`, made in `dir` on first use and kept there, so that an
-    /// interrupted or retried send of the same snapshot reuses it; `made` counts the copies made.
+    /// A copy of `db`'s main file for snapshot `key`, made in `dir` on first use and kept there, so
+    /// that an interrupted or retried send of the same snapshot reuses it; `made` counts the
+    /// copies made. With `checkpoints` (the lock every checkpoint holds), the copy is made under it
+    /// and only while `key` is still the recorded snapshot, so the bytes are that snapshot's.
     pub fn lazy(
         db: PathBuf,
         dir: PathBuf,
         key: String,
         made: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+        checkpoints: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
     ) -> Self {
         let fut = async move {
+            let held = match checkpoints {
+                Some(l) => Some(l.lock_owned().await),
+                None => None,
+            };
             let f = tokio::task::spawn_blocking(move || -> io::Result<std::fs::File> {
                 let path = copy_path(&dir, &key);
                 if let Ok(f) = std::fs::File::open(&path) {
                     return Ok(f);
                 }
+                if held.is_some() {
+                    if crate::store::position::checkpoint_in_progress(&dir) {
+                        return Err(io::Error::other("the last checkpoint did not finish; ask again"));
+                    }
+                    let current = crate::store::position::read_current(&dir)?.map(|m| m.snapshot_id);
+                    if current.as_deref() != Some(key.as_str()) {
+                        return Err(io::Error::other(format!(
+                            "snapshot {key} is no longer the recorded one ({current:?}); ask again"
+                        )));
+                    }
+                }
                 let f = make_copy(&db, &dir, &path)?;
+                drop(held);
                 if let Some(m) = made {
                     m.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -183,13 +202,13 @@ pub fn remove_copies(dir: &Path, keep: Option<&str>) {
     }
 }
 
-/// Copy `db` consistently to `dest` (via a temp file in `dir`), add the trailer, and return it
-/// opened for reading at offset 0.
+/// Copy `db`'s main file to `dest` (via a temp file in `dir`; no checkpoint may run meanwhile),
+/// add the trailer, and return it opened for reading at offset 0.
 pub fn make_copy(db: &Path, dir: &Path, dest: &Path) -> io::Result<std::fs::File> {
     let started = std::time::Instant::now();
     let tmp = dir.join(format!("send-{}.tmp", rand::random::<u64>()));
     let r = (|| {
-        backup_to(db, &tmp)?;
+        std::fs::copy(db, &tmp)?;
         let mut f = std::fs::OpenOptions::new().read(true).append(true).open(&tmp)?;
         let (crc, len) = crc_of(&mut f, None)?;
         let mut trailer = Vec::with_capacity(TRAILER as usize);
@@ -205,15 +224,6 @@ pub fn make_copy(db: &Path, dir: &Path, dest: &Path) -> io::Result<std::fs::File
     })();
     let _ = std::fs::remove_file(&tmp);
     r
-}
-
-/// A consistent copy of `src` at `dst`, made with the online backup API in one step (one read
-/// transaction), without raftlite's meta table's write lock or the writer being involved.
-pub fn backup_to(src: &Path, dst: &Path) -> io::Result<()> {
-    let e = |e: rusqlite::Error| io::Error::other(e.to_string());
-    let src = rusqlite::Connection::open_with_flags(src, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(e)?;
-    let mut dst = rusqlite::Connection::open(dst).map_err(e)?;
-    backup_from(&src, &mut dst)
 }
 
 /// Copy the database open on `src` into `dst` with SQLite's backup API.
@@ -290,7 +300,8 @@ mod tests {
         let db = dir.path().join("db.sqlite");
         let c = rusqlite::Connection::open(&db).unwrap();
         c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES(42);").unwrap();
-        let mut s = SnapshotFile::lazy(db.clone(), dir.path().to_path_buf(), "k".into(), None);
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+        let mut s = SnapshotFile::lazy(db.clone(), dir.path().to_path_buf(), "k".into(), None, None);
         s.seek(SeekFrom::Start(0)).await.unwrap();
         let mut bytes = Vec::new();
         s.read_to_end(&mut bytes).await.unwrap();

@@ -433,9 +433,30 @@ pub fn is_blank(sql: &str) -> bool {
     significant(sql).is_empty()
 }
 
+/// True if the SQL is one plain `VACUUM` (optionally of `main`), which SQLite runs only outside
+/// a transaction.
+pub fn is_vacuum(sql: &str) -> bool {
+    let toks: Vec<Token> = significant(sql).into_iter().filter(|t| t.kind != Tok::Punct(b';')).collect();
+    match toks.as_slice() {
+        [v] => is_word(sql, v, "vacuum"),
+        [v, schema] => is_word(sql, v, "vacuum") && is_word(sql, schema, "main"),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vacuum_is_recognised() {
+        for yes in ["VACUUM", " vacuum ; ", "VACUUM main", "/* c */ VACUUM"] {
+            assert!(is_vacuum(yes), "{yes}");
+        }
+        for no in ["VACUUM INTO 'x'", "SELECT 1", "VACUUM; SELECT 1", "CREATE TABLE vacuum(x)"] {
+            assert!(!is_vacuum(no), "{no}");
+        }
+    }
 
     struct Fixed;
     impl Entropy for Fixed {
