@@ -80,8 +80,9 @@ fn a_data_directory_of_the_previous_format_is_migrated() {
     n.wait_ready();
     assert_eq!(n.rows("SELECT COUNT(*) FROM people"), vec![json!([31])]);
     assert_eq!(schema(&n), vec![json!(["people"])]);
-    let snaps = n.status()["store"]["snapshot_store"]["snapshots"].clone();
-    assert_eq!(snaps.as_array().map(Vec::len), Some(1), "{snaps}");
+    let store = n.status()["store"]["snapshot_store"].clone();
+    assert_eq!(store["snapshots"].as_array().map(Vec::len), Some(1), "{store}");
+    assert!(store["dir_size"].as_u64().is_some() && store["dir"].is_string(), "{store}");
     n.kill();
 }
 
@@ -210,4 +211,46 @@ fn upkeep_runs_on_every_node_alike() {
     let stats: Vec<_> =
         c.nodes.iter().map(|n| n.local_rows("SELECT tbl, idx, stat FROM sqlite_stat1 ORDER BY 1, 2")).collect();
     assert!(stats.windows(2).all(|w| w[0] == w[1]), "{stats:?}");
+}
+
+/// A flag raftlite cannot honour makes the node refuse to start, naming the flag (a warning would
+/// let a deployment that copied rqlite's flags run without what it asked for). Left at its
+/// default, as rqlite's sample command lines spell flags out, it is accepted, as is
+/// `-raft-commit-timeout`, which openraft honours by sending each commit at once.
+#[test]
+fn flags_that_cannot_be_honoured_refuse_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = env!("CARGO_BIN_EXE_raftlited");
+    for (flag, value) in [
+        ("-otlp-endpoint", "127.0.0.1:4317"),
+        ("-otlp-insecure", "true"),
+        ("-cpu-profile", "cpu.prof"),
+        ("-mem-profile", "mem.prof"),
+        ("-trace-profile", "trace.out"),
+        ("-raft-leader-lease-timeout", "500ms"),
+        ("-auth", "auth.json"),
+        ("-http-cert", "cert.pem"),
+        ("-node-cert", "node.pem"),
+        ("-auto-backup", "backup.json"),
+        ("-cdc-config", "cdc.json"),
+        ("-disco-mode", "dns"),
+        ("-extensions-path", "ext"),
+    ] {
+        let arg = format!("{flag}={value}");
+        let out = std::process::Command::new(bin)
+            .args([arg.as_str(), &dir.path().join("d").display().to_string()])
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{arg}: {err}");
+        assert!(err.contains(&format!("{flag} is not supported")), "{arg}: {err}");
+    }
+    assert!(!dir.path().join("d").exists(), "a refused start must not create the data directory");
+    let n = Node::start(
+        &dir.path().join("ok"),
+        &["-raft-leader-lease-timeout", "0s", "-otlp-interval", "30s", "-raft-commit-timeout", "10ms"],
+    );
+    assert_eq!(n.execute(json!(["CREATE TABLE t (v)"])).status, 200);
+    let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+    assert!(!log.contains("no effect"), "{log}");
 }

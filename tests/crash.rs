@@ -14,7 +14,8 @@ const CYCLES: usize = 20;
 #[test]
 fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut n = Node::start(&dir.path().join("data"), &[]);
+    // Snapshots every 64 entries: kills also land in checkpoints and their recording.
+    let mut n = Node::start(&dir.path().join("data"), &["-raft-snap", "64", "-raft-snap-int", "100ms"]);
     assert_eq!(n.execute(json!(["CREATE TABLE t (v INTEGER NOT NULL)"])).status, 200);
     let acked: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::new()));
     let next = Arc::new(AtomicU64::new(0));
@@ -49,5 +50,7 @@ fn acknowledged_writes_survive_sigkill() {
         let st = n.status();
         assert_eq!(st["store"]["entries_reapplied"], 0, "cycle {cycle}");
     }
+    let snaps = n.status()["store"]["snapshot_store"]["snapshots"].clone();
+    assert_eq!(snaps.as_array().map(Vec::len), Some(1), "the loop never took a snapshot: {snaps}");
     println!("{} acknowledged inserts survived {CYCLES} SIGKILLs", acked.lock().expect("lock").len());
 }

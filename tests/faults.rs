@@ -373,3 +373,37 @@ fn consensus_restart_does_not_count_leader_changes_twice() {
         false
     });
 }
+
+/// A checkpoint that cannot copy the whole WAL into the database file fails that snapshot (Raft
+/// is rebuilt, nothing is lost); its marker stays until a later checkpoint completes, which then
+/// records its position; the node restarts on it (docs/DESIGN.md §6).
+#[test]
+fn an_incomplete_checkpoint_fails_its_snapshot_and_the_next_one_completes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut n = Node::start(&dir.path().join("data"), &[]);
+    assert_eq!(n.execute(json!(["CREATE TABLE t (v INTEGER)"])).status, 200);
+    for i in 0..10 {
+        assert_eq!(n.execute(json!([["INSERT INTO t VALUES(?)", i]])).status, 200);
+    }
+    set(&n, "checkpoint::copy=1*return");
+    assert_ne!(n.post("/snapshot", "text/plain", "").status, 200);
+    let marker = n.dir.join("snapshots").join("checkpointing.json");
+    assert!(marker.exists(), "an incomplete checkpoint must leave its marker");
+    // Once Raft is back, writes go on and the next snapshot completes and records.
+    wait_for("writes accepted again", std::time::Duration::from_secs(30), || {
+        let r = n.post_opt("/db/execute", json!([["INSERT INTO t VALUES(?)", 10]]).to_string())?;
+        (r.status == 200).then_some(())
+    });
+    wait_for("a snapshot recorded", std::time::Duration::from_secs(30), || {
+        let s = n.post_opt("/snapshot", String::new())?.status;
+        (s == 200 || s == 204).then_some(())
+    });
+    assert!(!marker.exists());
+    let count = |n: &Node| n.rows("SELECT COUNT(*), COUNT(DISTINCT v) FROM t");
+    assert_eq!(count(&n), vec![json!([11, 11])]);
+    n.kill();
+    n.spawn();
+    n.wait_ready();
+    assert_eq!(count(&n), vec![json!([11, 11])]);
+    assert_eq!(n.status()["store"]["entries_reapplied"], 0);
+}

@@ -269,3 +269,30 @@ fn a_follower_stopped_right_after_an_install_comes_back() {
     let log = std::fs::read_to_string(&c.node(&f).log).unwrap_or_default();
     assert!(ok, "the follower did not come back after a restart; its log:\n{log}");
 }
+
+/// A snapshot install that stops after the received file was put in place but before it was
+/// swapped in is taken back (the file and its marker), the follower stays consistent, catches up
+/// on the retry, and starts again after a SIGKILL (docs/DESIGN.md §6).
+#[test]
+fn an_install_stopped_before_the_swap_is_taken_back() {
+    let (mut c, l, f) = follower_behind_a_compaction();
+    let n = c.node_mut(&f);
+    n.env.push(("FAILPOINTS".into(), "install::swap=1*return".into()));
+    n.spawn();
+    let ok = holds_rows(&c, &f, 100);
+    let log = std::fs::read_to_string(&c.node(&f).log).unwrap_or_default();
+    assert!(ok, "the follower never caught up; its log:\n{log}");
+    restored(&c, &f);
+    wait_for("the install::swap failpoint to run", Duration::from_secs(10), || {
+        std::fs::read_to_string(&c.node(&f).log).ok()?.contains("failpoint install::swap").then_some(())
+    });
+    let n = c.node_mut(&f);
+    assert!(!n.dir.join("db.sqlite.installing").exists());
+    assert!(!n.dir.join("snapshots").join("installing.json").exists());
+    n.kill();
+    n.env.clear();
+    n.spawn();
+    n.wait_ready();
+    assert_eq!(c.node(&l).execute(json!([["INSERT INTO t VALUES(?)", 100]])).status, 200);
+    assert!(holds_rows(&c, &f, 101), "the follower did not come back after a restart");
+}

@@ -200,15 +200,20 @@ impl Handler<ReplaceDb> for Applier {
         // Close the writer before the file under it changes.
         self.conn = None;
         let (path, dir, fk) = (&self.path, &self.snap_dir, self.fk);
-        let replaced = guard(ctx, ACTOR, |_| {
+        let swapped = guard(ctx, ACTOR, |_| {
             position::replace(&msg.path, path, dir, &meta)
-                .map_err(|e| e.to_string())
-                .and_then(|()| db::open_writer(path, fk).map_err(|e| e.to_string()))
-                .map_err(|msg| Fault::Storage { actor: ACTOR, msg })
+                .map_err(|e| Fault::Storage { actor: ACTOR, msg: e.to_string() })
+        });
+        if swapped.is_ok() || position::replaced(path, dir) {
+            // The file is the database now, whatever else failed.
+            self.in_flight = None;
+            self.at = Applied { log_id: meta.last_log_id.clone(), membership: meta.last_membership.clone() };
+        }
+        swapped?;
+        let reopened = guard(ctx, ACTOR, |_| {
+            db::open_writer(path, fk).map_err(|e| Fault::Storage { actor: ACTOR, msg: e.to_string() })
         })?;
-        self.conn = Some(replaced);
-        self.in_flight = None;
-        self.at = Applied { log_id: meta.last_log_id, membership: meta.last_membership };
+        self.conn = Some(reopened);
         if let Some(l) = self.at.log_id {
             self.stats.applied_index.store(l.index, std::sync::atomic::Ordering::Relaxed);
         }

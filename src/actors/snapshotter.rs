@@ -215,10 +215,11 @@ async fn adopt(
     let prepared =
         tokio::task::spawn_blocking(move || dump::prepare_image(&p, 4096)).await.unwrap_or_else(|e| Err(e.to_string()));
     prepared.map_err(AdoptError::Invalid)?;
-    match applier.send(ReplaceDb { path, at: None }).await {
-        Ok(r) => r?,
-        Err(e) => return Err(AdoptError::Unavailable(e.to_string())),
-    }
+    let replaced = applier.send(ReplaceDb { path, at: None }).await;
+    // Even after a failure: the file may have been swapped in.
     readers.reopen().await;
-    Ok(())
+    match replaced {
+        Ok(r) => Ok(r?),
+        Err(e) => Err(AdoptError::Unavailable(e.to_string())),
+    }
 }

@@ -129,11 +129,13 @@ impl SmAdapter {
         }
         // The file is the leader's main file at exactly `meta`'s position.
         let replace = ReplaceDb { path, at: Some(meta.clone()) };
-        self.applier.send(replace).await.map_err(snap_err)?.map_err(snap_err)?;
+        let replaced = self.applier.send(replace).await;
         drop(_recording);
+        // Even after a failure: the file may have been swapped in.
         if let Some(r) = &self.readers {
             r.reopen().await;
         }
+        replaced.map_err(snap_err)?.map_err(snap_err)?;
         self.stats.num_restores.fetch_add(1, Ordering::Relaxed);
         metrics::histogram!("raftlite_restore_bytes")
             .record(std::fs::metadata(&self.db_path).map(|m| m.len()).unwrap_or(0) as f64);

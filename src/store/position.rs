@@ -180,8 +180,27 @@ pub fn replace(src: &Path, db: &Path, dir: &Path, meta: &Meta) -> io::Result<()>
         sync_dir(d)?;
     }
     write_json(dir, INSTALLING, meta)?;
-    fail::fail_point!("install::swap", |_| Err(io::Error::other("failpoint install::swap")));
-    finish_replace(db, dir)
+    let swapped = (|| {
+        fail::fail_point!("install::swap", |_| Err(io::Error::other("failpoint install::swap")));
+        finish_replace(db, dir)
+    })();
+    if let Err(e) = swapped {
+        // Not swapped in yet: take the replacement back, marker first, so that no later start
+        // swaps in a file its node has since moved past. Swapped in: the next start records it.
+        if installing.exists() {
+            std::fs::remove_file(dir.join(INSTALLING))?;
+            std::fs::remove_file(&installing)?;
+            sync_dir(dir)?;
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// After [`replace`] failed: whether the new file is the database all the same (its position is
+/// then the one it was replaced at, recorded at the next start if not yet).
+pub fn replaced(db: &Path, dir: &Path) -> bool {
+    !installing_path(db).exists() && dir.join(INSTALLING).exists()
 }
 
 /// Finish a replacement: swap the waiting file in (dropping the old WAL and shared memory), then
