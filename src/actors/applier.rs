@@ -207,7 +207,7 @@ impl Handler<ReplaceDb> for Applier {
         if swapped.is_ok() || position::replaced(path, dir) {
             // The file is the database now, whatever else failed.
             self.in_flight = None;
-            self.at = Applied { log_id: meta.last_log_id.clone(), membership: meta.last_membership.clone() };
+            self.at = Applied { log_id: meta.last_log_id, membership: meta.last_membership.clone() };
         }
         swapped?;
         let reopened = guard(ctx, ACTOR, |_| {
