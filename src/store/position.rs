@@ -180,11 +180,7 @@ pub fn replace(src: &Path, db: &Path, dir: &Path, meta: &Meta) -> io::Result<()>
         sync_dir(d)?;
     }
     write_json(dir, INSTALLING, meta)?;
-    let swapped = (|| {
-        fail::fail_point!("install::swap", |_| Err(io::Error::other("failpoint install::swap")));
-        finish_replace(db, dir)
-    })();
-    if let Err(e) = swapped {
+    if let Err(e) = swap(db, dir) {
         // Not swapped in yet: take the replacement back, marker first, so that no later start
         // swaps in a file its node has since moved past. Swapped in: the next start records it.
         if installing.exists() {
@@ -195,6 +191,11 @@ pub fn replace(src: &Path, db: &Path, dir: &Path, meta: &Meta) -> io::Result<()>
         return Err(e);
     }
     Ok(())
+}
+
+fn swap(db: &Path, dir: &Path) -> io::Result<()> {
+    fail::fail_point!("install::swap", |_| Err(io::Error::other("failpoint install::swap")));
+    finish_replace(db, dir)
 }
 
 /// After [`replace`] failed: whether the new file is the database all the same (its position is
