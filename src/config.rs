@@ -39,7 +39,6 @@ fn unsupported_why(name: &str) -> &'static str {
         "cpu-profile" | "mem-profile" | "trace-profile" => {
             "Go runtime profiles do not exist for a Rust program; profile with perf (docs/PERFORMANCE.md)"
         }
-        "auth" | "join-as" => "authentication is not built yet",
         n if n.starts_with("http-") || n.starts_with("node-") => "TLS is not built yet",
         n if n.starts_with("disco-") => "discovery services are not built yet",
         "auto-backup" | "auto-restore" => "automatic backup and restore are not built yet",
@@ -114,7 +113,7 @@ static FLAGS: &[FlagDef] = &[
     f("join", Str, "", "Comma-delimited list of Raft addresses of nodes to join", true),
     f("join-attempts", Int, "5", "Number of join attempts to make", true),
     f("join-interval", Dur, "3s", "Period between join attempts", true),
-    f("join-as", Str, "", "Username in authentication file to join as", false),
+    f("join-as", Str, "", "Username in authentication file to join as", true),
     f("bootstrap-expect", Int, "0", "Minimum number of nodes required for a bootstrap", true),
     f("bootstrap-expect-timeout", Dur, "120s", "Maximum time for bootstrap process", true),
     f("disco-mode", Str, "", "Choose clustering discovery mode", false),
@@ -166,7 +165,7 @@ static FLAGS: &[FlagDef] = &[
         true,
     ),
     f("group-commit-max-batch", Int, "256", "Most write requests carried by one log entry (raftlite)", true),
-    f("auth", Str, "", "Path to authentication and authorization file. If not set, not enabled", false),
+    f("auth", Str, "", "Path to authentication and authorization file. If not set, not enabled", true),
     f("http-cert", Str, "", "Path to HTTPS X.509 certificate", false),
     f("http-key", Str, "", "Path to HTTPS X.509 private key", false),
     f("http-ca-cert", Str, "", "Path to X.509 CA certificate for HTTPS", false),
@@ -490,6 +489,10 @@ pub struct Config {
     pub auto_optimize_int: Duration,
     /// Send snapshots to other nodes gzip-compressed (`-compress-snap-transport`).
     pub compress_snap_transport: bool,
+    /// The credentials file (`-auth`); none: no authentication.
+    pub auth: Option<PathBuf>,
+    /// The user in the credentials file whose credentials this node joins with (`-join-as`).
+    pub join_as: Option<String>,
     /// The command line, for `/status`.
     pub cmdline: Vec<String>,
 }
@@ -574,6 +577,9 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("-join takes Raft addresses (host:port), not URLs: {a}")));
             }
         }
+        if !s.get("join-as").is_empty() && s.get("auth").is_empty() {
+            return Err(ConfigError::Invalid("-join-as names a user of the -auth file; give -auth too".into()));
+        }
         for (name, (value, _)) in &s.values {
             if let Some(d) = def(name).filter(|d| !d.live && !is_default(d, value)) {
                 return Err(ConfigError::Unsupported { flag: d.name.to_string(), why: unsupported_why(d.name) });
@@ -621,6 +627,8 @@ impl Config {
             auto_vacuum_int: s.dur("auto-vacuum-int"),
             auto_optimize_int: s.dur("auto-optimize-int"),
             compress_snap_transport: s.bool("compress-snap-transport"),
+            auth: Some(s.get("auth")).filter(|a| !a.is_empty()).map(PathBuf::from),
+            join_as: Some(s.get("join-as")).filter(|a| !a.is_empty()).map(str::to_string),
             cmdline: std::iter::once("raftlited".to_string()).chain(args.iter().cloned()).collect(),
         })
     }
@@ -693,9 +701,9 @@ mod tests {
 
     #[test]
     fn unsupported_flags_refuse_unless_default() {
-        let err = Config::load(&args("-write-queue-tx -auth a.json -join 127.0.0.1:4002 d"), &[]).unwrap_err();
-        assert!(matches!(&err, ConfigError::Unsupported { flag, .. } if flag == "auth"), "{err}");
-        assert!(err.to_string().contains("-auth"));
+        let err = Config::load(&args("-write-queue-tx -http-cert c.pem -join 127.0.0.1:4002 d"), &[]).unwrap_err();
+        assert!(matches!(&err, ConfigError::Unsupported { flag, .. } if flag == "http-cert"), "{err}");
+        assert!(err.to_string().contains("-http-cert"));
         for ok in ["-raft-leader-lease-timeout 0s", "-otlp-interval 30s", "-node-no-verify=false", "-cpu-profile ''"] {
             let a: Vec<String> = ok.split(' ').map(|s| s.trim_matches('\'').to_string()).collect();
             Config::load(&a, &[]).unwrap_or_else(|e| panic!("{ok}: {e}"));

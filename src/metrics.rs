@@ -40,6 +40,10 @@ fn describe() {
     describe_counter!("raftlite_http_requests_total", "HTTP API requests by endpoint, method and status");
     describe_histogram!("raftlite_http_request_duration_seconds", Unit::Seconds, "HTTP API request latency");
     describe_counter!("raftlite_http_forwarded_total", "Requests a follower forwarded to the leader");
+    describe_counter!(
+        "raftlite_http_auth_failures_total",
+        "Requests refused for want of credentials or permission, by reason"
+    );
     describe_histogram!(
         "raftlite_group_commit_requests",
         "Write requests carried by one proposal (group commit: one log entry, one fsync)"
@@ -104,6 +108,9 @@ fn describe() {
     gauge!("raftlite_log_size_bytes").set(0.0);
     // Counters a dashboard or an alert watches for failures must read 0 on a healthy node, not
     // "no data": every one with a fixed label set is exported from the start.
+    for reason in ["no_credentials", "malformed", "unknown_user", "wrong_password", "not_permitted"] {
+        counter!("raftlite_http_auth_failures_total", "reason" => reason).increment(0);
+    }
     for actor in crate::actors::supervise::ACTORS {
         counter!("raftlite_actor_restarts_total", "actor" => *actor).increment(0);
     }

@@ -22,6 +22,7 @@ use crate::actors::write_queue::WriteQueue;
 use crate::cluster::client::{bind_ip, Peers};
 use crate::cluster::{join, JoinRequest};
 use crate::config::Config;
+use crate::http::auth::Users;
 use crate::http::{self, AppState, Core};
 use crate::raft::parts::RaftParts;
 use crate::raft::sm_adapter::SnapshotStats;
@@ -46,6 +47,8 @@ pub enum StartError {
     Raft(String),
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    #[error("-auth: {0}")]
+    Auth(String),
 }
 
 /// `<data-dir>/node.json`: the node's identity, fixed for the life of the data directory.
@@ -256,6 +259,15 @@ pub struct Node {
 
 /// Start a node inside the current actix System. The HTTP API listens before the store opens.
 pub async fn start(cfg: Config) -> Result<Node, StartError> {
+    // The credentials file first: a node asked to authenticate never serves without it.
+    let users = cfg.auth.as_deref().map(Users::load).transpose().map_err(|e| StartError::Auth(e.to_string()))?;
+    let join_credentials = match (&cfg.join_as, &users) {
+        (Some(name), Some(u)) => Some(
+            u.credentials(name)
+                .ok_or_else(|| StartError::Auth(format!("-join-as {name:?} is not a user of the file")))?,
+        ),
+        _ => None,
+    };
     let dir = cfg.data_dir.clone();
     let io = |source| StartError::DataDir { path: dir.display().to_string(), source };
     std::fs::create_dir_all(dir.join("raft")).map_err(io)?;
@@ -271,7 +283,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
             .map_err(|source| StartError::Listen { addr: a.to_string(), source })
     };
     let (api, internode) = (bind(&cfg.http_addr)?, bind(&cfg.raft_addr)?);
-    let state = AppState::new(cfg.clone());
+    let state = AppState::new(cfg.clone(), users);
     let st = state.clone();
     // Keep the address: an actix actor stops once no `Addr` to it is left.
     let http_front = Supervisor::start(move |_| HttpFront::new(st, api, internode));
@@ -329,7 +341,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let log_store = start_on_own_thread(move |_| LogStore::new(lp)).map_err(StartError::Thread)?;
 
     let node_id = numeric_id(&cfg.node_id);
-    let peers = Arc::new(Peers::new(bind_ip(&cfg.raft_adv_addr)));
+    let peers = Arc::new(Peers::new(bind_ip(&cfg.raft_adv_addr), join_credentials));
     let snap_stats = Arc::new(SnapshotStats::default());
     if recorded.is_some() {
         // The database file is reused as it is: no restore at start, whatever its size.

@@ -31,6 +31,8 @@ pub struct Peers {
     answered: Mutex<HashMap<String, Instant>>,
     /// HTTP API addresses learned from the nodes themselves, by Raft address, and when.
     api_addrs: Mutex<HashMap<String, (String, Instant)>>,
+    /// `Authorization` header for the cluster service (`-join-as`), if any.
+    credentials: Option<String>,
 }
 
 /// How long a learned HTTP API address is used before it is asked for again.
@@ -46,8 +48,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Peers {
     /// `local_ip`: the address outgoing connections bind to (the node's advertised Raft IP when
     /// it is a loopback or concrete address).
-    pub fn new(local_ip: Option<IpAddr>) -> Peers {
+    /// `credentials`: the user and password calls to other nodes' cluster service carry.
+    pub fn new(local_ip: Option<IpAddr>, credentials: Option<(String, String)>) -> Peers {
         Peers {
+            credentials: credentials.map(|(u, p)| crate::http::auth::basic_header(&u, &p)),
             local_ip,
             clients: Mutex::new(HashMap::new()),
             answered: Mutex::new(HashMap::new()),
@@ -76,6 +80,14 @@ impl Peers {
             }
             _ => known.to_string(),
         }
+    }
+
+    fn auth_header(&self) -> reqwest::header::HeaderMap {
+        let mut h = reqwest::header::HeaderMap::new();
+        if let Some(v) = self.credentials.as_deref().and_then(|c| c.parse().ok()) {
+            h.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        h
     }
 
     /// When the peer at `addr` last answered a call from this node, if it ever did.
@@ -115,6 +127,7 @@ impl Peers {
             .client(addr)
             .post(super::url(addr, path))
             .header("Content-Type", "application/octet-stream")
+            .headers(self.auth_header())
             .timeout(timeout)
             .body(body)
             .send()

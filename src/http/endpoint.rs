@@ -22,6 +22,7 @@ pub enum Permission {
     Ui,
     Join,
     JoinReadOnly,
+    JoinReadReplica,
 }
 
 impl Permission {
@@ -41,7 +42,31 @@ impl Permission {
             Permission::Ui => "ui",
             Permission::Join => "join",
             Permission::JoinReadOnly => "join-read-only",
+            Permission::JoinReadReplica => "join-read-replica",
         }
+    }
+
+    /// Every permission.
+    pub const ALL: &'static [Permission] = &[
+        Permission::All,
+        Permission::Execute,
+        Permission::Query,
+        Permission::Load,
+        Permission::Backup,
+        Permission::Snapshot,
+        Permission::Remove,
+        Permission::Status,
+        Permission::Ready,
+        Permission::LeaderOps,
+        Permission::Ui,
+        Permission::Join,
+        Permission::JoinReadOnly,
+        Permission::JoinReadReplica,
+    ];
+
+    /// The permission a credentials file names `name`.
+    pub fn from_name(name: &str) -> Option<Permission> {
+        Permission::ALL.iter().copied().find(|p| p.name() == name)
     }
 }
 
@@ -85,7 +110,7 @@ pub struct Spec {
     /// The body is read (capped at `-max-body-bytes`) before the handler runs; endpoints that
     /// stream their body (`/boot`) or ignore it do not.
     pub reads_body: bool,
-    /// Permissions of which the caller needs one; empty: open to everyone.
+    /// Permissions the caller needs, every one (`all` stands for any); empty: open to everyone.
     pub permissions: &'static [Permission],
     /// The `endpoint` label of the HTTP metrics.
     pub label: &'static str,
@@ -138,7 +163,7 @@ impl Endpoint {
         match self {
             Endpoint::Execute => s(POST, true, true, &[P::Execute], "execute"),
             Endpoint::Query => s(GET_POST, true, true, &[P::Query], "query"),
-            // rqlite asks for both execute and query; raftlite checks the one the statements need.
+            // Both, as rqlite: a request may hold reads and writes.
             Endpoint::Request => s(POST, true, true, &[P::Execute, P::Query], "request"),
             Endpoint::Sql => s(GET_POST, false, true, &[P::Query], "sql"),
             Endpoint::Backup => s(GET, true, false, &[P::Backup], "backup"),

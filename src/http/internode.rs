@@ -12,7 +12,9 @@ use serde::Serialize;
 use warp::reply::Response;
 use warp::Filter;
 
+use super::auth::Denied;
 use super::body::{read_body, BodyStream};
+use super::endpoint::Permission;
 use super::state::{AppState, VERSION};
 use crate::actors::membership::{Join, MembershipResult, Notify, Remove};
 use crate::cluster::{ClusterReply, JoinRequest, NodeMeta, NotifyRequest, RemoveRequest};
@@ -42,6 +44,21 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
 }
 
 /// The wire form of a membership change's outcome.
+/// With `-auth`, the cluster service's membership calls need the caller node's credentials
+/// (`-join-as`) to carry these permissions (docs/API.md §14, §11).
+fn permitted(state: &AppState, headers: &HeaderMap, needed: &[Permission]) -> Result<(), Denied> {
+    match &state.auth {
+        Some(users) => users.check(headers, needed).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
+/// The cluster service's answer to a call without the permission it needs.
+fn refused(d: Denied) -> Response {
+    metrics::counter!("raftlite_http_auth_failures_total", "reason" => d.reason()).increment(1);
+    encoded(&ClusterReply::Error(format!("not authorized ({})", d.reason())))
+}
+
 fn membership_reply(r: Result<MembershipResult, actix::MailboxError>) -> ClusterReply {
     match r {
         Ok(r) => r.into(),
@@ -146,13 +163,25 @@ async fn handle<B: Buf + Send>(
             }
             "/cluster/join" => {
                 let req: JoinRequest = decode(&body)?;
+                // A voter needs `join`; a read-only node `join` or `join-read-only`.
+                let allowed = if req.voter {
+                    permitted(&state, &headers, &[Permission::Join])
+                } else {
+                    permitted(&state, &headers, &[Permission::Join])
+                        .or_else(|_| permitted(&state, &headers, &[Permission::JoinReadOnly]))
+                };
+                if let Err(d) = allowed {
+                    return Err(refused(d));
+                }
                 encoded(&membership_reply(core.membership.send(Join(req)).await))
             }
             "/cluster/notify" => {
+                permitted(&state, &headers, &[Permission::Join]).map_err(refused)?;
                 let req: NotifyRequest = decode(&body)?;
                 encoded(&membership_reply(core.membership.send(Notify(req)).await))
             }
             "/cluster/remove" => {
+                permitted(&state, &headers, &[Permission::Remove]).map_err(refused)?;
                 let req: RemoveRequest = decode(&body)?;
                 encoded(&membership_reply(core.membership.send(Remove(req.id)).await))
             }

@@ -12,6 +12,7 @@
 // the response type is warp's, and its size is not ours to choose.
 #![allow(clippy::result_large_err)]
 
+pub mod auth;
 pub mod backup;
 pub mod body;
 pub mod cluster_ops;

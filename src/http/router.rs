@@ -86,6 +86,13 @@ async fn route<B: Buf + Send>(
     let Some(ep) = endpoint else {
         return empty(&state, StatusCode::NOT_FOUND);
     };
+    // The one permission check (docs/API.md §14). A forwarded request carries the client's
+    // credentials and is checked again by the leader.
+    if let Some(users) = &state.auth {
+        if let Err(denied) = users.check(&headers, ep.spec().permissions) {
+            return unauthorized(&state, denied);
+        }
+    }
     match ep {
         Endpoint::Root => return redirect(&state, StatusCode::FOUND, "/console/"),
         Endpoint::Console => return redirect(&state, StatusCode::MOVED_PERMANENTLY, "/console/"),
@@ -136,4 +143,13 @@ async fn route<B: Buf + Send>(
             &format!("{} is not implemented in this version of raftlite", fwd.path),
         ),
     }
+}
+
+/// `401` with a Basic challenge; counted by reason, the credentials never logged.
+fn unauthorized(state: &AppState, denied: super::auth::Denied) -> Response {
+    metrics::counter!("raftlite_http_auth_failures_total", "reason" => denied.reason()).increment(1);
+    tracing::debug!(reason = denied.reason(), "request not authorized");
+    let mut r = text(state, StatusCode::UNAUTHORIZED, "unauthorized");
+    r.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Basic realm=\"raftlite\""));
+    r
 }

@@ -69,10 +69,12 @@ pub struct AppState {
     leader_commit_seen: AtomicU64,
     /// The leader said this node was removed from the cluster (`/cluster/removed`).
     removed: std::sync::atomic::AtomicBool,
+    /// The credentials file (`-auth`); none: every request is allowed.
+    pub auth: Option<super::auth::Users>,
 }
 
 impl AppState {
-    pub fn new(cfg: Config) -> Arc<AppState> {
+    pub fn new(cfg: Config, auth: Option<super::auth::Users>) -> Arc<AppState> {
         Arc::new(AppState {
             cfg,
             started: chrono::Utc::now(),
@@ -81,6 +83,7 @@ impl AppState {
             last_leader_contact_ms: AtomicU64::new(0),
             leader_commit_seen: AtomicU64::new(0),
             removed: std::sync::atomic::AtomicBool::new(false),
+            auth,
         })
     }
 

@@ -206,7 +206,7 @@ pub async fn status(state: &AppState, p: &Params) -> Result<J, Response> {
         "http": {
             "bind_addr": state.cfg.http_addr,
             "adv_addr": state.cfg.http_adv_addr,
-            "auth": "disabled",
+            "auth": if state.auth.is_some() { "enabled" } else { "disabled" },
             "allow_origin": state.cfg.http_allow_origin,
             "max_body_bytes": state.cfg.max_body_bytes,
             "queue": { "_default": queue_json(state) },

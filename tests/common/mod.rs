@@ -100,6 +100,22 @@ impl Node {
         }
     }
 
+    /// Send `user`'s Basic credentials with every request this harness makes (nodes with `-auth`).
+    pub fn with_credentials(mut self, user: &str, password: &str) -> Node {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            reqwest::header::AUTHORIZATION,
+            raftlite::http::auth::basic_header(user, password).parse().expect("header"),
+        );
+        self.client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .default_headers(h)
+            .build()
+            .expect("client");
+        self
+    }
+
     pub fn running(&self) -> bool {
         self.child.is_some()
     }
@@ -287,10 +303,20 @@ pub struct Cluster {
 impl Cluster {
     /// Start `n` nodes: node 1 bootstraps, the others join it. `extra` applies to every node.
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_as(n, extra, None)
+    }
+
+    /// [`Cluster::start`], the harness sending `credentials` with every request (`-auth`).
+    pub fn start_as(n: usize, extra: &[&str], credentials: Option<(&str, &str)>) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes: Vec<Node> = (1..=n)
             .map(|i| {
-                Node::new(&i.to_string(), &dir.path().join(format!("n{i}")), &format!("127.0.0.{}", 10 + i), extra)
+                let n =
+                    Node::new(&i.to_string(), &dir.path().join(format!("n{i}")), &format!("127.0.0.{}", 10 + i), extra);
+                match credentials {
+                    Some((u, p)) => n.with_credentials(u, p),
+                    None => n,
+                }
             })
             .collect();
         let first = nodes[0].raft.clone();
