@@ -158,6 +158,13 @@ static FLAGS: &[FlagDef] = &[
     f("write-queue-timeout", Dur, "50ms", "Write queue timeout", true),
     f("write-queue-tx", Bool, "false", "Use a transaction when processing a queued write", true),
     f(
+        "db-timeout",
+        Dur,
+        "60s",
+        "Time limit of one SQL statement when a request gives no db_timeout: reads by the clock, writes by deterministic work; 0s: none (raftlite)",
+        true,
+    ),
+    f(
         "group-commit-in-flight",
         Int,
         "0",
@@ -489,6 +496,8 @@ pub struct Config {
     pub auto_optimize_int: Duration,
     /// Send snapshots to other nodes gzip-compressed (`-compress-snap-transport`).
     pub compress_snap_transport: bool,
+    /// The default time limit of a statement (`-db-timeout`); zero: none.
+    pub db_timeout: Duration,
     /// The credentials file (`-auth`); none: no authentication.
     pub auth: Option<PathBuf>,
     /// The user in the credentials file whose credentials this node joins with (`-join-as`).
@@ -627,6 +636,7 @@ impl Config {
             auto_vacuum_int: s.dur("auto-vacuum-int"),
             auto_optimize_int: s.dur("auto-optimize-int"),
             compress_snap_transport: s.bool("compress-snap-transport"),
+            db_timeout: s.dur("db-timeout"),
             auth: Some(s.get("auth")).filter(|a| !a.is_empty()).map(PathBuf::from),
             join_as: Some(s.get("join-as")).filter(|a| !a.is_empty()).map(str::to_string),
             cmdline: std::iter::once("raftlited".to_string()).chain(args.iter().cloned()).collect(),

@@ -39,6 +39,8 @@ pub struct QueueStats {
     pub batch_size: usize,
     pub timeout: Duration,
     pub use_tx: bool,
+    /// The deterministic work budget of each batch's statements (`-db-timeout`; 0: none).
+    pub step_budget: u64,
     /// Requests queued and not yet taken for writing.
     pub depth: AtomicU64,
     /// The last sequence number written (committed).
@@ -88,6 +90,7 @@ impl QueueStats {
             batch_size: cfg.write_queue_batch_size.max(1),
             timeout: cfg.write_queue_timeout,
             use_tx: cfg.write_queue_tx,
+            step_budget: (cfg.db_timeout.as_millis() as u64).saturating_mul(crate::store::db::TICKS_PER_MS),
             depth: AtomicU64::new(0),
             last_written: AtomicU64::new(0),
         }
@@ -248,6 +251,7 @@ async fn write_batch(consensus: &Addr<Consensus>, peers: &Peers, stats: &QueueSt
     if !stmts.is_empty() {
         let opts = ExecOptions {
             transaction: stats.use_tx,
+            step_budget: stats.step_budget,
             proposed_at_ms: chrono::Utc::now().timestamp_millis(),
             ..ExecOptions::default()
         };

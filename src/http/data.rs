@@ -96,10 +96,18 @@ fn statements(
     Ok(stmts)
 }
 
-fn exec_options(p: &Params) -> ExecOptions {
+/// A statement's time limit: the request's `db_timeout`, else `-db-timeout`; none when zero.
+fn time_limit(state: &AppState, p: &Params) -> Option<std::time::Duration> {
+    Some(p.db_timeout.unwrap_or(state.cfg.db_timeout)).filter(|d| !d.is_zero())
+}
+
+fn exec_options(state: &AppState, p: &Params) -> ExecOptions {
     ExecOptions {
         transaction: p.transaction,
-        step_budget: p.db_timeout.map(|d| (d.as_millis() as u64).max(1).saturating_mul(TICKS_PER_MS)).unwrap_or(0),
+        // Writes count work, not time, so every replica stops at the same instruction.
+        step_budget: time_limit(state, p)
+            .map(|d| (d.as_millis() as u64).max(1).saturating_mul(TICKS_PER_MS))
+            .unwrap_or(0),
         qualify_columns: p.qualify_columns,
         proposed_at_ms: chrono::Utc::now().timestamp_millis(),
     }
@@ -146,7 +154,7 @@ async fn propose(r: Req<'_>, cmd: Command) -> Response {
 
 async fn execute(r: Req<'_>, mut stmts: Vec<Statement>) -> Response {
     preprocess(r.p, &mut stmts);
-    let cmd = Command::Execute { stmts, opts: exec_options(r.p), seed: rand::random() };
+    let cmd = Command::Execute { stmts, opts: exec_options(r.state, r.p), seed: rand::random() };
     propose(r, cmd).await
 }
 
@@ -185,7 +193,7 @@ async fn queued_execute(state: &AppState, p: &Params, mut stmts: Vec<Statement>)
 
 async fn local_read(r: Req<'_>, stmts: Vec<Statement>, mode: Mode) -> Response {
     let Req { state, core, p, started, .. } = r;
-    let q = Query { stmts, opts: exec_options(p), mode, deadline: p.db_timeout };
+    let q = Query { stmts, opts: exec_options(state, p), mode, deadline: time_limit(state, p) };
     match core.readers.send(q).await {
         Ok(Ok(results)) => result_envelope(state, p, &results, None, started, None),
         Ok(Err(e)) => result_envelope(state, p, &[], Some(&e.to_string()), started, None),
@@ -200,7 +208,7 @@ async fn query_endpoint(r: Req<'_>, mut stmts: Vec<Statement>) -> Response {
     }
     if p.level == Level::Strong {
         preprocess(p, &mut stmts);
-        let cmd = Command::Query { stmts, opts: exec_options(p), seed: rand::random() };
+        let cmd = Command::Query { stmts, opts: exec_options(state, p), seed: rand::random() };
         return propose(r, cmd).await;
     }
     local_read(r, stmts, Mode::Query).await
@@ -220,7 +228,7 @@ async fn request(r: Req<'_>, mut stmts: Vec<Statement>) -> Response {
         return local_read(r, stmts, Mode::Request).await;
     }
     preprocess(p, &mut stmts);
-    let cmd = Command::Request { stmts, opts: exec_options(p), seed: rand::random() };
+    let cmd = Command::Request { stmts, opts: exec_options(state, p), seed: rand::random() };
     propose(r, cmd).await
 }
 
