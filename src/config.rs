@@ -157,6 +157,16 @@ static FLAGS: &[FlagDef] = &[
     f("write-queue-batch-size", Int, "128", "Write queue batch size", true),
     f("write-queue-timeout", Dur, "50ms", "Write queue timeout", true),
     f("write-queue-tx", Bool, "false", "Use a transaction when processing a queued write", true),
+    f("http-max-conns", Int, "1024", "Most HTTP connections open at once, per port; more are closed at once (raftlite)", true),
+    f(
+        "http-header-timeout",
+        Dur,
+        "10s",
+        "A request's headers must arrive within this; idle keep-alive connections close after it (raftlite)",
+        true,
+    ),
+    f("http-max-headers", Int, "100", "Most headers in one request; more get 431 (raftlite)", true),
+    f("http-max-header-bytes", Int, "65536", "Largest request head in bytes; larger gets 431 (raftlite)", true),
     f(
         "db-timeout",
         Dur,
@@ -496,6 +506,12 @@ pub struct Config {
     pub auto_optimize_int: Duration,
     /// Send snapshots to other nodes gzip-compressed (`-compress-snap-transport`).
     pub compress_snap_transport: bool,
+    /// HTTP connection limits (`-http-max-conns`, `-http-header-timeout`, `-http-max-headers`,
+    /// `-http-max-header-bytes`), on both ports.
+    pub http_max_conns: usize,
+    pub http_header_timeout: Duration,
+    pub http_max_headers: usize,
+    pub http_max_header_bytes: usize,
     /// The default time limit of a statement (`-db-timeout`); zero: none.
     pub db_timeout: Duration,
     /// The credentials file (`-auth`); none: no authentication.
@@ -637,6 +653,10 @@ impl Config {
             auto_optimize_int: s.dur("auto-optimize-int"),
             compress_snap_transport: s.bool("compress-snap-transport"),
             db_timeout: s.dur("db-timeout"),
+            http_max_conns: s.int("http-max-conns").max(1) as usize,
+            http_header_timeout: s.dur("http-header-timeout"),
+            http_max_headers: s.int("http-max-headers").max(1) as usize,
+            http_max_header_bytes: s.int("http-max-header-bytes").max(1024) as usize,
             auth: Some(s.get("auth")).filter(|a| !a.is_empty()).map(PathBuf::from),
             join_as: Some(s.get("join-as")).filter(|a| !a.is_empty()).map(str::to_string),
             cmdline: std::iter::once("raftlited".to_string()).chain(args.iter().cloned()).collect(),

@@ -42,3 +42,73 @@ fn runaway_statements_stop_at_the_default_limit() {
     let r = n.get(&format!("/db/query?db_timeout=0&q={}", url_encode(long)));
     assert!(r.body.contains("30000000"), "{}", r.body);
 }
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+/// Read from `s` until the server closes the connection (true) or `within` passes (false).
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    s.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// A client that sends its headers too slowly, or idles on a keep-alive connection, is cut off
+/// after `-http-header-timeout`; too many headers get 431; the node serves others throughout.
+#[test]
+fn slow_and_oversized_requests_are_cut_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = Node::start(&dir.path().join("d"), &["-http-header-timeout", "1s", "-http-max-headers", "20"]);
+    // Half a request, never finished.
+    let mut slow = TcpStream::connect(&n.http).expect("connect");
+    slow.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n").expect("write");
+    // One request answered, then nothing.
+    let mut idle = TcpStream::connect(&n.http).expect("connect");
+    idle.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    assert_eq!(n.get("/status").status, 200);
+    assert!(closed_within(&mut slow, Duration::from_secs(10)), "a slow client held its connection");
+    assert!(closed_within(&mut idle, Duration::from_secs(10)), "an idle keep-alive connection stayed open");
+    // Too many headers.
+    let mut many = TcpStream::connect(&n.http).expect("connect");
+    let mut req = String::from("GET /status HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..50 {
+        req.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    req.push_str("\r\n");
+    many.write_all(req.as_bytes()).expect("write");
+    let mut answer = String::new();
+    let _ = many.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.80}");
+    assert_eq!(n.get("/status").status, 200);
+}
+
+/// Past `-http-max-conns` a new connection is closed at once (and counted); once connections
+/// close, new ones are served again. Garbage on the Raft port is dropped without harm.
+#[test]
+fn connections_past_the_cap_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = Node::start(&dir.path().join("d"), &["-http-max-conns", "4", "-http-header-timeout", "30s"]);
+    // The harness's own client may hold a pooled connection: fill the rest.
+    let held: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&n.http).expect("connect")).collect();
+    let mut extra = TcpStream::connect(&n.http).expect("connect");
+    extra.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    assert!(closed_within(&mut extra, Duration::from_secs(10)), "a connection past the cap was served");
+    drop(held);
+    wait_for("connections served again", Duration::from_secs(10), || n.get_opt("/status").filter(|r| r.status == 200));
+    let metrics = n.get("/metrics").body;
+    assert!(metrics.contains("raftlite_http_connections_refused_total{port=\"api\"}"), "not counted");
+    // Garbage on the Raft port.
+    let mut junk = TcpStream::connect(&n.raft).expect("connect");
+    junk.write_all(&[0xde, 0xad, 0xbe, 0xef, b'\r', b'\n', b'\r', b'\n']).expect("write");
+    assert!(closed_within(&mut junk, Duration::from_secs(10)));
+    assert_eq!(n.execute(json!(["CREATE TABLE t (v)"])).status, 200);
+}

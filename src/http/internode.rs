@@ -67,6 +67,7 @@ fn membership_reply(r: Result<MembershipResult, actix::MailboxError>) -> Cluster
 }
 
 pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) {
+    let state_limits = state.cfg.clone();
     let st = warp::any().map(move || state.clone());
     let route = st
         .and(warp::method())
@@ -81,7 +82,8 @@ pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) {
                 Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, b"internal error".to_vec()),
             }
         });
-    warp::serve(route).incoming(listener).run().await;
+    let limits = super::server::Limits::of(&state_limits);
+    super::server::accept_loop(route, listener, limits, "raft").await;
 }
 
 async fn handle<B: Buf + Send>(

@@ -1,16 +1,46 @@
-//! The HTTP API server: warp carries every request to [`router::dispatch`] on an already bound
-//! listener.
+//! The HTTP servers' accept loop, for the API and the inter-node service alike: each accepted
+//! connection is served by hyper with warp's filter as the service, under the connection limits
+//! of [`Limits`] (a cap on open connections, a deadline for a request's headers that also closes
+//! idle keep-alive connections, caps on header count and size). A connection over a limit is
+//! closed or answered by hyper with a 4xx; each is counted, none holds the node.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use hyper_util::rt::{TokioIo, TokioTimer};
 use warp::Filter;
 
 use super::router;
 use super::state::AppState;
 
+/// Connection limits (`-http-max-conns`, `-http-header-timeout`, `-http-max-headers`,
+/// `-http-max-header-bytes`).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections open at once; one more is closed at once.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this, and a keep-alive connection is closed after
+    /// this long without a new request.
+    pub header_timeout: Duration,
+    pub max_headers: usize,
+    pub max_header_bytes: usize,
+}
+
+impl Limits {
+    pub fn of(cfg: &crate::config::Config) -> Limits {
+        Limits {
+            max_connections: cfg.http_max_conns.max(1),
+            header_timeout: cfg.http_header_timeout,
+            max_headers: cfg.http_max_headers.max(1),
+            max_header_bytes: cfg.http_max_header_bytes.max(1024),
+        }
+    }
+}
+
 /// Serve the API on an already bound listener until the task is dropped.
 pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) {
+    let limits = Limits::of(&state.cfg);
     let st = warp::any().map(move || state.clone());
     let query = warp::query::raw().or(warp::any().map(String::new)).unify();
     let route = st
@@ -22,7 +52,46 @@ pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) {
         .then(|state, method, path: warp::path::FullPath, query: String, headers, body| async move {
             router::dispatch(state, method, path.as_str().to_string(), query, headers, body).await
         });
-    warp::serve(route).incoming(listener).run().await;
+    accept_loop(route, listener, limits, "api").await;
+}
+
+/// Accept connections on `listener` and serve each with `filter`, under `limits`. `port` labels
+/// the metrics (`api`, `raft`).
+pub async fn accept_loop<F>(filter: F, listener: tokio::net::TcpListener, limits: Limits, port: &'static str)
+where
+    F: warp::Filter + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    loop {
+        let (tcp, _peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: do not spin.
+                tracing::warn!(error = %e, port, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::counter!("raftlite_http_connections_refused_total", "port" => port).increment(1);
+            drop(tcp);
+            continue;
+        };
+        let svc = hyper_util::service::TowerToHyperService::new(warp::service(filter.clone()));
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_headers(limits.max_headers)
+                .max_buf_size(limits.max_header_bytes.max(8192));
+            if let Err(e) = b.serve_connection(TokioIo::new(tcp), svc).with_upgrades().await {
+                metrics::counter!("raftlite_http_connection_errors_total", "port" => port).increment(1);
+                tracing::debug!(error = %e, port, "connection ended with an error");
+            }
+        });
+    }
 }
 
 /// Resolve `host:port` (e.g. `localhost:4001`) to a bindable address.
