@@ -288,3 +288,41 @@ mod tests {
         assert_eq!(parse_json_statements(&[b'[', b'"', 0xff, b'"', b']']).unwrap_err().0, "invalid JSON body");
     }
 }
+
+/// Property tests: whatever a client sends, parsing answers with a value or an error, never a
+/// panic. `PROPTEST_CASES=100000 cargo test --lib props` runs longer (docs/DESIGN.md §11).
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_bytes_as_a_json_body(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_json_statements(&body);
+        }
+
+        #[test]
+        fn json_shaped_bodies(body in r#"[\[\]{}",:0-9a-zA-Z .\\-]{0,200}"#) {
+            if let Ok(stmts) = parse_json_statements(body.as_bytes()) {
+                prop_assert!(stmts.len() <= MAX_STATEMENTS);
+            }
+        }
+
+        #[test]
+        fn any_query_string(q in ".{0,300}") {
+            let _ = Params::parse(&q);
+        }
+
+        #[test]
+        fn query_strings_of_known_keys(
+            parts in proptest::collection::vec(
+                ("(pretty|timings|level|db_timeout|freshness|timeout|q|redirect|transaction|ver|key)", "[=&0-9a-zA-Z%.]{0,12}"),
+                0..8,
+            )
+        ) {
+            let q: Vec<String> = parts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = Params::parse(&q.join("&"));
+        }
+    }
+}

@@ -553,3 +553,63 @@ mod tests {
         }
     }
 }
+
+/// Property tests: the preprocessor takes any text without panicking, and its pieces come from
+/// the input. `PROPTEST_CASES=100000 cargo test --lib props` runs longer.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    struct Fixed;
+    impl Entropy for Fixed {
+        fn random_i64(&mut self) -> i64 {
+            7
+        }
+        fn random_bytes(&mut self, n: usize) -> Vec<u8> {
+            vec![1; n]
+        }
+        fn julian_day(&mut self) -> f64 {
+            2460000.5
+        }
+    }
+
+    /// SQL-ish text: keywords, functions the rewriter touches, quotes, comments, punctuation.
+    fn sqlish() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("SELECT ".to_string()),
+            Just("INSERT INTO t VALUES(".to_string()),
+            Just("random()".to_string()),
+            Just("randomblob(".to_string()),
+            Just("datetime('now')".to_string()),
+            Just("CURRENT_TIMESTAMP".to_string()),
+            Just("CREATE TRIGGER x AFTER INSERT ON t BEGIN ".to_string()),
+            Just(" END".to_string()),
+            Just("ORDER BY ".to_string()),
+            Just("PRAGMA ".to_string()),
+            Just("ATTACH ".to_string()),
+            Just("VACUUM".to_string()),
+            Just("--".to_string()),
+            Just("/*".to_string()),
+            Just("*/".to_string()),
+            "[';\"`\\[\\]()\n ,0-9a-z]{1,6}",
+        ];
+        proptest::collection::vec(piece, 0..24).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_is_preprocessed_without_panic(sql in prop_oneof![sqlish(), ".{0,200}"]) {
+            for opts in [RewriteOptions::default(), RewriteOptions { no_random: true, no_time: true }] {
+                let _ = rewrite(&sql, opts, &mut Fixed);
+            }
+            let _ = forbidden(&sql);
+            let _ = has_disallowed_pragma(&sql);
+            let _ = is_vacuum(&sql);
+            let _ = is_blank(&sql);
+            for piece in split_statements(&sql) {
+                prop_assert!(sql.contains(piece), "{piece:?} is not from {sql:?}");
+            }
+        }
+    }
+}
