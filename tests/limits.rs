@@ -112,3 +112,24 @@ fn connections_past_the_cap_are_refused() {
     assert!(closed_within(&mut junk, Duration::from_secs(10)));
     assert_eq!(n.execute(json!(["CREATE TABLE t (v)"])).status, 200);
 }
+
+/// A query whose client disconnects is interrupted: with a single read connection, the next
+/// reads are served although the abandoned query had no time limit (`db_timeout=0`).
+#[test]
+fn a_query_whose_client_left_is_interrupted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = Node::start(&dir.path().join("d"), &["-db-max-ro-conns", "1"]);
+    assert_eq!(n.execute(json!(["CREATE TABLE t (x INTEGER)"])).status, 200);
+    let mut s = TcpStream::connect(&n.http).expect("connect");
+    let req = format!("GET /db/query?db_timeout=0&q={} HTTP/1.1\r\nHost: x\r\n\r\n", url_encode(RUNAWAY));
+    s.write_all(req.as_bytes()).expect("write");
+    // Once the query holds the only reader (a quick read then gets no answer in time), leave.
+    let quick = reqwest::blocking::Client::builder().timeout(Duration::from_millis(300)).build().expect("client");
+    let probe = n.url("/db/query?level=none&q=SELECT%201");
+    wait_for("the runaway query to hold the reader", Duration::from_secs(20), || quick.get(&probe).send().err());
+    drop(s);
+    let r = wait_for("a read served after the client left", Duration::from_secs(20), || {
+        n.try_get("/db/query?level=none&q=SELECT%20COUNT(*)%20FROM%20t").filter(|r| r.status == 200)
+    });
+    assert!(r.body.contains("[[0]]"), "{}", r.body);
+}

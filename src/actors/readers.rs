@@ -81,6 +81,8 @@ pub struct Query {
     pub opts: ExecOptions,
     pub mode: Mode,
     pub deadline: Option<Duration>,
+    /// Set when the asker stops waiting (its client went away): the statements are interrupted.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Are all these statements read-only? (`/db/request` routing.)
@@ -100,7 +102,9 @@ impl Handler<Query> for Reader {
         let ran = self.with_conn(ctx, |c, hooks| {
             fail::fail_point!("readers::query");
             let db = Db::new(c, hooks);
+            db.cancellable(q.cancel.clone());
             let out = db.run(&q.stmts, &q.opts, q.mode, q.deadline);
+            db.uncancellable();
             db.end_read();
             Ok::<_, rusqlite::Error>(out)
         });

@@ -78,6 +78,7 @@ pub async fn readyz(state: &AppState, p: &Params) -> Response {
         opts: ExecOptions::default(),
         mode: Mode::Query,
         deadline: Some(p.timeout),
+        cancel: None,
     };
     match core.readers.send(probe).await {
         Ok(Ok(r)) if !matches!(r.first(), Some(StmtResult::Error { .. })) => {

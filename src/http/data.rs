@@ -96,6 +96,17 @@ fn statements(
     Ok(stmts)
 }
 
+/// Sets its flag when dropped: a read whose client went away (hyper drops the request's future
+/// when the connection closes) is interrupted instead of running on.
+#[derive(Default)]
+struct CancelOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A statement's time limit: the request's `db_timeout`, else `-db-timeout`; none when zero.
 fn time_limit(state: &AppState, p: &Params) -> Option<std::time::Duration> {
     Some(p.db_timeout.unwrap_or(state.cfg.db_timeout)).filter(|d| !d.is_zero())
@@ -193,7 +204,15 @@ async fn queued_execute(state: &AppState, p: &Params, mut stmts: Vec<Statement>)
 
 async fn local_read(r: Req<'_>, stmts: Vec<Statement>, mode: Mode) -> Response {
     let Req { state, core, p, started, .. } = r;
-    let q = Query { stmts, opts: exec_options(state, p), mode, deadline: time_limit(state, p) };
+    // Dropped with this future when the client disconnects: the reader then stops the query.
+    let cancel = CancelOnDrop::default();
+    let q = Query {
+        stmts,
+        opts: exec_options(state, p),
+        mode,
+        deadline: time_limit(state, p),
+        cancel: Some(cancel.0.clone()),
+    };
     match core.readers.send(q).await {
         Ok(Ok(results)) => result_envelope(state, p, &results, None, started, None),
         Ok(Err(e)) => result_envelope(state, p, &[], Some(&e.to_string()), started, None),

@@ -39,6 +39,9 @@ pub struct Hooks {
     /// The `rows_affected` clients see: SQLite's connection-level `changes()` as it stood after
     /// the last client statement, unaffected by raftlite's own statements.
     reported_changes: Arc<std::sync::atomic::AtomicI64>,
+    /// Set by whoever asked for the statements running now when it no longer waits for them
+    /// (the client went away): they are interrupted.
+    cancel: Arc<std::sync::RwLock<Option<Arc<AtomicBool>>>>,
 }
 
 /// How to treat each statement.
@@ -117,6 +120,12 @@ impl Hooks {
         if left > 1 {
             self.budget.store(left - 1, Ordering::Relaxed);
         }
+        if let Ok(c) = self.cancel.try_read() {
+            if c.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                self.interrupted.store(true, Ordering::Relaxed);
+                return true;
+            }
+        }
         let dl = self.deadline_ns.load(Ordering::Relaxed);
         if dl != 0 {
             if let Some(epoch) = self.epoch {
@@ -194,6 +203,17 @@ impl<'a> Db<'a> {
         let r = self.internal(|c| c.execute_batch("VACUUM"));
         self.conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
         r
+    }
+
+    /// Interrupt what runs on this connection once `cancel` is set (until [`Db::uncancellable`]).
+    pub fn cancellable(&self, cancel: Option<Arc<AtomicBool>>) {
+        if let Ok(mut c) = self.hooks.cancel.write() {
+            *c = cancel;
+        }
+    }
+
+    pub fn uncancellable(&self) {
+        self.cancellable(None);
     }
 
     /// Execute a request's statements on a connection that is not inside a transaction of ours
