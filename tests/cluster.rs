@@ -316,28 +316,8 @@ fn peers_json_recovers_a_cluster_that_moved() {
     for n in &c.nodes {
         wait_count(n, 2);
     }
-    for n in c.nodes.iter_mut() {
-        n.kill();
-    }
     // Every node moves to a new IP and new ports.
-    for (i, n) in c.nodes.iter_mut().enumerate() {
-        let ip = format!("127.0.0.{}", 50 + i);
-        n.raft = free_addr(&ip);
-        n.http = free_addr(&ip);
-        n.extra.clear();
-    }
-    let peers: Vec<Value> = c
-        .nodes
-        .iter()
-        .map(|n| json!({"id": n.id, "address": n.raft, "non_voter": false, "api_addr": n.http}))
-        .collect();
-    for n in &c.nodes {
-        std::fs::write(n.dir.join("raft").join("peers.json"), serde_json::to_vec(&peers).expect("json"))
-            .expect("write");
-    }
-    for n in c.nodes.iter_mut() {
-        n.spawn();
-    }
+    c.move_with_peers_json(50, true);
     let l = c.wait_leader();
     assert_eq!(l.execute(json!(["INSERT INTO t VALUES(3)"])).status, 200);
     for n in &c.nodes {

@@ -125,24 +125,7 @@ fn after_recovery_followers_forward_to_the_leaders_new_address() {
     for n in &c.nodes {
         wait_count(n, 1);
     }
-    for n in c.nodes.iter_mut() {
-        n.kill();
-    }
-    for (i, n) in c.nodes.iter_mut().enumerate() {
-        let ip = format!("127.0.0.{}", 60 + i);
-        n.raft = free_addr(&ip);
-        n.http = free_addr(&ip);
-        n.extra.clear();
-    }
-    let peers: Vec<Value> =
-        c.nodes.iter().map(|n| json!({"id": n.id, "address": n.raft, "non_voter": false})).collect();
-    for n in &c.nodes {
-        std::fs::write(n.dir.join("raft").join("peers.json"), serde_json::to_vec(&peers).expect("json"))
-            .expect("write");
-    }
-    for n in c.nodes.iter_mut() {
-        n.spawn();
-    }
+    c.move_with_peers_json(60, false);
     let leader_http = c.wait_leader().http.clone();
     let f = c.follower();
     let r = f.execute(json!(["INSERT INTO t VALUES(2)"]));

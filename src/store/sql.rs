@@ -458,7 +458,7 @@ mod tests {
         }
     }
 
-    struct Fixed;
+    pub(super) struct Fixed;
     impl Entropy for Fixed {
         fn random_i64(&mut self) -> i64 {
             42
@@ -558,21 +558,9 @@ mod tests {
 /// the input. `PROPTEST_CASES=100000 cargo test --lib props` runs longer.
 #[cfg(test)]
 mod props {
+    use super::tests::Fixed;
     use super::*;
     use proptest::prelude::*;
-
-    struct Fixed;
-    impl Entropy for Fixed {
-        fn random_i64(&mut self) -> i64 {
-            7
-        }
-        fn random_bytes(&mut self, n: usize) -> Vec<u8> {
-            vec![1; n]
-        }
-        fn julian_day(&mut self) -> f64 {
-            2460000.5
-        }
-    }
 
     /// SQL-ish text: keywords, functions the rewriter touches, quotes, comments, punctuation.
     fn sqlish() -> impl Strategy<Value = String> {

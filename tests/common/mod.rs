@@ -338,6 +338,39 @@ impl Cluster {
         self._dir.path()
     }
 
+    /// Kill every node, move each to new Raft and HTTP addresses on 127.0.0.`first_ip`+i, write
+    /// the new configuration to each node's `raft/peers.json` (with `api_addr` or, as rqlite
+    /// writes it, without), and start them again: a `peers.json` recovery (docs/API.md §11).
+    pub fn move_with_peers_json(&mut self, first_ip: u8, with_api_addr: bool) {
+        for n in self.nodes.iter_mut() {
+            n.kill();
+        }
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            let ip = format!("127.0.0.{}", first_ip as usize + i);
+            n.raft = free_addr(&ip);
+            n.http = free_addr(&ip);
+            n.extra.clear();
+        }
+        let peers: Vec<Value> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let mut p = json!({"id": n.id, "address": n.raft, "non_voter": false});
+                if with_api_addr {
+                    p["api_addr"] = json!(n.http);
+                }
+                p
+            })
+            .collect();
+        for n in &self.nodes {
+            std::fs::write(n.dir.join("raft").join("peers.json"), serde_json::to_vec(&peers).expect("json"))
+                .expect("write peers.json");
+        }
+        for n in self.nodes.iter_mut() {
+            n.spawn();
+        }
+    }
+
     /// Wait until the leader reports `n` voters and every running node knows the same leader.
     pub fn wait_voters(&self, n: usize) {
         wait_for(&format!("{n} voters"), Duration::from_secs(60), || {
