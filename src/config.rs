@@ -39,13 +39,19 @@ fn unsupported_why(name: &str) -> &'static str {
         "cpu-profile" | "mem-profile" | "trace-profile" => {
             "Go runtime profiles do not exist for a Rust program; profile with perf (docs/PERFORMANCE.md)"
         }
-        n if n.starts_with("http-") || n.starts_with("node-") => "TLS is not built yet",
+        "http-verify-common-name" => "checking client certificates' common names is not built yet (use -http-ca-cert with a CA that issues only to allowed clients)",
+        n if n.starts_with("node-") => "node-to-node TLS is not built yet",
         n if n.starts_with("disco-") => "discovery services are not built yet",
         "auto-backup" | "auto-restore" => "automatic backup and restore are not built yet",
         "cdc-config" => "change data capture is not built yet",
         "extensions-path" => "loading SQLite extensions is not built yet",
         _ => "not built",
     }
+}
+
+/// A path flag's value, if set.
+fn path_of(s: &Settings, name: &str) -> Option<PathBuf> {
+    Some(s.get(name)).filter(|v| !v.is_empty()).map(PathBuf::from)
 }
 
 /// Whether `value` means the same as flag `d`'s default (so an unsupported flag left at it, as
@@ -183,10 +189,10 @@ static FLAGS: &[FlagDef] = &[
     ),
     f("group-commit-max-batch", Int, "256", "Most write requests carried by one log entry (raftlite)", true),
     f("auth", Str, "", "Path to authentication and authorization file. If not set, not enabled", true),
-    f("http-cert", Str, "", "Path to HTTPS X.509 certificate", false),
-    f("http-key", Str, "", "Path to HTTPS X.509 private key", false),
-    f("http-ca-cert", Str, "", "Path to X.509 CA certificate for HTTPS", false),
-    f("http-verify-client", Bool, "false", "Enable mutual TLS for HTTPS", false),
+    f("http-cert", Str, "", "Path to HTTPS X.509 certificate", true),
+    f("http-key", Str, "", "Path to HTTPS X.509 private key", true),
+    f("http-ca-cert", Str, "", "Path to X.509 CA certificate for HTTPS", true),
+    f("http-verify-client", Bool, "false", "Enable mutual TLS for HTTPS", true),
     f("http-verify-common-name", Str, "", "Verify client certificate common name", false),
     f("node-cert", Str, "", "Path to X.509 certificate for node-to-node mutual authentication and encryption", false),
     f("node-key", Str, "", "Path to X.509 private key for node-to-node mutual authentication and encryption", false),
@@ -514,6 +520,11 @@ pub struct Config {
     pub http_max_header_bytes: usize,
     /// The default time limit of a statement (`-db-timeout`); zero: none.
     pub db_timeout: Duration,
+    /// HTTPS on the API (`-http-cert`, `-http-key`, `-http-ca-cert`, `-http-verify-client`).
+    pub http_cert: Option<PathBuf>,
+    pub http_key: Option<PathBuf>,
+    pub http_ca_cert: Option<PathBuf>,
+    pub http_verify_client: bool,
     /// The credentials file (`-auth`); none: no authentication.
     pub auth: Option<PathBuf>,
     /// The user in the credentials file whose credentials this node joins with (`-join-as`).
@@ -602,6 +613,14 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("-join takes Raft addresses (host:port), not URLs: {a}")));
             }
         }
+        if s.get("http-cert").is_empty() != s.get("http-key").is_empty() {
+            return Err(ConfigError::Invalid("-http-cert and -http-key go together: give both or neither".into()));
+        }
+        if s.bool("http-verify-client") && (s.get("http-ca-cert").is_empty() || s.get("http-cert").is_empty()) {
+            return Err(ConfigError::Invalid(
+                "-http-verify-client needs HTTPS (-http-cert, -http-key) and -http-ca-cert".into(),
+            ));
+        }
         if !s.get("join-as").is_empty() && s.get("auth").is_empty() {
             return Err(ConfigError::Invalid("-join-as names a user of the -auth file; give -auth too".into()));
         }
@@ -657,6 +676,10 @@ impl Config {
             http_header_timeout: s.dur("http-header-timeout"),
             http_max_headers: s.int("http-max-headers").max(1) as usize,
             http_max_header_bytes: s.int("http-max-header-bytes").max(1024) as usize,
+            http_cert: path_of(&s, "http-cert"),
+            http_key: path_of(&s, "http-key"),
+            http_ca_cert: path_of(&s, "http-ca-cert"),
+            http_verify_client: s.bool("http-verify-client"),
             auth: Some(s.get("auth")).filter(|a| !a.is_empty()).map(PathBuf::from),
             join_as: Some(s.get("join-as")).filter(|a| !a.is_empty()).map(str::to_string),
             cmdline: std::iter::once("raftlited".to_string()).chain(args.iter().cloned()).collect(),
@@ -731,9 +754,9 @@ mod tests {
 
     #[test]
     fn unsupported_flags_refuse_unless_default() {
-        let err = Config::load(&args("-write-queue-tx -http-cert c.pem -join 127.0.0.1:4002 d"), &[]).unwrap_err();
-        assert!(matches!(&err, ConfigError::Unsupported { flag, .. } if flag == "http-cert"), "{err}");
-        assert!(err.to_string().contains("-http-cert"));
+        let err = Config::load(&args("-write-queue-tx -node-cert c.pem -join 127.0.0.1:4002 d"), &[]).unwrap_err();
+        assert!(matches!(&err, ConfigError::Unsupported { flag, .. } if flag == "node-cert"), "{err}");
+        assert!(err.to_string().contains("-node-cert"));
         for ok in ["-raft-leader-lease-timeout 0s", "-otlp-interval 30s", "-node-no-verify=false", "-cpu-profile ''"] {
             let a: Vec<String> = ok.split(' ').map(|s| s.trim_matches('\'').to_string()).collect();
             Config::load(&a, &[]).unwrap_or_else(|e| panic!("{ok}: {e}"));

@@ -49,6 +49,8 @@ pub enum StartError {
     Thread(std::io::Error),
     #[error("-auth: {0}")]
     Auth(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// `<data-dir>/node.json`: the node's identity, fixed for the life of the data directory.
@@ -283,7 +285,12 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
             .map_err(|source| StartError::Listen { addr: a.to_string(), source })
     };
     let (api, internode) = (bind(&cfg.http_addr)?, bind(&cfg.raft_addr)?);
-    let state = AppState::new(cfg.clone(), users);
+    let tls = crate::http::tls::api_tls(&cfg).map_err(|e| StartError::Tls(e.to_string()))?;
+    if let Some(t) = &tls {
+        // Rotated certificates are picked up without a restart.
+        t.certs.clone().watch(std::time::Duration::from_secs(1));
+    }
+    let state = AppState::new(cfg.clone(), users, tls);
     let st = state.clone();
     // Keep the address: an actix actor stops once no `Addr` to it is left.
     let http_front = Supervisor::start(move |_| HttpFront::new(st, api, internode));

@@ -211,7 +211,7 @@ fn flags_that_cannot_be_honoured_refuse_to_start() {
         ("-mem-profile", "mem.prof"),
         ("-trace-profile", "trace.out"),
         ("-raft-leader-lease-timeout", "500ms"),
-        ("-http-cert", "cert.pem"),
+        ("-http-verify-common-name", "client"),
         ("-node-cert", "node.pem"),
         ("-auto-backup", "backup.json"),
         ("-cdc-config", "cdc.json"),
@@ -235,4 +235,24 @@ fn flags_that_cannot_be_honoured_refuse_to_start() {
     assert_eq!(n.execute(json!(["CREATE TABLE t (v)"])).status, 200);
     let log = std::fs::read_to_string(&n.log).unwrap_or_default();
     assert!(!log.contains("no effect"), "{log}");
+}
+
+/// `-raft-reap-read-only-node-timeout`: the leader removes a read-only node that stopped
+/// answering, and leaves the voters alone (their timeout is not set).
+#[test]
+fn unreachable_read_only_nodes_are_reaped() {
+    let mut c = Cluster::start(2, &["-raft-reap-read-only-node-timeout", "2s"]);
+    let l = c.wait_leader().id.clone();
+    let first = c.node(&l).raft.clone();
+    let mut ro = Node::new("ro", &c.dir().join("ro"), "127.0.0.19", &["-raft-non-voter", "-join", &first]);
+    ro.spawn();
+    ro.wait_ready();
+    let members = |c: &Cluster| -> usize {
+        let v: Value = serde_json::from_str(&c.node(&l).get("/nodes?nonvoters").body).unwrap_or_default();
+        v.as_object().map(|o| o.len()).unwrap_or(0)
+    };
+    wait_for("the read-only node to be a member", Duration::from_secs(30), || (members(&c) == 3).then_some(()));
+    ro.kill();
+    wait_for("the read-only node to be reaped", Duration::from_secs(30), || (members(&c) == 2).then_some(()));
+    assert_eq!(c.node(&l).status()["cluster"]["num_reaped"], 1);
 }

@@ -126,7 +126,7 @@ pub async fn leader(state: &AppState, p: &Params, fwd: &Fwd) -> Response {
         };
     }
     match m.current_leader {
-        Some(id) => match status::probe_node(core, &m, id, p.timeout).await {
+        Some(id) => match status::probe_node(state, core, &m, id, p.timeout).await {
             Some(j) => json(state, &j, p.pretty),
             None => text(state, StatusCode::SERVICE_UNAVAILABLE, "leader not found"),
         },

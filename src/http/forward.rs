@@ -44,7 +44,7 @@ pub async fn not_leader(state: &AppState, p: &Params, leader: Option<NodeInfo>, 
     let api = core.peers.api_addr(&l.raft_addr, &l.api_addr, false).await;
     if p.redirect {
         let q = if fwd.query.is_empty() { String::new() } else { format!("?{}", fwd.query) };
-        return redirect(state, StatusCode::MOVED_PERMANENTLY, &format!("http://{api}{}{q}", fwd.path));
+        return redirect(state, StatusCode::MOVED_PERMANENTLY, &format!("{}://{api}{}{q}", state.scheme(), fwd.path));
     }
     if fwd.headers.contains_key(FORWARDED) {
         return text(state, StatusCode::SERVICE_UNAVAILABLE, "leader not found");
@@ -61,43 +61,24 @@ async fn forward(
     timeout: Duration,
 ) -> Response {
     metrics::counter!("raftlite_http_forwarded_total").increment(1);
-    let q = if fwd.query.is_empty() { String::new() } else { format!("?{}", fwd.query) };
-    let send = |api: &str| {
-        let url = format!("http://{api}{}{q}", fwd.path);
-        let mut rb = core.peers.client(api).request(fwd.method.clone(), url).timeout(timeout).header(FORWARDED, "1");
-        for h in [http::header::CONTENT_TYPE, http::header::AUTHORIZATION] {
-            if let Some(v) = fwd.headers.get(&h) {
-                rb = rb.header(h, v.clone());
-            }
-        }
-        rb.body(fwd.body.clone()).send()
-    };
-    let sent = match send(api).await {
+    let sent = match relay(state, core, api, fwd, timeout).await {
         // Not connected at all: the leader may have moved; ask it again, once.
-        Err(e) if e.is_connect() => {
+        Err((true, _)) => {
             let again = core.peers.api_addr(&leader.raft_addr, &leader.api_addr, true).await;
-            if again == api {
-                Err(e)
-            } else {
-                send(&again).await
-            }
+            relay(state, core, &again, fwd, timeout).await
         }
         other => other,
     };
-    let resp = match sent {
+    let (status, headers, body) = match sent {
         Ok(r) => r,
-        Err(e) => return text(state, StatusCode::SERVICE_UNAVAILABLE, &format!("forwarding to leader failed: {e}")),
+        Err((_, e)) => {
+            return text(state, StatusCode::SERVICE_UNAVAILABLE, &format!("forwarding to leader failed: {e}"))
+        }
     };
-    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let ct = resp.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let location = resp.headers().get(http::header::LOCATION).cloned();
-    let body = match resp.bytes().await {
-        Ok(b) => b,
-        Err(e) => return text(state, StatusCode::SERVICE_UNAVAILABLE, &format!("forwarding to leader failed: {e}")),
-    };
-    let mut r = respond(state, status, ct.as_deref(), body.to_vec());
-    if let Some(l) = location {
-        r.headers_mut().insert(http::header::LOCATION, l);
+    let ct = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let mut r = respond(state, status, ct.as_deref(), body);
+    if let Some(l) = headers.get(http::header::LOCATION) {
+        r.headers_mut().insert(http::header::LOCATION, l.clone());
     }
     if status.is_success() {
         if let Ok(v) = http::HeaderValue::from_str(&leader.raft_addr) {
@@ -105,4 +86,47 @@ async fn forward(
         }
     }
     r
+}
+
+/// The leader's answer: status, headers, body; or (could not connect, why).
+type Relayed = Result<(StatusCode, HeaderMap, Vec<u8>), (bool, String)>;
+
+/// Send the request to the leader's API at `api`, over HTTPS when this node serves HTTPS (the
+/// cluster's nodes share their API configuration).
+async fn relay(state: &AppState, core: &Core, api: &str, fwd: &Fwd, timeout: Duration) -> Relayed {
+    let q = if fwd.query.is_empty() { String::new() } else { format!("?{}", fwd.query) };
+    let copied = [http::header::CONTENT_TYPE, http::header::AUTHORIZATION];
+    if let Some(tls) = &state.tls {
+        let Some(client) = tls.client.clone() else {
+            return Err((false, "forwarding over HTTPS needs -http-ca-cert to verify the leader".into()));
+        };
+        let mut b = http::Request::builder()
+            .method(fwd.method.clone())
+            .uri(format!("{}{q}", fwd.path))
+            .header(http::header::HOST, api)
+            .header(FORWARDED, "1");
+        for h in copied {
+            if let Some(v) = fwd.headers.get(&h) {
+                b = b.header(h, v.clone());
+            }
+        }
+        let req = b
+            .body(http_body_util::Full::new(bytes::Bytes::from(fwd.body.clone())))
+            .map_err(|e| (false, e.to_string()))?;
+        let resp = super::tls::send(client, api, req, timeout).await.map_err(|e| (e.starts_with("connect"), e))?;
+        let (parts, body) = resp.into_parts();
+        return Ok((parts.status, parts.headers, body.to_vec()));
+    }
+    let url = format!("http://{api}{}{q}", fwd.path);
+    let mut rb = core.peers.client(api).request(fwd.method.clone(), url).timeout(timeout).header(FORWARDED, "1");
+    for h in copied {
+        if let Some(v) = fwd.headers.get(&h) {
+            rb = rb.header(h, v.clone());
+        }
+    }
+    let resp = rb.body(fwd.body.clone()).send().await.map_err(|e| (e.is_connect(), e.to_string()))?;
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let headers = resp.headers().clone();
+    let body = resp.bytes().await.map_err(|e| (false, e.to_string()))?;
+    Ok((status, headers, body.to_vec()))
 }

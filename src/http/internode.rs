@@ -83,7 +83,7 @@ pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) {
             }
         });
     let limits = super::server::Limits::of(&state_limits);
-    super::server::accept_loop(route, listener, limits, "raft").await;
+    super::server::accept_loop(route, listener, limits, None, "raft").await;
 }
 
 async fn handle<B: Buf + Send>(

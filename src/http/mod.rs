@@ -28,6 +28,7 @@ pub mod router;
 pub mod server;
 pub mod state;
 pub mod status;
+pub mod tls;
 
 pub use server::{resolve, serve};
 pub use state::{AppState, Core, VERSION};

@@ -41,6 +41,7 @@ impl Limits {
 /// Serve the API on an already bound listener until the task is dropped.
 pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) {
     let limits = Limits::of(&state.cfg);
+    let state_tls = state.tls.clone();
     let st = warp::any().map(move || state.clone());
     let query = warp::query::raw().or(warp::any().map(String::new)).unify();
     let route = st
@@ -52,13 +53,19 @@ pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) {
         .then(|state, method, path: warp::path::FullPath, query: String, headers, body| async move {
             router::dispatch(state, method, path.as_str().to_string(), query, headers, body).await
         });
-    accept_loop(route, listener, limits, "api").await;
+    let tls = state_tls.map(|t| tokio_rustls::TlsAcceptor::from(t.config));
+    accept_loop(route, listener, limits, tls, "api").await;
 }
 
-/// Accept connections on `listener` and serve each with `filter`, under `limits`. `port` labels
-/// the metrics (`api`, `raft`).
-pub async fn accept_loop<F>(filter: F, listener: tokio::net::TcpListener, limits: Limits, port: &'static str)
-where
+/// Accept connections on `listener` and serve each with `filter`, under `limits`, over TLS when
+/// `tls` is given. `port` labels the metrics (`api`, `raft`).
+pub async fn accept_loop<F>(
+    filter: F,
+    listener: tokio::net::TcpListener,
+    limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    port: &'static str,
+) where
     F: warp::Filter + Clone + Send + Sync + 'static,
     F::Extract: warp::Reply,
 {
@@ -79,18 +86,47 @@ where
             continue;
         };
         let svc = hyper_util::service::TowerToHyperService::new(warp::service(filter.clone()));
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let mut b = hyper::server::conn::http1::Builder::new();
-            b.timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .max_headers(limits.max_headers)
-                .max_buf_size(limits.max_header_bytes.max(8192));
-            if let Err(e) = b.serve_connection(TokioIo::new(tcp), svc).with_upgrades().await {
-                metrics::counter!("raftlite_http_connection_errors_total", "port" => port).increment(1);
-                tracing::debug!(error = %e, port, "connection ended with an error");
+            let Some(acceptor) = tls else {
+                return serve_connection(TokioIo::new(tcp), svc, limits, port).await;
+            };
+            // A handshake gets the same deadline as a request's headers: a client that never
+            // finishes it (or speaks plain HTTP to this port) is dropped, counted, logged at debug.
+            match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), svc, limits, port).await,
+                Ok(Err(e)) => {
+                    metrics::counter!("raftlite_tls_handshake_failures_total", "port" => port).increment(1);
+                    tracing::debug!(error = %e, port, "TLS handshake failed");
+                }
+                Err(_) => {
+                    metrics::counter!("raftlite_tls_handshake_failures_total", "port" => port).increment(1);
+                    tracing::debug!(port, "TLS handshake timed out");
+                }
             }
         });
+    }
+}
+
+async fn serve_connection<I, S>(io: I, svc: S, limits: Limits, port: &'static str)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_headers(limits.max_headers)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    if let Err(e) = b.serve_connection(io, svc).with_upgrades().await {
+        metrics::counter!("raftlite_http_connection_errors_total", "port" => port).increment(1);
+        tracing::debug!(error = %e, port, "connection ended with an error");
     }
 }
 

@@ -71,10 +71,12 @@ pub struct AppState {
     removed: std::sync::atomic::AtomicBool,
     /// The credentials file (`-auth`); none: every request is allowed.
     pub auth: Option<super::auth::Users>,
+    /// HTTPS on the API (`-http-cert`); none: plain HTTP.
+    pub tls: Option<super::tls::ApiTls>,
 }
 
 impl AppState {
-    pub fn new(cfg: Config, auth: Option<super::auth::Users>) -> Arc<AppState> {
+    pub fn new(cfg: Config, auth: Option<super::auth::Users>, tls: Option<super::tls::ApiTls>) -> Arc<AppState> {
         Arc::new(AppState {
             cfg,
             started: chrono::Utc::now(),
@@ -84,7 +86,17 @@ impl AppState {
             leader_commit_seen: AtomicU64::new(0),
             removed: std::sync::atomic::AtomicBool::new(false),
             auth,
+            tls,
         })
+    }
+
+    /// `https` when the API serves TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// The leader removed this node from the cluster. A removed node may never see the log entry

@@ -56,8 +56,8 @@ fn state_name(s: ServerState) -> &'static str {
     }
 }
 
-fn api_url(addr: &str) -> String {
-    format!("http://{addr}")
+fn api_url(state: &AppState, addr: &str) -> String {
+    format!("{}://{addr}", state.scheme())
 }
 
 async fn store_json(state: &AppState, core: &Core) -> Value {
@@ -74,7 +74,7 @@ async fn store_json(state: &AppState, core: &Core) -> Value {
         .nodes()
         .map(|(id, n)| {
             json!({
-                "id": n.id, "addr": n.raft_addr, "api_addr": api_url(&n.api_addr),
+                "id": n.id, "addr": n.raft_addr, "api_addr": api_url(state, &n.api_addr),
                 "suffrage": if m.membership_config.membership().voter_ids().any(|v| v == *id) { "Voter" } else { "Nonvoter" },
             })
         })
@@ -207,6 +207,8 @@ pub async fn status(state: &AppState, p: &Params) -> Result<J, Response> {
             "bind_addr": state.cfg.http_addr,
             "adv_addr": state.cfg.http_adv_addr,
             "auth": if state.auth.is_some() { "enabled" } else { "disabled" },
+            "tls": state.tls.is_some(),
+            "mutual_tls": state.cfg.http_verify_client,
             "allow_origin": state.cfg.http_allow_origin,
             "max_body_bytes": state.cfg.max_body_bytes,
             "queue": { "_default": queue_json(state) },
@@ -229,7 +231,7 @@ pub async fn status(state: &AppState, p: &Params) -> Result<J, Response> {
             "num_remove_req": c.cluster_stats.num_remove_req.load(Ordering::Relaxed),
             "num_reaped": c.cluster_stats.num_reaped.load(Ordering::Relaxed),
             "addr": state.cfg.raft_adv_addr,
-            "api_addr": api_url(&state.cfg.http_adv_addr),
+            "api_addr": api_url(state, &state.cfg.http_adv_addr),
         })).unwrap_or_else(|| json!({})),
         "network": { "bind_addr": state.cfg.raft_addr, "adv_addr": state.cfg.raft_adv_addr, "tls": false },
         "extensions": { "names": [] },
@@ -239,7 +241,13 @@ pub async fn status(state: &AppState, p: &Params) -> Result<J, Response> {
 }
 
 /// One node object as `/nodes` and `/leader` show it, probed over the cluster service.
-pub async fn probe_node(core: &Core, m: &Metrics, id: u64, timeout: std::time::Duration) -> Option<J> {
+pub async fn probe_node(
+    state: &AppState,
+    core: &Core,
+    m: &Metrics,
+    id: u64,
+    timeout: std::time::Duration,
+) -> Option<J> {
     let mem = m.membership_config.membership();
     let n = mem.get_node(&id)?.clone();
     let started = std::time::Instant::now();
@@ -255,7 +263,7 @@ pub async fn probe_node(core: &Core, m: &Metrics, id: u64, timeout: std::time::D
         Ok(other) => (n.api_addr.clone(), String::new(), Some(format!("unexpected answer {other:?}"))),
         Err(e) => (n.api_addr.clone(), String::new(), Some(e.to_string())),
     };
-    o.put("api_addr", J::s(api_url(&api)));
+    o.put("api_addr", J::s(api_url(state, &api)));
     o.put("addr", J::s(n.raft_addr.clone()));
     o.put("version", J::s(version));
     o.put("voter", J::Bool(mem.voter_ids().any(|v| v == id)));
@@ -279,7 +287,7 @@ pub async fn nodes(state: &AppState, p: &Params) -> Result<J, Response> {
     let mut ids: Vec<u64> =
         if p.has("nonvoters") { mem.nodes().map(|(id, _)| *id).collect() } else { mem.voter_ids().collect() };
     ids.sort_by_key(|id| mem.get_node(id).map(|n| n.id.clone()).unwrap_or_default());
-    let probes = futures::future::join_all(ids.iter().map(|id| probe_node(core, &m, *id, p.timeout))).await;
+    let probes = futures::future::join_all(ids.iter().map(|id| probe_node(state, core, &m, *id, p.timeout))).await;
     let items: Vec<(String, J)> =
         ids.iter().zip(probes).filter_map(|(id, j)| Some((mem.get_node(id)?.id.clone(), j?))).collect();
     if p.get("ver") == Some("2") {

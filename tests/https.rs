@@ -1,0 +1,265 @@
+//! HTTPS on the API (`-http-cert`, `-http-key`, `-http-ca-cert`, `-http-verify-client`): a real
+//! TLS client with a CA file, client certificates, certificate rotation on a live node (checked by
+//! reading the certificate the node serves), forwarding between HTTPS nodes, and what a client
+//! that does not speak TLS gets.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// A CA and the files of certificates it issues, in a directory.
+struct Pki {
+    dir: PathBuf,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new(dir: &Path, name: &str) -> Pki {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, format!("{name} test CA"));
+        let cert = params.self_signed(&key).expect("CA");
+        std::fs::write(dir.join(format!("{name}-ca.pem")), cert.pem()).expect("write");
+        Pki { dir: dir.to_path_buf(), issuer: Issuer::new(params, key) }
+    }
+
+    fn ca(&self, name: &str) -> String {
+        self.dir.join(format!("{name}-ca.pem")).display().to_string()
+    }
+
+    /// Issue a certificate for 127.0.0.1 and `localhost` named `cn`; write `<file>.pem` and
+    /// `<file>-key.pem`; return both paths.
+    fn issue(&self, file: &str, cn: &str) -> (String, String) {
+        self.issue_for(file, cn, "127.0.0.1")
+    }
+
+    /// [`Pki::issue`] for the address `ip` (and `localhost`).
+    fn issue_for(&self, file: &str, cn: &str, ip: &str) -> (String, String) {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(vec![ip.to_string(), "localhost".to_string()]).expect("params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        let (c, k) = (self.dir.join(format!("{file}.pem")), self.dir.join(format!("{file}-key.pem")));
+        // Write the key first and rename both into place, as a rotation tool would.
+        let (ct, kt) = (c.with_extension("tmp"), k.with_extension("tmp"));
+        std::fs::write(&kt, key.serialize_pem()).expect("write");
+        std::fs::write(&ct, cert.pem()).expect("write");
+        std::fs::rename(&kt, &k).expect("rename");
+        std::fs::rename(&ct, &c).expect("rename");
+        (c.display().to_string(), k.display().to_string())
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A TLS client trusting `ca`, presenting `identity` (certificate, key files) if given.
+fn client_config(ca: &str, identity: Option<(&str, &str)>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).expect("ca") {
+        roots.add(c.expect("cert")).expect("root");
+    }
+    let b = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((cert, key)) => {
+            let chain: Vec<_> = CertificateDer::pem_file_iter(cert).expect("cert").map(|c| c.expect("cert")).collect();
+            b.with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(key).expect("key")).expect("identity")
+        }
+        None => b.with_no_client_auth(),
+    };
+    // Every connection a full handshake, so that each sees the certificate served now.
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
+}
+
+/// One HTTPS request on a fresh connection: the status code and body, and the certificate the
+/// server presented; `Err` when the handshake or the exchange fails.
+fn https(
+    addr: &str,
+    config: Arc<rustls::ClientConfig>,
+    request: &str,
+) -> Result<(u16, String, CertificateDer<'static>), String> {
+    let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr).to_string();
+    let name = ServerName::try_from(host).map_err(|e| e.to_string())?;
+    let conn = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    match tls.read_to_end(&mut out) {
+        Ok(_) => {}
+        // Servers may close without close_notify after `Connection: close`.
+        Err(e) if !out.is_empty() && e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let cert = tls.conn.peer_certificates().and_then(|c| c.first()).cloned().ok_or("no certificate")?;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(|| format!("not HTTP: {text:.60}"))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body, cert.into_owned()))
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+}
+
+fn post_json(path: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Start a node serving HTTPS; wait until it answers over TLS.
+fn https_node(dir: &Path, id: &str, ip: &str, args: &[&str], ready: &Arc<rustls::ClientConfig>) -> Node {
+    let mut n = Node::new(id, &dir.join(format!("n{id}")), ip, args);
+    n.spawn();
+    let addr = n.http.clone();
+    wait_for(&format!("node {id} to answer over HTTPS"), Duration::from_secs(30), || {
+        https(&addr, ready.clone(), &get("/readyz")).ok().filter(|(s, _, _)| *s == 200)
+    });
+    n
+}
+
+/// HTTPS with a CA file; plain HTTP to the HTTPS port gets nothing and harms nothing; the
+/// certificate is rotated on the live node without a restart.
+#[test]
+fn https_serves_and_rotates_its_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path(), "api");
+    let (cert, key) = pki.issue("node", "node-1");
+    let trust = client_config(&pki.ca("api"), None);
+    let args = ["-http-cert", &cert, "-http-key", &key, "-http-header-timeout", "2s"];
+    let mut n = https_node(dir.path(), "1", "127.0.0.1", &args, &trust);
+    let (s, body, first) =
+        https(&n.http, trust.clone(), &post_json("/db/execute", r#"["CREATE TABLE t (v)"]"#)).expect("https");
+    assert_eq!(s, 200, "{body}");
+    let (s, body, _) = https(&n.http, trust.clone(), &get("/status?key=http")).expect("https");
+    assert_eq!(s, 200);
+    assert!(body.contains(r#""tls":true"#), "{body}");
+    // Plain HTTP to the HTTPS port: the connection is dropped, the node serves on.
+    let mut plain = TcpStream::connect(&n.http).expect("connect");
+    plain.write_all(get("/status").as_bytes()).expect("write");
+    plain.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    let mut buf = Vec::new();
+    let _ = plain.read_to_end(&mut buf);
+    assert!(!String::from_utf8_lossy(&buf).contains("\"store\""), "plain HTTP was served");
+    // A client that opens a connection and never starts the handshake is dropped at the deadline.
+    let mut silent = TcpStream::connect(&n.http).expect("connect");
+    silent.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    let started = std::time::Instant::now();
+    let mut one = [0u8; 1];
+    assert!(matches!(silent.read(&mut one), Ok(0) | Err(_)));
+    assert!(started.elapsed() < Duration::from_secs(14), "a silent client held its connection");
+    // Rotation: new files under the same names; new handshakes get the new certificate.
+    pki.issue("node", "node-1-rotated");
+    let rotated = wait_for("the rotated certificate to be served", Duration::from_secs(20), || {
+        let (_, _, c) = https(&n.http, trust.clone(), &get("/readyz")).ok()?;
+        (c != first).then_some(c)
+    });
+    assert_eq!(CertificateDer::from_pem_file(&cert).expect("cert"), rotated);
+    let (s, _, _) = https(&n.http, trust, &get("/db/query?q=SELECT%20COUNT(*)%20FROM%20t")).expect("https");
+    assert_eq!(s, 200);
+    n.kill();
+}
+
+/// Mutual TLS: a client without a certificate, or with one from another CA, is refused at the
+/// handshake; with one the CA issued, served.
+#[test]
+fn mutual_tls_requires_a_client_certificate_from_the_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path(), "api");
+    let other = Pki::new(dir.path(), "other");
+    let (cert, key) = pki.issue("node", "node-1");
+    let (ccert, ckey) = pki.issue("client", "client");
+    let (bad_cert, bad_key) = other.issue("stranger", "stranger");
+    let ca = pki.ca("api");
+    let good = client_config(&ca, Some((&ccert, &ckey)));
+    let args = ["-http-cert", &cert, "-http-key", &key, "-http-ca-cert", &ca, "-http-verify-client"];
+    let mut n = https_node(dir.path(), "1", "127.0.0.1", &args, &good);
+    assert!(https(&n.http, client_config(&ca, None), &get("/status")).is_err(), "served without a client certificate");
+    assert!(https(&n.http, client_config(&ca, Some((&bad_cert, &bad_key))), &get("/status")).is_err());
+    let (s, _, _) = https(&n.http, good, &get("/status")).expect("https");
+    assert_eq!(s, 200);
+    n.kill();
+}
+
+/// Two HTTPS nodes (mutual TLS on): a write sent to the follower is forwarded to the leader over
+/// HTTPS with the follower's certificate, and `redirect` points at an https URL.
+#[test]
+fn followers_forward_over_https() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path(), "api");
+    let (ccert, ckey) = pki.issue("client", "client");
+    let ca = pki.ca("api");
+    let trust = client_config(&ca, Some((&ccert, &ckey)));
+    let mut nodes = Vec::new();
+    for (id, ip) in [("1", "127.0.0.41"), ("2", "127.0.0.42")] {
+        let (cert, key) = pki.issue_for(&format!("node{id}"), &format!("node-{id}"), ip);
+        let mut args = vec!["-http-cert", &cert, "-http-key", &key, "-http-ca-cert", &ca, "-http-verify-client"]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
+        if let Some(first) = nodes.first() {
+            let first: &Node = first;
+            args.extend(["-join".to_string(), first.raft.clone()]);
+        }
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        nodes.push(https_node(dir.path(), id, ip, &a, &trust));
+    }
+    let follower = &nodes[1];
+    let r = wait_for("a write through the follower", Duration::from_secs(30), || {
+        https(&follower.http, trust.clone(), &post_json("/db/execute", r#"["CREATE TABLE t (v)"]"#))
+            .ok()
+            .filter(|(s, _, _)| *s == 200)
+    });
+    assert!(r.1.contains("results"), "{}", r.1);
+    let (s, body, _) = https(&follower.http, trust.clone(), &get("/db/query?q=SELECT%201&redirect")).expect("https");
+    assert_eq!(s, 301, "{body}");
+    for n in nodes.iter_mut() {
+        n.kill();
+    }
+}
+
+/// Bad TLS settings refuse to start with a message: a key without its certificate, client
+/// verification without a CA, a certificate file that is not one.
+#[test]
+fn bad_tls_settings_refuse_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path(), "api");
+    let (cert, key) = pki.issue("node", "node-1");
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").expect("write");
+    let junk = junk.display().to_string();
+    for (args, want) in [
+        (vec!["-http-key", key.as_str()], "-http-cert and -http-key go together"),
+        (vec!["-http-cert", &cert, "-http-key", &key, "-http-verify-client"], "-http-verify-client needs"),
+        (vec!["-http-cert", &junk, "-http-key", &key], "junk.pem"),
+        (
+            vec!["-http-cert", &cert, "-http-key", &key, "-http-verify-common-name", "x"],
+            "-http-verify-common-name is not supported",
+        ),
+    ] {
+        let mut n = Node::new("1", &dir.path().join("d"), "127.0.0.1", &args);
+        n.spawn();
+        let st = wait_for("the node to refuse", Duration::from_secs(30), || n.exit_status());
+        assert!(!st.success());
+        let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+        assert!(log.contains(want), "{args:?}: {log}");
+    }
+}
