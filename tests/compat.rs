@@ -241,7 +241,7 @@ fn flags_that_cannot_be_honoured_refuse_to_start() {
 /// answering, and leaves the voters alone (their timeout is not set).
 #[test]
 fn unreachable_read_only_nodes_are_reaped() {
-    let mut c = Cluster::start(2, &["-raft-reap-read-only-node-timeout", "2s"]);
+    let c = Cluster::start(2, &["-raft-reap-read-only-node-timeout", "2s"]);
     let l = c.wait_leader().id.clone();
     let first = c.node(&l).raft.clone();
     let mut ro = Node::new("ro", &c.dir().join("ro"), "127.0.0.19", &["-raft-non-voter", "-join", &first]);
