@@ -227,11 +227,54 @@ impl Endpoint {
     pub fn allows(self, m: &Method) -> bool {
         self.spec().methods.contains(m)
     }
+
+    /// The path the endpoint is documented under (docs/openapi.yaml).
+    pub const fn path(self) -> &'static str {
+        match self {
+            Endpoint::Execute => "/db/execute",
+            Endpoint::Query => "/db/query",
+            Endpoint::Request => "/db/request",
+            Endpoint::Sql => "/db/sql",
+            Endpoint::Backup => "/db/backup",
+            Endpoint::Load => "/db/load",
+            Endpoint::Boot => "/boot",
+            Endpoint::Snapshot => "/snapshot",
+            Endpoint::Reap => "/reap",
+            Endpoint::Status => "/status",
+            Endpoint::Nodes => "/nodes",
+            Endpoint::Readyz => "/readyz",
+            Endpoint::Leader => "/leader",
+            Endpoint::Remove => "/remove",
+            Endpoint::DebugVars => "/debug/vars",
+            Endpoint::Metrics => "/metrics",
+            Endpoint::Failpoints => "/debug/failpoints",
+            Endpoint::NotImplemented => "/licenses",
+            Endpoint::Root => "/",
+            Endpoint::Console => "/console",
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// docs/openapi.yaml describes every endpoint of the table, with each method it answers.
+    #[test]
+    fn the_openapi_document_covers_the_table() {
+        let doc = include_str!("../../docs/openapi.yaml");
+        for ep in Endpoint::ALL {
+            let path = ep.path();
+            assert_eq!(Endpoint::route(path).map(|e| e == *ep || *ep == Endpoint::Failpoints), Some(true), "{path}");
+            let at = doc.find(&format!("\n  {path}:\n")).unwrap_or_else(|| panic!("{path} is not in docs/openapi.yaml"));
+            let section = &doc[at + 1..];
+            let end = section[3..].find("\n  /").map(|e| e + 3).unwrap_or(section.len());
+            for m in ep.spec().methods {
+                let m = m.as_str().to_ascii_lowercase();
+                assert!(section[..end].contains(&format!("\n    {m}:")), "{path}: {m} is not documented");
+            }
+        }
+    }
 
     #[test]
     fn routes_by_exact_path_then_prefix() {
