@@ -266,7 +266,8 @@ mod tests {
         for ep in Endpoint::ALL {
             let path = ep.path();
             assert_eq!(Endpoint::route(path).map(|e| e == *ep || *ep == Endpoint::Failpoints), Some(true), "{path}");
-            let at = doc.find(&format!("\n  {path}:\n")).unwrap_or_else(|| panic!("{path} is not in docs/openapi.yaml"));
+            let at =
+                doc.find(&format!("\n  {path}:\n")).unwrap_or_else(|| panic!("{path} is not in docs/openapi.yaml"));
             let section = &doc[at + 1..];
             let end = section[3..].find("\n  /").map(|e| e + 3).unwrap_or(section.len());
             for m in ep.spec().methods {
