@@ -293,7 +293,7 @@ fn check_value(d: &FlagDef, value: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// Where a setting came from, for the "no effect yet" warnings and for `/status`.
+/// Where a setting came from (recorded with each value; precedence is applied as they merge).
 #[derive(Clone, Debug, PartialEq)]
 enum Source {
     File,
