@@ -264,6 +264,10 @@ fn node_endpoints() {
     assert_eq!(n.get("/nope").status, 404);
     assert_eq!(n.get("/db/execute").status, 405);
     assert_eq!(n.request("DELETE", "/db/query").status, 405);
+    // Bad cluster requests are the client's mistake (4xx), found by schemathesis.
+    assert_eq!(n.delete("/remove", r#"{"id":"nope"}"#).status, 404);
+    assert_eq!(n.post("/leader", "application/json", r#"{"id":"nope"}"#).status, 400);
+    assert_eq!(n.post("/leader", "application/json", "").status, 400);
     let root = n.get("/");
     assert!(root.status == 302 || root.status == 404, "{}", root.status);
     let ready = n.get("/readyz");

@@ -164,7 +164,7 @@ fn removing_nodes() {
     c.wait_voters(2);
     let leader = c.wait_leader();
     // Removing an unknown node is an error.
-    assert_eq!(leader.delete("/remove", r#"{"id":"nope"}"#).status, 500);
+    assert_eq!(leader.delete("/remove", r#"{"id":"nope"}"#).status, 404);
     leader.execute(json!(["CREATE TABLE t (v)", "INSERT INTO t VALUES(1)"]));
     wait_count(c.node(&followers[0]), 1);
     // A node started with -raft-cluster-remove-shutdown leaves the cluster on SIGTERM.

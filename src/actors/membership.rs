@@ -52,10 +52,12 @@ pub enum MembershipError {
     /// Only the leader changes the membership; this is the leader's Raft address, if known.
     #[error("not leader")]
     NotLeader { leader_raft_addr: Option<String> },
-    /// The request is not valid for this cluster (an unknown node, removing the leader to admit
-    /// a joiner).
+    /// The request is not valid for this cluster (removing the leader to admit a joiner).
     #[error("{0}")]
     Refused(String),
+    /// No node of the cluster has this id.
+    #[error("node {0} is not a member of the cluster")]
+    UnknownNode(String),
     /// Raft could not make the change (a timeout, a node that did not catch up).
     #[error("{0}")]
     Failed(String),
@@ -257,7 +259,7 @@ async fn remove(raft: Raft, me: u64, id: String, peers: Arc<Peers>, stats: Arc<C
     let nid = numeric_id(&id);
     let mem = m.membership_config.membership().clone();
     if mem.get_node(&nid).is_none() {
-        return Err(MembershipError::Refused(format!("node {id} is not a member of the cluster")));
+        return Err(MembershipError::UnknownNode(id));
     }
     tracing::info!(node = %id, "removing node");
     if mem.voter_ids().any(|v| v == nid) {

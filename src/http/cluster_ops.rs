@@ -118,6 +118,15 @@ pub async fn leader(state: &AppState, p: &Params, fwd: &Fwd) -> Response {
         } else {
             None
         };
+        // A target that is not a voter here is the client's mistake, not the service's.
+        let mem = m.membership_config.membership();
+        if let Some(t) = target.filter(|t| !mem.voter_ids().any(|v| v == *t) || *t == core.node_id) {
+            let why = if t == core.node_id { "is already the leader" } else { "is not a voter of this cluster" };
+            return text(state, StatusCode::BAD_REQUEST, &format!("the target node {why}"));
+        }
+        if target.is_none() && mem.voter_ids().count() < 2 {
+            return text(state, StatusCode::BAD_REQUEST, "no other voter to hand leadership to");
+        }
         return match core.consensus.send(TransferLeadership { target, wait: p.has("wait") }).await {
             Ok(Ok(())) => empty(state, StatusCode::OK),
             Ok(Err(ProposeError::NotLeader { leader })) => not_leader(state, p, leader, fwd).await,
@@ -150,8 +159,10 @@ pub async fn remove(state: &AppState, p: &Params, fwd: &Fwd) -> Response {
     match core.membership.send(Remove(id)).await {
         Ok(Ok(())) => empty(state, StatusCode::OK),
         Ok(Err(MembershipError::NotLeader { .. })) => not_leader(state, p, core.leader(), fwd).await,
-        Ok(Err(e @ MembershipError::Fault(_))) => text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-        Ok(Err(e)) => text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Ok(Err(e @ MembershipError::UnknownNode(_))) => text(state, StatusCode::NOT_FOUND, &e.to_string()),
+        Ok(Err(e @ MembershipError::Refused(_))) => text(state, StatusCode::BAD_REQUEST, &e.to_string()),
+        // A fault, or Raft could not make the change now: worth retrying.
+        Ok(Err(e)) => text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         Err(e) => unavailable(state, "membership", e),
     }
 }
