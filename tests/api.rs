@@ -264,6 +264,9 @@ fn node_endpoints() {
     assert_eq!(n.get("/nope").status, 404);
     assert_eq!(n.get("/db/execute").status, 405);
     assert_eq!(n.request("DELETE", "/db/query").status, 405);
+    let r = n.request("TRACE", "/");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.headers.get("allow").and_then(|v| v.to_str().ok()), Some("GET, POST, DELETE, PUT"));
     // Bad cluster requests are the client's mistake (4xx), found by schemathesis.
     assert_eq!(n.delete("/remove", r#"{"id":"nope"}"#).status, 404);
     assert_eq!(n.post("/leader", "application/json", r#"{"id":"nope"}"#).status, 400);

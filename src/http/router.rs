@@ -93,14 +93,19 @@ async fn route<B: Buf + Send>(
             return unauthorized(&state, denied);
         }
     }
+    let spec = ep.spec();
+    if !ep.allows(&method) {
+        let mut r = empty(&state, StatusCode::METHOD_NOT_ALLOWED);
+        let allowed: Vec<&str> = spec.methods.iter().map(Method::as_str).collect();
+        if let Ok(v) = http::HeaderValue::from_str(&allowed.join(", ")) {
+            r.headers_mut().insert(http::header::ALLOW, v);
+        }
+        return r;
+    }
     match ep {
         Endpoint::Root => return redirect(&state, StatusCode::FOUND, "/console/"),
         Endpoint::Console => return redirect(&state, StatusCode::MOVED_PERMANENTLY, "/console/"),
         _ => {}
-    }
-    let spec = ep.spec();
-    if !ep.allows(&method) {
-        return empty(&state, StatusCode::METHOD_NOT_ALLOWED);
     }
     if ep == Endpoint::Boot {
         return backup::boot(&state, body).await;
