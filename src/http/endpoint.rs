@@ -91,7 +91,7 @@ pub enum Endpoint {
     Metrics,
     /// `POST /debug/failpoints` (builds with the `failpoints` feature only).
     Failpoints,
-    /// rqlite endpoints raftlite does not serve (`/debug/pprof/*`, `/licenses`): 501.
+    /// rqlite endpoints raftlite does not serve (`/debug/pprof/*`, `/licenses`): 404.
     NotImplemented,
     /// `/`: a redirect to the console, as rqlite.
     Root,

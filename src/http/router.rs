@@ -142,11 +142,9 @@ async fn route<B: Buf + Send>(
         Endpoint::Metrics => status::metrics(st).await,
         Endpoint::DebugVars => status::debug_vars(st, p),
         Endpoint::Failpoints => cluster_ops::set_failpoints(st, &fwd.body),
-        Endpoint::NotImplemented | Endpoint::Boot | Endpoint::Root | Endpoint::Console => text(
-            st,
-            StatusCode::NOT_IMPLEMENTED,
-            &format!("{} is not implemented in this version of raftlite", fwd.path),
-        ),
+        Endpoint::NotImplemented | Endpoint::Boot | Endpoint::Root | Endpoint::Console => {
+            text(st, StatusCode::NOT_FOUND, &format!("{} is not served by raftlite", fwd.path))
+        }
     }
 }
 
