@@ -223,11 +223,6 @@ fn a_bad_credentials_file_refuses_to_start() {
         (vec!["-auth", "/no/such/file.json"], "/no/such/file.json"),
         (vec!["-auth", good.as_str(), "-join-as", "ghost"], "\"ghost\" is not a user"),
     ] {
-        let mut n = Node::new("1", &dir.path().join("d"), "127.0.0.1", &args);
-        n.spawn();
-        let st = wait_for("the node to refuse", Duration::from_secs(30), || n.exit_status());
-        assert!(!st.success());
-        let log = std::fs::read_to_string(&n.log).unwrap_or_default();
-        assert!(log.contains(want), "{args:?}: {log}");
+        assert_refuses_to_start(&dir.path().join("d"), &args, want);
     }
 }

@@ -255,11 +255,6 @@ fn bad_tls_settings_refuse_to_start() {
             "-http-verify-common-name is not supported",
         ),
     ] {
-        let mut n = Node::new("1", &dir.path().join("d"), "127.0.0.1", &args);
-        n.spawn();
-        let st = wait_for("the node to refuse", Duration::from_secs(30), || n.exit_status());
-        assert!(!st.success());
-        let log = std::fs::read_to_string(&n.log).unwrap_or_default();
-        assert!(log.contains(want), "{args:?}: {log}");
+        assert_refuses_to_start(&dir.path().join("d"), &args, want);
     }
 }

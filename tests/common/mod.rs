@@ -36,6 +36,17 @@ pub fn skip_unless_ci(why: &str) {
     eprintln!("SKIPPED: {why}");
 }
 
+/// Start a node on data directory `dir` with `args` and expect it to refuse to start, saying
+/// `want` in its log.
+pub fn assert_refuses_to_start(dir: &Path, args: &[&str], want: &str) {
+    let mut n = Node::new("1", dir, "127.0.0.1", args);
+    n.spawn();
+    let st = wait_for("the node to refuse to start", Duration::from_secs(30), || n.exit_status());
+    let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+    assert!(!st.success(), "{args:?}: the node started: {log}");
+    assert!(log.contains(want), "{args:?}: {log}");
+}
+
 /// Poll `f` until it returns Some, or fail after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let mut out = None;
