@@ -39,7 +39,6 @@ fn unsupported_why(name: &str) -> &'static str {
         "cpu-profile" | "mem-profile" | "trace-profile" => {
             "Go runtime profiles do not exist for a Rust program; profile with perf (docs/PERFORMANCE.md)"
         }
-        "http-verify-common-name" => "checking client certificates' common names is not built yet (use -http-ca-cert with a CA that issues only to allowed clients)",
         n if n.starts_with("node-") => "node-to-node TLS is not built yet",
         n if n.starts_with("disco-") => "discovery services are not built yet",
         "auto-backup" | "auto-restore" => "automatic backup and restore are not built yet",
@@ -193,7 +192,7 @@ static FLAGS: &[FlagDef] = &[
     f("http-key", Str, "", "Path to HTTPS X.509 private key", true),
     f("http-ca-cert", Str, "", "Path to X.509 CA certificate for HTTPS", true),
     f("http-verify-client", Bool, "false", "Enable mutual TLS for HTTPS", true),
-    f("http-verify-common-name", Str, "", "Verify client certificate common name", false),
+    f("http-verify-common-name", Str, "", "Verify client certificate common name", true),
     f("node-cert", Str, "", "Path to X.509 certificate for node-to-node mutual authentication and encryption", false),
     f("node-key", Str, "", "Path to X.509 private key for node-to-node mutual authentication and encryption", false),
     f("node-ca-cert", Str, "", "Path to X.509 CA certificate for node-to-node encryption", false),
@@ -525,6 +524,8 @@ pub struct Config {
     pub http_key: Option<PathBuf>,
     pub http_ca_cert: Option<PathBuf>,
     pub http_verify_client: bool,
+    /// The common name client certificates must carry (`-http-verify-common-name`).
+    pub http_verify_common_name: Option<String>,
     /// The credentials file (`-auth`); none: no authentication.
     pub auth: Option<PathBuf>,
     /// The user in the credentials file whose credentials this node joins with (`-join-as`).
@@ -616,6 +617,11 @@ impl Config {
         if s.get("http-cert").is_empty() != s.get("http-key").is_empty() {
             return Err(ConfigError::Invalid("-http-cert and -http-key go together: give both or neither".into()));
         }
+        if !s.get("http-verify-common-name").is_empty() && !s.bool("http-verify-client") {
+            return Err(ConfigError::Invalid(
+                "-http-verify-common-name checks client certificates: it needs -http-verify-client".into(),
+            ));
+        }
         if s.bool("http-verify-client") && (s.get("http-ca-cert").is_empty() || s.get("http-cert").is_empty()) {
             return Err(ConfigError::Invalid(
                 "-http-verify-client needs HTTPS (-http-cert, -http-key) and -http-ca-cert".into(),
@@ -680,6 +686,7 @@ impl Config {
             http_key: path_of(&s, "http-key"),
             http_ca_cert: path_of(&s, "http-ca-cert"),
             http_verify_client: s.bool("http-verify-client"),
+            http_verify_common_name: Some(s.get("http-verify-common-name")).filter(|v| !v.is_empty()).map(String::from),
             auth: Some(s.get("auth")).filter(|a| !a.is_empty()).map(PathBuf::from),
             join_as: Some(s.get("join-as")).filter(|a| !a.is_empty()).map(str::to_string),
             cmdline: std::iter::once("raftlited".to_string()).chain(args.iter().cloned()).collect(),

@@ -197,6 +197,15 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     let (s, _, _) = https(&n.http, good, &get("/status")).expect("https");
     assert_eq!(s, 200);
     n.kill();
+    // With -http-verify-common-name, only the named client of that CA gets in.
+    let (ocert, okey) = pki.issue("other-client", "other-client");
+    let mut args = args.to_vec();
+    args.extend(["-http-verify-common-name", "client"]);
+    let good = client_config(&ca, Some((&ccert, &ckey)));
+    let mut n = https_node(dir.path(), "2", "127.0.0.1", &args, &good);
+    assert!(https(&n.http, client_config(&ca, Some((&ocert, &okey))), &get("/status")).is_err(), "another name got in");
+    assert_eq!(https(&n.http, good, &get("/status")).expect("https").0, 200);
+    n.kill();
 }
 
 /// Two HTTPS nodes (mutual TLS on): a write sent to the follower is forwarded to the leader over
@@ -252,7 +261,7 @@ fn bad_tls_settings_refuse_to_start() {
         (vec!["-http-cert", &junk, "-http-key", &key], "junk.pem"),
         (
             vec!["-http-cert", &cert, "-http-key", &key, "-http-verify-common-name", "x"],
-            "-http-verify-common-name is not supported",
+            "-http-verify-common-name checks client certificates: it needs -http-verify-client",
         ),
     ] {
         assert_refuses_to_start(&dir.path().join("d"), &args, want);

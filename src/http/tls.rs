@@ -126,6 +126,67 @@ impl Certs {
     }
 }
 
+/// A client certificate verifier that also requires the subject's common name
+/// (`-http-verify-common-name`): the chain is checked by webpki first.
+#[derive(Debug)]
+struct CommonName {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    want: String,
+}
+
+/// The subject common names of a DER certificate.
+fn common_names(der: &[u8]) -> Vec<String> {
+    match x509_parser::parse_x509_certificate(der) {
+        Ok((_, cert)) => {
+            cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok().map(str::to_string)).collect()
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for CommonName {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        if common_names(end_entity).iter().any(|cn| *cn == self.want) {
+            Ok(verified)
+        } else {
+            metrics::counter!("raftlite_tls_handshake_failures_total", "port" => "api_common_name").increment(1);
+            Err(rustls::Error::General(format!("client certificate's common name is not {:?}", self.want)))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 /// HTTPS on the API: the server configuration and the certificates it serves, and the client
 /// side a follower forwards to the leader with (trusting `-http-ca-cert`, presenting this node's
 /// certificate when clients must present one).
@@ -155,7 +216,10 @@ pub fn api_tls(cfg: &Config) -> Result<Option<ApiTls>, TlsError> {
         )
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-        builder.with_client_cert_verifier(verifier)
+        match &cfg.http_verify_common_name {
+            Some(cn) => builder.with_client_cert_verifier(Arc::new(CommonName { inner: verifier, want: cn.clone() })),
+            None => builder.with_client_cert_verifier(verifier),
+        }
     } else {
         builder.with_no_client_auth()
     };
