@@ -156,7 +156,7 @@ impl rustls::server::danger::ClientCertVerifier for CommonName {
         now: rustls_pki_types::UnixTime,
     ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
         let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
-        if common_names(end_entity).iter().any(|cn| *cn == self.want) {
+        if common_names(end_entity).contains(&self.want) {
             Ok(verified)
         } else {
             metrics::counter!("raftlite_tls_handshake_failures_total", "port" => "api_common_name").increment(1);
