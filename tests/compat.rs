@@ -136,15 +136,6 @@ fn after_recovery_followers_forward_to_the_leaders_new_address() {
     assert!(to.starts_with(&format!("http://{leader_http}/")), "{to}");
 }
 
-/// The value of an unlabelled metric on `n` (0 when absent).
-fn metric(n: &Node, name: &str) -> f64 {
-    let text = n.get("/metrics").body;
-    text.lines()
-        .find(|l| l.split(' ').next() == Some(name))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// `-compress-snap-transport`: a follower that can only catch up by snapshot gets it, and the
 /// leader put fewer bytes on the wire than the snapshot holds.
 #[test]
@@ -164,8 +155,8 @@ fn snapshots_travel_compressed() {
     c.node_mut(&f).spawn();
     wait_count(c.node(&f), 100);
     let (raw, wire) = (
-        metric(c.node(&l), "raftlite_snapshot_sent_bytes_total"),
-        metric(c.node(&l), "raftlite_snapshot_sent_wire_bytes_total"),
+        c.node(&l).metric("raftlite_snapshot_sent_bytes_total"),
+        c.node(&l).metric("raftlite_snapshot_sent_wire_bytes_total"),
     );
     assert!(raw > 0.0, "no snapshot was sent");
     assert!(wire < raw / 2.0, "sent {raw} bytes as {wire} on the wire");

@@ -189,7 +189,7 @@ fn log_store_failure_rebuilds_raft_and_loses_nothing() {
         (n.execute(json!([["INSERT INTO t VALUES(200)"]])).status == 200).then_some(())
     });
     assert_eq!(restarts(&n, "log_store"), 1);
-    assert!(metric(&n, "raftlite_raft_rebuilds_total") >= 1.0);
+    assert!(n.metric("raftlite_raft_rebuilds_total") >= 1.0);
     let check = |n: &Node| {
         let have: Vec<i64> = n.rows("SELECT v FROM t ORDER BY v").iter().filter_map(|r| r[0].as_i64()).collect();
         assert_eq!(have, vec![0, 1, 2, 3, 4, 200], "the refused write must not appear, nothing twice");
@@ -197,14 +197,6 @@ fn log_store_failure_rebuilds_raft_and_loses_nothing() {
     check(&n);
     n.restart();
     check(&n);
-}
-
-/// The value of an unlabelled metric in `/metrics`.
-fn metric(n: &Node, name: &str) -> f64 {
-    let body = n.get("/metrics").body;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
 }
 
 struct KillOnDrop(std::process::Child);
@@ -359,16 +351,16 @@ fn consensus_restart_does_not_count_leader_changes_twice() {
             (restarts(a, "consensus") == round).then_some(())
         });
     }
-    let before = metric(a, "raftlite_raft_leader_changes_total");
+    let before = a.metric("raftlite_raft_leader_changes_total");
     let r = c.node(&leader_id).post("/leader?wait", "application/json", json!({ "id": a.id }).to_string());
     assert_eq!(r.status, 200, "{}", r.body);
     wait_for("the follower to lead", std::time::Duration::from_secs(30), || (a.leader_id() == a.id).then_some(()));
     wait_for("the change counted", std::time::Duration::from_secs(5), || {
-        (metric(a, "raftlite_raft_leader_changes_total") > before).then_some(())
+        (a.metric("raftlite_raft_leader_changes_total") > before).then_some(())
     });
     // Watch the counter for a second more: late watchers would add to it.
     harness::poll_until(std::time::Duration::from_secs(1), || {
-        let delta = metric(a, "raftlite_raft_leader_changes_total") - before;
+        let delta = a.metric("raftlite_raft_leader_changes_total") - before;
         assert!((1.0..=2.0).contains(&delta), "one leader change counted {delta} times");
         false
     });

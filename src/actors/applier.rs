@@ -97,6 +97,14 @@ impl Applier {
         stop_on_fault(ctx, ACTOR, res)
     }
 
+    /// Make `at` true to the database before it is used: a connection lost with a batch (its
+    /// restart could not reopen it) is reopened, which settles the batch against the stamp.
+    fn settle(&mut self) {
+        if self.conn.is_none() {
+            self.open();
+        }
+    }
+
     /// The position of the database now, as a snapshot record.
     fn meta(&self) -> Meta {
         Meta {
@@ -152,10 +160,7 @@ pub struct ReplaceDb {
 impl Handler<Apply> for Applier {
     type Result = Result<Vec<Response>, Fault>;
     fn handle(&mut self, msg: Apply, ctx: &mut Context<Self>) -> Self::Result {
-        if self.conn.is_none() {
-            // Opening settles the position first, if an earlier batch failed.
-            self.open();
-        }
+        self.settle();
         let stats = self.stats.clone();
         self.in_flight = Some(tail_of(&self.at, &msg.0));
         // Put back whatever happens: on a failure `at` is unchanged (it moves only on commit),
@@ -173,6 +178,7 @@ impl Handler<Apply> for Applier {
 impl Handler<AppliedState> for Applier {
     type Result = Result<(Option<LogId>, StoredMembership), Fault>;
     fn handle(&mut self, _msg: AppliedState, _ctx: &mut Context<Self>) -> Self::Result {
+        self.settle();
         Ok((self.at.log_id, self.at.membership.clone()))
     }
 }
@@ -180,10 +186,7 @@ impl Handler<AppliedState> for Applier {
 impl Handler<Compact> for Applier {
     type Result = Result<Meta, Fault>;
     fn handle(&mut self, _msg: Compact, ctx: &mut Context<Self>) -> Self::Result {
-        if self.conn.is_none() {
-            // Opening settles the position first, if a batch failed.
-            self.open();
-        }
+        self.settle();
         let (meta, dir) = (self.meta(), self.snap_dir.clone());
         self.with_conn(ctx, |c, h| Db::new(c, h).internal(|c| position::checkpoint(c, &dir, &meta)))?;
         Ok(meta)
@@ -193,9 +196,7 @@ impl Handler<Compact> for Applier {
 impl Handler<ReplaceDb> for Applier {
     type Result = Result<(), Fault>;
     fn handle(&mut self, msg: ReplaceDb, ctx: &mut Context<Self>) -> Self::Result {
-        if self.conn.is_none() {
-            self.open();
-        }
+        self.settle();
         let meta = msg.at.unwrap_or_else(|| self.meta());
         // Close the writer before the file under it changes.
         self.conn = None;

@@ -90,7 +90,7 @@ impl QueueStats {
             batch_size: cfg.write_queue_batch_size.max(1),
             timeout: cfg.write_queue_timeout,
             use_tx: cfg.write_queue_tx,
-            step_budget: (cfg.db_timeout.as_millis() as u64).saturating_mul(crate::store::db::TICKS_PER_MS),
+            step_budget: crate::store::db::step_budget(cfg.db_timeout),
             depth: AtomicU64::new(0),
             last_written: AtomicU64::new(0),
         }

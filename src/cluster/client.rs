@@ -90,6 +90,19 @@ impl Peers {
         h
     }
 
+    /// Record that `addr` answered now (an allocation only the first time: this runs on every
+    /// Raft RPC).
+    fn note_answer(&self, addr: &str) {
+        let now = Instant::now();
+        let mut answered = lock(&self.answered);
+        match answered.get_mut(addr) {
+            Some(t) => *t = now,
+            None => {
+                answered.insert(addr.to_string(), now);
+            }
+        }
+    }
+
     /// When the peer at `addr` last answered a call from this node, if it ever did.
     pub fn last_answer(&self, addr: &str) -> Option<Instant> {
         lock(&self.answered).get(addr).copied()
@@ -133,7 +146,7 @@ impl Peers {
             .send()
             .await
             .map_err(|e| CallError::Unreachable(e.to_string()))?;
-        lock(&self.answered).insert(addr.to_string(), Instant::now());
+        self.note_answer(addr);
         if !r.status().is_success() {
             let status = r.status();
             let text = r.text().await.unwrap_or_default();

@@ -19,7 +19,7 @@ use crate::actors::consensus::{Propose, ProposeError};
 use crate::actors::readers::{Classify, Query};
 use crate::actors::write_queue::Enqueued;
 use crate::store::command::{Command, ExecOptions, Statement};
-use crate::store::db::{Mode, TICKS_PER_MS};
+use crate::store::db::{step_budget, Mode};
 use crate::store::sql::{self, RewriteOptions, SystemEntropy};
 
 /// Serve a data endpoint: parse its statements, then execute, query or request.
@@ -116,9 +116,7 @@ fn exec_options(state: &AppState, p: &Params) -> ExecOptions {
     ExecOptions {
         transaction: p.transaction,
         // Writes count work, not time, so every replica stops at the same instruction.
-        step_budget: time_limit(state, p)
-            .map(|d| (d.as_millis() as u64).max(1).saturating_mul(TICKS_PER_MS))
-            .unwrap_or(0),
+        step_budget: time_limit(state, p).map(step_budget).unwrap_or(0),
         qualify_columns: p.qualify_columns,
         proposed_at_ms: chrono::Utc::now().timestamp_millis(),
     }

@@ -63,9 +63,13 @@ async fn forward(
     metrics::counter!("raftlite_http_forwarded_total").increment(1);
     let sent = match relay(state, core, api, fwd, timeout).await {
         // Not connected at all: the leader may have moved; ask it again, once.
-        Err((true, _)) => {
+        Err((true, e)) => {
             let again = core.peers.api_addr(&leader.raft_addr, &leader.api_addr, true).await;
-            relay(state, core, &again, fwd, timeout).await
+            if again == api {
+                Err((true, e))
+            } else {
+                relay(state, core, &again, fwd, timeout).await
+            }
         }
         other => other,
     };

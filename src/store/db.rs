@@ -25,6 +25,14 @@ const PROGRESS_OPS: i32 = 1000;
 /// limited by work, not by the clock, so every replica stops (or not) at the same instruction.
 pub const TICKS_PER_MS: u64 = 20;
 
+/// The deterministic work budget of a statement time limit (0: no limit).
+pub fn step_budget(limit: Duration) -> u64 {
+    if limit.is_zero() {
+        return 0;
+    }
+    (limit.as_millis() as u64).max(1).saturating_mul(TICKS_PER_MS)
+}
+
 /// Shared switches of one connection's hooks.
 #[derive(Clone, Default)]
 pub struct Hooks {

@@ -273,8 +273,6 @@ pub fn open_at_start(
             checkpoint(&conn, dir, meta).map_err(|e| ctx("checkpoint", &e))?;
         }
     }
-    drop(conn);
-    read_current(dir).map_err(|e| ctx("read the recorded position", &e))?;
     Ok(at)
 }
 

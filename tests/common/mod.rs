@@ -127,6 +127,16 @@ impl Node {
         self
     }
 
+    /// The value of an unlabelled metric in `/metrics` (0 when absent).
+    pub fn metric(&self, name: &str) -> f64 {
+        let body = self.get("/metrics").body;
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+
     pub fn running(&self) -> bool {
         self.child.is_some()
     }
