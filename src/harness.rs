@@ -20,8 +20,22 @@ pub fn command(
     cmd
 }
 
-/// `ip:port` with a port that was free a moment ago on `ip` (any 127.0.0.x).
+/// Ports this process has handed out, so that tests running in parallel never get the same one.
+static GIVEN: std::sync::Mutex<std::collections::BTreeSet<(String, u16)>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// `ip:port` with a port that was free a moment ago on `ip` (any 127.0.0.x). The port is chosen
+/// below Linux's ephemeral range (32768 and up): outgoing connections take their source ports
+/// from that range, and one could take the port between its choice here and the node's bind
+/// (a CI run once lost a node that way).
 pub fn free_addr(ip: &str) -> std::io::Result<String> {
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..2000 {
+        let port: u16 = rand::random_range(20000..32768);
+        if given.insert((ip.to_string(), port)) && std::net::TcpListener::bind((ip, port)).is_ok() {
+            return Ok(format!("{ip}:{port}"));
+        }
+    }
     let port = std::net::TcpListener::bind((ip, 0))?.local_addr()?.port();
     Ok(format!("{ip}:{port}"))
 }

@@ -4,7 +4,6 @@
 //! `raftlite-chaos` do.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -19,7 +18,8 @@ pub fn free_port() -> u16 {
 
 /// A port that was free a moment ago on `ip` (any 127.0.0.x).
 pub fn free_port_on(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    let addr = harness::free_addr(ip).expect("free port");
+    addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).expect("port")
 }
 
 /// `ip:port` with a free port.
