@@ -39,7 +39,6 @@ fn unsupported_why(name: &str) -> &'static str {
         "cpu-profile" | "mem-profile" | "trace-profile" => {
             "Go runtime profiles do not exist for a Rust program; profile with perf (docs/PERFORMANCE.md)"
         }
-        n if n.starts_with("node-") => "node-to-node TLS is not built yet",
         n if n.starts_with("disco-") => "discovery services are not built yet",
         "auto-backup" | "auto-restore" => "automatic backup and restore are not built yet",
         "cdc-config" => "change data capture is not built yet",
@@ -193,13 +192,13 @@ static FLAGS: &[FlagDef] = &[
     f("http-ca-cert", Str, "", "Path to X.509 CA certificate for HTTPS", true),
     f("http-verify-client", Bool, "false", "Enable mutual TLS for HTTPS", true),
     f("http-verify-common-name", Str, "", "Verify client certificate common name", true),
-    f("node-cert", Str, "", "Path to X.509 certificate for node-to-node mutual authentication and encryption", false),
-    f("node-key", Str, "", "Path to X.509 private key for node-to-node mutual authentication and encryption", false),
-    f("node-ca-cert", Str, "", "Path to X.509 CA certificate for node-to-node encryption", false),
-    f("node-no-verify", Bool, "false", "Skip verification of any node-node certificate", false),
-    f("node-verify-client", Bool, "false", "Enable mutual TLS for node-to-node communication", false),
-    f("node-verify-server-name", Str, "", "Hostname to verify on certificate returned by a node", false),
-    f("node-verify-common-name", Str, "", "Verify node client certificate common name", false),
+    f("node-cert", Str, "", "Path to X.509 certificate for node-to-node mutual authentication and encryption", true),
+    f("node-key", Str, "", "Path to X.509 private key for node-to-node mutual authentication and encryption", true),
+    f("node-ca-cert", Str, "", "Path to X.509 CA certificate for node-to-node encryption", true),
+    f("node-no-verify", Bool, "false", "Skip verification of any node-node certificate", true),
+    f("node-verify-client", Bool, "false", "Enable mutual TLS for node-to-node communication", true),
+    f("node-verify-server-name", Str, "", "Hostname to verify on certificate returned by a node", true),
+    f("node-verify-common-name", Str, "", "Verify node client certificate common name", true),
     f("auto-backup", Str, "", "Path to automatic backup configuration file. If not set, not enabled", false),
     f("auto-restore", Str, "", "Path to automatic restore configuration file. If not set, not enabled", false),
     f("cdc-config", Str, "", "CDC config", false),
@@ -526,6 +525,14 @@ pub struct Config {
     pub http_verify_client: bool,
     /// The common name client certificates must carry (`-http-verify-common-name`).
     pub http_verify_common_name: Option<String>,
+    /// Node-to-node TLS on the Raft address (`-node-*`, docs/DESIGN.md §10).
+    pub node_cert: Option<PathBuf>,
+    pub node_key: Option<PathBuf>,
+    pub node_ca_cert: Option<PathBuf>,
+    pub node_no_verify: bool,
+    pub node_verify_client: bool,
+    pub node_verify_server_name: Option<String>,
+    pub node_verify_common_name: Option<String>,
     /// The credentials file (`-auth`); none: no authentication.
     pub auth: Option<PathBuf>,
     /// The user in the credentials file whose credentials this node joins with (`-join-as`).
@@ -627,6 +634,36 @@ impl Config {
                 "-http-verify-client needs HTTPS (-http-cert, -http-key) and -http-ca-cert".into(),
             ));
         }
+        if !s.get("http-ca-cert").is_empty() && s.get("http-cert").is_empty() {
+            return Err(ConfigError::Invalid(
+                "-http-ca-cert configures HTTPS: it needs -http-cert and -http-key".into(),
+            ));
+        }
+        if s.get("node-cert").is_empty() != s.get("node-key").is_empty() {
+            return Err(ConfigError::Invalid("-node-cert and -node-key go together: give both or neither".into()));
+        }
+        if s.get("node-cert").is_empty() {
+            let without = ["node-ca-cert", "node-verify-server-name", "node-verify-common-name"]
+                .into_iter()
+                .filter(|f| !s.get(f).is_empty())
+                .chain(["node-no-verify", "node-verify-client"].into_iter().filter(|f| s.bool(f)))
+                .next();
+            if let Some(f) = without {
+                return Err(ConfigError::Invalid(format!(
+                    "-{f} configures node-to-node TLS: it needs -node-cert and -node-key"
+                )));
+            }
+        }
+        if !s.get("node-verify-common-name").is_empty() && !s.bool("node-verify-client") {
+            return Err(ConfigError::Invalid(
+                "-node-verify-common-name checks other nodes' client certificates: it needs -node-verify-client".into(),
+            ));
+        }
+        if s.bool("node-verify-client") && s.get("node-ca-cert").is_empty() {
+            return Err(ConfigError::Invalid(
+                "-node-verify-client needs -node-ca-cert (the CA other nodes' certificates chain to)".into(),
+            ));
+        }
         if !s.get("join-as").is_empty() && s.get("auth").is_empty() {
             return Err(ConfigError::Invalid("-join-as names a user of the -auth file; give -auth too".into()));
         }
@@ -687,6 +724,13 @@ impl Config {
             http_ca_cert: path_of(&s, "http-ca-cert"),
             http_verify_client: s.bool("http-verify-client"),
             http_verify_common_name: Some(s.get("http-verify-common-name")).filter(|v| !v.is_empty()).map(String::from),
+            node_cert: path_of(&s, "node-cert"),
+            node_key: path_of(&s, "node-key"),
+            node_ca_cert: path_of(&s, "node-ca-cert"),
+            node_no_verify: s.bool("node-no-verify"),
+            node_verify_client: s.bool("node-verify-client"),
+            node_verify_server_name: Some(s.get("node-verify-server-name")).filter(|v| !v.is_empty()).map(String::from),
+            node_verify_common_name: Some(s.get("node-verify-common-name")).filter(|v| !v.is_empty()).map(String::from),
             auth: Some(s.get("auth")).filter(|a| !a.is_empty()).map(PathBuf::from),
             join_as: Some(s.get("join-as")).filter(|a| !a.is_empty()).map(str::to_string),
             cmdline: std::iter::once("raftlited".to_string()).chain(args.iter().cloned()).collect(),
@@ -760,10 +804,32 @@ mod tests {
     }
 
     #[test]
+    fn node_tls_flags_need_each_other() {
+        let c = Config::load(&args("-node-cert c.pem -node-key k.pem -node-ca-cert ca.pem -node-verify-client"), &[])
+            .unwrap();
+        assert_eq!(c.node_cert, Some(PathBuf::from("c.pem")));
+        assert!(c.node_verify_client);
+        for (bad, want) in [
+            ("-node-cert c.pem", "-node-cert and -node-key go together"),
+            ("-node-ca-cert ca.pem", "-node-ca-cert configures node-to-node TLS"),
+            ("-node-no-verify", "-node-no-verify configures node-to-node TLS"),
+            ("-node-cert c.pem -node-key k.pem -node-verify-client", "-node-verify-client needs -node-ca-cert"),
+            (
+                "-node-cert c.pem -node-key k.pem -node-ca-cert ca.pem -node-verify-common-name n",
+                "it needs -node-verify-client",
+            ),
+            ("-http-ca-cert ca.pem", "-http-ca-cert configures HTTPS"),
+        ] {
+            let err = Config::load(&args(bad), &[]).unwrap_err().to_string();
+            assert!(err.contains(want), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn unsupported_flags_refuse_unless_default() {
-        let err = Config::load(&args("-write-queue-tx -node-cert c.pem -join 127.0.0.1:4002 d"), &[]).unwrap_err();
-        assert!(matches!(&err, ConfigError::Unsupported { flag, .. } if flag == "node-cert"), "{err}");
-        assert!(err.to_string().contains("-node-cert"));
+        let err = Config::load(&args("-write-queue-tx -cdc-config stdout -join 127.0.0.1:4002 d"), &[]).unwrap_err();
+        assert!(matches!(&err, ConfigError::Unsupported { flag, .. } if flag == "cdc-config"), "{err}");
+        assert!(err.to_string().contains("-cdc-config"));
         for ok in ["-raft-leader-lease-timeout 0s", "-otlp-interval 30s", "-node-no-verify=false", "-cpu-profile ''"] {
             let a: Vec<String> = ok.split(' ').map(|s| s.trim_matches('\'').to_string()).collect();
             Config::load(&a, &[]).unwrap_or_else(|e| panic!("{ok}: {e}"));

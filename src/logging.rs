@@ -5,9 +5,14 @@
 //! ("error replication to target=1534…", "vote T1-N1534…") would name nodes by a hash nobody
 //! gave. Every line is written through [`NamingWriter`], which replaces each known hash with the
 //! user's id; the names are learned from the cluster membership ([`learn`]).
+//!
+//! A fault that repeats on every retry (a peer refusing this node's certificate, a client
+//! hammering with bad credentials) is logged once per cause ([`warn_once`]) and counted in
+//! metrics, so the log stays readable and cannot be flooded.
 
+use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
-use std::sync::RwLock;
+use std::sync::{Mutex, OnceLock, RwLock};
 
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
@@ -94,6 +99,30 @@ pub fn init(log_level: &str, raft_level: &str, json: bool) {
     } else {
         b.init();
     }
+}
+
+/// Most distinct causes [`warn_once`] remembers; later new ones are logged at debug only, so
+/// a stream of distinct bad inputs cannot grow memory or flood the log.
+const ONCE_KEYS: usize = 4096;
+
+/// Log `message()` at warn the first time `key` is seen in this process.
+pub fn warn_once(key: &str, message: impl FnOnce() -> String) {
+    static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(|| Mutex::new(HashSet::new()));
+    let mut seen = match seen.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    if seen.contains(key) {
+        return;
+    }
+    if seen.len() >= ONCE_KEYS {
+        tracing::debug!("{}", message());
+        return;
+    }
+    seen.insert(key.to_string());
+    drop(seen);
+    tracing::warn!("{} (logged once; later occurrences are counted in metrics only)", message());
 }
 
 #[cfg(test)]

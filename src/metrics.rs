@@ -44,6 +44,15 @@ fn describe() {
         "raftlite_http_auth_failures_total",
         "Requests refused for want of credentials or permission, by reason"
     );
+    describe_counter!(
+        "raftlite_tls_handshake_failures_total",
+        "TLS connections refused, by port (api, raft) and reason (plain_http, handshake, timeout, common_name)"
+    );
+    describe_counter!("raftlite_tls_reloads_total", "Certificate reloads after the files changed, by result");
+    describe_counter!(
+        "raftlite_http_connections_refused_total",
+        "Connections closed at once because the port had -http-max-conns open"
+    );
     describe_histogram!(
         "raftlite_group_commit_requests",
         "Write requests carried by one proposal (group commit: one log entry, one fsync)"
@@ -110,6 +119,12 @@ fn describe() {
     // "no data": every one with a fixed label set is exported from the start.
     for reason in ["no_credentials", "malformed", "unknown_user", "wrong_password", "not_permitted"] {
         counter!("raftlite_http_auth_failures_total", "reason" => reason).increment(0);
+    }
+    for port in ["api", "raft"] {
+        for reason in ["plain_http", "handshake", "timeout", "common_name"] {
+            counter!("raftlite_tls_handshake_failures_total", "port" => port, "reason" => reason).increment(0);
+        }
+        counter!("raftlite_http_connections_refused_total", "port" => port).increment(0);
     }
     for actor in crate::actors::supervise::ACTORS {
         counter!("raftlite_actor_restarts_total", "actor" => *actor).increment(0);

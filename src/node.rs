@@ -285,12 +285,13 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
             .map_err(|source| StartError::Listen { addr: a.to_string(), source })
     };
     let (api, internode) = (bind(&cfg.http_addr)?, bind(&cfg.raft_addr)?);
-    let tls = crate::http::tls::api_tls(&cfg).map_err(|e| StartError::Tls(e.to_string()))?;
-    if let Some(t) = &tls {
-        // Rotated certificates are picked up without a restart.
-        t.certs.clone().watch(std::time::Duration::from_secs(1));
+    let tls = crate::http::tls::api_tls(&cfg).map_err(|e| StartError::Tls(format!("HTTPS: {e}")))?;
+    let node_tls = crate::http::tls::node_tls(&cfg).map_err(|e| StartError::Tls(format!("node-to-node TLS: {e}")))?;
+    // Rotated certificates are picked up without a restart.
+    for t in tls.iter().chain(node_tls.iter()) {
+        t.watch();
     }
-    let state = AppState::new(cfg.clone(), users, tls);
+    let state = AppState::new(cfg.clone(), users, tls, node_tls);
     let st = state.clone();
     // Keep the address: an actix actor stops once no `Addr` to it is left.
     let http_front = Supervisor::start(move |_| HttpFront::new(st, api, internode));
@@ -348,7 +349,14 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let log_store = start_on_own_thread(move |_| LogStore::new(lp)).map_err(StartError::Thread)?;
 
     let node_id = numeric_id(&cfg.node_id);
-    let peers = Arc::new(Peers::new(bind_ip(&cfg.raft_adv_addr), join_credentials));
+    let peers = Peers::new(
+        bind_ip(&cfg.raft_adv_addr),
+        join_credentials,
+        state.node_tls.as_ref().and_then(|t| t.client.clone()),
+        state.tls.is_some(),
+        state.tls.as_ref().and_then(|t| t.client.clone()),
+    );
+    let peers = Arc::new(peers.map_err(|e| StartError::Tls(format!("outgoing TLS: {e}")))?);
     let snap_stats = Arc::new(SnapshotStats::default());
     if recorded.is_some() {
         // The database file is reused as it is: no restore at start, whatever its size.

@@ -1,6 +1,9 @@
-//! Outgoing inter-node HTTP: one `reqwest::Client` per peer (its own keep-alive pool), bound to
-//! this node's advertised IP so that fault tests can cut node pairs apart with address rules on
-//! 127.0.0.x (docs/DESIGN.md §11).
+//! Outgoing inter-node calls: the cluster service and Raft RPCs on other nodes' Raft addresses
+//! (over node-to-node TLS when `-node-cert` is set), and forwarded requests to the leader's API
+//! (over HTTPS when the API serves it). Both go through [`Outgoing`] clients bound to this node's
+//! advertised IP, so that fault tests can cut node pairs apart with address rules on 127.0.0.x
+//! (docs/DESIGN.md §11). A peer that refuses this node's TLS or credentials is a configuration
+//! fault: it is reported as [`CallError::Refused`] and logged once, not retried in silence.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::http::outgoing::{ClientTls, Outgoing, SendError};
 use crate::store::codec;
 
 #[derive(Debug, Error)]
@@ -18,15 +22,30 @@ pub enum CallError {
     /// The peer could not be reached (connect refused, timed out): worth retrying later.
     #[error("unreachable: {0}")]
     Unreachable(String),
+    /// The peer and this node disagree on TLS or credentials: retrying does not help until an
+    /// operator changes one of them.
+    #[error("refused: {0}")]
+    Refused(String),
     /// The peer answered something we cannot use.
     #[error("{0}")]
     Bad(String),
 }
 
-/// A set of per-peer clients.
+impl From<SendError> for CallError {
+    fn from(e: SendError) -> CallError {
+        match e {
+            SendError::Tls { .. } => CallError::Refused(e.to_string()),
+            _ => CallError::Unreachable(e.to_string()),
+        }
+    }
+}
+
+/// Outgoing clients and what this node has learned about its peers.
 pub struct Peers {
-    local_ip: Option<IpAddr>,
-    clients: Mutex<HashMap<String, reqwest::Client>>,
+    /// To other nodes' Raft addresses.
+    node: Outgoing,
+    /// To other nodes' HTTP APIs (forwarding); `Err` says why there is none.
+    api: Result<Outgoing, String>,
     /// When each peer (by address) last answered a call: the leader's reaper reads it.
     answered: Mutex<HashMap<String, Instant>>,
     /// HTTP API addresses learned from the nodes themselves, by Raft address, and when.
@@ -49,14 +68,42 @@ impl Peers {
     /// `local_ip`: the address outgoing connections bind to (the node's advertised Raft IP when
     /// it is a loopback or concrete address).
     /// `credentials`: the user and password calls to other nodes' cluster service carry.
-    pub fn new(local_ip: Option<IpAddr>, credentials: Option<(String, String)>) -> Peers {
-        Peers {
+    /// `node_tls`: node-to-node TLS. `api_tls`: how to reach other nodes' HTTPS API (`None` with
+    /// `api_https` off: plain HTTP).
+    pub fn new(
+        local_ip: Option<IpAddr>,
+        credentials: Option<(String, String)>,
+        node_tls: Option<ClientTls>,
+        api_https: bool,
+        api_tls: Option<ClientTls>,
+    ) -> Result<Peers, rustls::Error> {
+        let api = match (api_https, api_tls) {
+            (false, _) => Ok(Outgoing::new(local_ip, None)?),
+            (true, Some(t)) => Ok(Outgoing::new(local_ip, Some(t))?),
+            (true, None) => {
+                Err("forwarding over HTTPS needs -http-ca-cert (the CA that signed the leader's certificate)".into())
+            }
+        };
+        Ok(Peers {
+            node: Outgoing::new(local_ip, node_tls)?,
+            api,
             credentials: credentials.map(|(u, p)| crate::http::auth::basic_header(&u, &p)),
-            local_ip,
-            clients: Mutex::new(HashMap::new()),
             answered: Mutex::new(HashMap::new()),
             api_addrs: Mutex::new(HashMap::new()),
-        }
+        })
+    }
+
+    /// The client for other nodes' HTTP APIs.
+    pub fn api(&self) -> Result<&Outgoing, &str> {
+        self.api.as_ref().map_err(String::as_str)
+    }
+
+    /// Whether `addr` answers `GET /status` the way an HTTP API does.
+    pub async fn is_http_api(&self, addr: &str) -> bool {
+        let Ok(req) = http::Request::get(self.node.url(addr, "/status")).body(Default::default()) else {
+            return false;
+        };
+        matches!(self.node.send(addr, req, Duration::from_secs(2)).await, Ok(r) if r.status().is_success())
     }
 
     /// The HTTP API address of the node at `raft_addr`, as that node gives it (`/cluster/meta`
@@ -82,14 +129,6 @@ impl Peers {
         }
     }
 
-    fn auth_header(&self) -> reqwest::header::HeaderMap {
-        let mut h = reqwest::header::HeaderMap::new();
-        if let Some(v) = self.credentials.as_deref().and_then(|c| c.parse().ok()) {
-            h.insert(reqwest::header::AUTHORIZATION, v);
-        }
-        h
-    }
-
     /// Record that `addr` answered now (an allocation only the first time: this runs on every
     /// Raft RPC).
     fn note_answer(&self, addr: &str) {
@@ -108,23 +147,6 @@ impl Peers {
         lock(&self.answered).get(addr).copied()
     }
 
-    /// The client for `addr`, created on first use.
-    pub fn client(&self, addr: &str) -> reqwest::Client {
-        lock(&self.clients)
-            .entry(addr.to_string())
-            .or_insert_with(|| {
-                let mut b = reqwest::Client::builder()
-                    .pool_max_idle_per_host(4)
-                    .connect_timeout(Duration::from_secs(2))
-                    .tcp_nodelay(true);
-                if let Some(ip) = self.local_ip {
-                    b = b.local_address(ip);
-                }
-                b.build().unwrap_or_else(|_| reqwest::Client::new())
-            })
-            .clone()
-    }
-
     /// POST a codec-encoded request and decode the answer.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
@@ -136,29 +158,35 @@ impl Peers {
         fail::fail_point!("network::send", |_| Err(CallError::Unreachable("failpoint network::send".into())));
         let body = codec::encode(req).map_err(|e| CallError::Bad(e.to_string()))?;
         metrics::counter!("raftlite_internode_bytes_out_total").increment(body.len() as u64);
-        let r = self
-            .client(addr)
-            .post(super::url(addr, path))
-            .header("Content-Type", "application/octet-stream")
-            .headers(self.auth_header())
-            .timeout(timeout)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let mut req = http::Request::post(self.node.url(addr, path))
+            .header(http::header::CONTENT_TYPE, "application/octet-stream");
+        if let Some(c) = &self.credentials {
+            req = req.header(http::header::AUTHORIZATION, c.as_str());
+        }
+        let req = req.body(body.into()).map_err(|e| CallError::Bad(e.to_string()))?;
+        let r = self.node.send(addr, req, timeout).await.map_err(CallError::from).inspect_err(|e| {
+            if let CallError::Refused(why) = e {
+                crate::logging::warn_once(&format!("refused {addr}"), || format!("node at {why}"));
+            }
+        })?;
         self.note_answer(addr);
-        if !r.status().is_success() {
-            let status = r.status();
-            let text = r.text().await.unwrap_or_default();
-            return Err(if status.as_u16() == 503 {
-                CallError::Unreachable(format!("{addr}: {status} {}", text.trim()))
-            } else {
-                CallError::Bad(format!("{addr}: {status} {}", text.trim()))
+        let status = r.status();
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(r.body());
+            let why = format!("{addr}: {status} {}", text.trim());
+            return Err(match status.as_u16() {
+                503 => CallError::Unreachable(why),
+                400 | 401 | 403 => {
+                    crate::logging::warn_once(&format!("refused {addr} {status}"), || {
+                        format!("node at {addr} refused this node: {status} {}", text.trim())
+                    });
+                    CallError::Refused(why)
+                }
+                _ => CallError::Bad(why),
             });
         }
-        let bytes = r.bytes().await.map_err(|e| CallError::Unreachable(e.to_string()))?;
-        metrics::counter!("raftlite_internode_bytes_in_total").increment(bytes.len() as u64);
-        codec::decode(&bytes).map_err(|e| CallError::Bad(format!("{addr}: {e}")))
+        metrics::counter!("raftlite_internode_bytes_in_total").increment(r.body().len() as u64);
+        codec::decode(r.body()).map_err(|e| CallError::Bad(format!("{addr}: {e}")))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::client::Peers;
+use super::client::{CallError, Peers};
 use super::{ClusterReply, JoinRequest, NotifyRequest};
 use crate::raft::Raft;
 
@@ -20,7 +20,7 @@ pub async fn join(
     interval: Duration,
 ) -> Result<String, String> {
     for t in targets {
-        if is_http_api(peers, t).await {
+        if peers.is_http_api(t).await {
             return Err(format!(
                 "{t} is an HTTP API address; -join takes Raft addresses (the other node's -raft-addr)"
             ));
@@ -31,7 +31,9 @@ pub async fn join(
         for target in targets {
             match join_one(peers, target, req).await {
                 Ok(addr) => return Ok(addr),
-                Err(e) => {
+                // TLS or credentials the target refuses: no later attempt can succeed.
+                Err(Failed::Refused(e)) => return Err(format!("failed to join cluster: {e}")),
+                Err(Failed::Retry(e)) => {
                     tracing::warn!(target = %target, round, error = %e, "join attempt failed");
                     last = e;
                 }
@@ -44,26 +46,26 @@ pub async fn join(
     Err(format!("failed to join cluster after {attempts} attempts: {last}"))
 }
 
-/// A join target that answers `GET /status` is an HTTP API address, not a Raft address (rqlite
-/// before 8.0 joined by HTTP URL; a leftover of that is a common mistake).
-async fn is_http_api(peers: &Peers, addr: &str) -> bool {
-    let r = peers.client(addr).get(format!("http://{addr}/status")).timeout(Duration::from_secs(2)).send().await;
-    matches!(r, Ok(r) if r.status().is_success())
+/// Why one join attempt failed.
+enum Failed {
+    Retry(String),
+    Refused(String),
 }
 
-async fn join_one(peers: &Peers, target: &str, req: &JoinRequest) -> Result<String, String> {
+async fn join_one(peers: &Peers, target: &str, req: &JoinRequest) -> Result<String, Failed> {
     let mut addr = target.to_string();
     for _ in 0..MAX_REDIRECTS {
         match peers.call::<_, ClusterReply>(&addr, "/cluster/join", req, Duration::from_secs(150)).await {
             Ok(ClusterReply::Ok) => return Ok(addr),
             Ok(ClusterReply::NotLeader { leader_raft_addr: Some(l) }) if l != addr => addr = l,
-            Ok(ClusterReply::NotLeader { .. }) => return Err(format!("{addr}: no leader known")),
-            Ok(ClusterReply::Error(e)) => return Err(format!("{addr}: {e}")),
-            Ok(other) => return Err(format!("{addr}: unexpected answer {other:?}")),
-            Err(e) => return Err(e.to_string()),
+            Ok(ClusterReply::NotLeader { .. }) => return Err(Failed::Retry(format!("{addr}: no leader known"))),
+            Ok(ClusterReply::Error(e)) => return Err(Failed::Retry(format!("{addr}: {e}"))),
+            Ok(other) => return Err(Failed::Retry(format!("{addr}: unexpected answer {other:?}"))),
+            Err(CallError::Refused(e)) => return Err(Failed::Refused(format!("node at {e}"))),
+            Err(e) => return Err(Failed::Retry(e.to_string())),
         }
     }
-    Err(format!("{target}: too many leader redirects"))
+    Err(Failed::Retry(format!("{target}: too many leader redirects")))
 }
 
 /// `-bootstrap-expect`: keep trying to join; failing that, notify every target, until this node
@@ -83,8 +85,10 @@ pub async fn bootstrap_expect(
             return Ok(());
         }
         for t in targets.iter().filter(|t| **t != req.raft_addr) {
-            if join_one(peers, t, req).await.is_ok() {
-                return Ok(());
+            match join_one(peers, t, req).await {
+                Ok(_) => return Ok(()),
+                Err(Failed::Refused(e)) => return Err(format!("bootstrap-expect: {e}")),
+                Err(Failed::Retry(_)) => {}
             }
         }
         for t in targets {

@@ -54,8 +54,3 @@ pub enum ClusterReply {
     Meta(NodeMeta),
     Error(String),
 }
-
-/// URL of a cluster-service path on a node's Raft address.
-pub fn url(raft_addr: &str, path: &str) -> String {
-    format!("http://{raft_addr}{path}")
-}

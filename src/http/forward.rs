@@ -9,6 +9,7 @@ use http::{HeaderMap, Method, StatusCode};
 use warp::reply::Response;
 
 use super::endpoint::Endpoint;
+use super::outgoing::SendError;
 use super::request::Params;
 use super::respond::{redirect, respond, text};
 use super::state::{AppState, Core};
@@ -61,14 +62,14 @@ async fn forward(
     timeout: Duration,
 ) -> Response {
     metrics::counter!("raftlite_http_forwarded_total").increment(1);
-    let sent = match relay(state, core, api, fwd, timeout).await {
+    let sent = match relay(core, api, fwd, timeout).await {
         // Not connected at all: the leader may have moved; ask it again, once.
         Err((true, e)) => {
             let again = core.peers.api_addr(&leader.raft_addr, &leader.api_addr, true).await;
             if again == api {
                 Err((true, e))
             } else {
-                relay(state, core, &again, fwd, timeout).await
+                relay(core, &again, fwd, timeout).await
             }
         }
         other => other,
@@ -96,41 +97,25 @@ async fn forward(
 type Relayed = Result<(StatusCode, HeaderMap, Vec<u8>), (bool, String)>;
 
 /// Send the request to the leader's API at `api`, over HTTPS when this node serves HTTPS (the
-/// cluster's nodes share their API configuration).
-async fn relay(state: &AppState, core: &Core, api: &str, fwd: &Fwd, timeout: Duration) -> Relayed {
+/// cluster's nodes share their API configuration), on a pooled connection.
+async fn relay(core: &Core, api: &str, fwd: &Fwd, timeout: Duration) -> Relayed {
+    let client = core.peers.api().map_err(|e| (false, e.to_string()))?;
     let q = if fwd.query.is_empty() { String::new() } else { format!("?{}", fwd.query) };
-    let copied = [http::header::CONTENT_TYPE, http::header::AUTHORIZATION];
-    if let Some(tls) = &state.tls {
-        let Some(client) = tls.client.clone() else {
-            return Err((false, "forwarding over HTTPS needs -http-ca-cert to verify the leader".into()));
-        };
-        let mut b = http::Request::builder()
-            .method(fwd.method.clone())
-            .uri(format!("{}{q}", fwd.path))
-            .header(http::header::HOST, api)
-            .header(FORWARDED, "1");
-        for h in copied {
-            if let Some(v) = fwd.headers.get(&h) {
-                b = b.header(h, v.clone());
-            }
-        }
-        let req = b
-            .body(http_body_util::Full::new(bytes::Bytes::from(fwd.body.clone())))
-            .map_err(|e| (false, e.to_string()))?;
-        let resp = super::tls::send(client, api, req, timeout).await.map_err(|e| (e.starts_with("connect"), e))?;
-        let (parts, body) = resp.into_parts();
-        return Ok((parts.status, parts.headers, body.to_vec()));
-    }
-    let url = format!("http://{api}{}{q}", fwd.path);
-    let mut rb = core.peers.client(api).request(fwd.method.clone(), url).timeout(timeout).header(FORWARDED, "1");
-    for h in copied {
+    let mut b = http::Request::builder()
+        .method(fwd.method.clone())
+        .uri(client.url(api, &format!("{}{q}", fwd.path)))
+        .header(FORWARDED, "1");
+    for h in [http::header::CONTENT_TYPE, http::header::AUTHORIZATION] {
         if let Some(v) = fwd.headers.get(&h) {
-            rb = rb.header(h, v.clone());
+            b = b.header(h, v.clone());
         }
     }
-    let resp = rb.body(fwd.body.clone()).send().await.map_err(|e| (e.is_connect(), e.to_string()))?;
-    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let headers = resp.headers().clone();
-    let body = resp.bytes().await.map_err(|e| (false, e.to_string()))?;
-    Ok((status, headers, body.to_vec()))
+    let req = b.body(bytes::Bytes::from(fwd.body.clone()).into()).map_err(|e| (false, e.to_string()))?;
+    match client.send(api, req, timeout).await {
+        Ok(r) => {
+            let (parts, body) = r.into_parts();
+            Ok((parts.status, parts.headers, body.to_vec()))
+        }
+        Err(e) => Err((matches!(e, SendError::Connect { .. }), e.to_string())),
+    }
 }

@@ -68,6 +68,7 @@ fn membership_reply(r: Result<MembershipResult, actix::MailboxError>) -> Cluster
 
 pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) {
     let state_limits = state.cfg.clone();
+    let tls = state.node_tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
     let st = warp::any().map(move || state.clone());
     let route = st
         .and(warp::method())
@@ -83,7 +84,7 @@ pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) {
             }
         });
     let limits = super::server::Limits::of(&state_limits);
-    super::server::accept_loop(route, listener, limits, None, "raft").await;
+    super::server::accept_loop(route, listener, limits, tls, "raft").await;
 }
 
 async fn handle<B: Buf + Send>(

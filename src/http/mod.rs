@@ -5,7 +5,8 @@
 //! for `/readyz`, `/leader`, `/remove`, `backup` for backup/load/boot/snapshot/reap, `status`
 //! for `/status`, `/nodes`, `/metrics`, `/debug/vars`) → `forward` (a follower relays to the
 //! leader) → `respond` and `render` (the response bytes). `internode` is the other listener, on
-//! `-raft-addr`. The server starts before the store is open, so `/status` and `/readyz?noleader`
+//! `-raft-addr`; `tls` holds both ports' TLS; `outgoing` is the client side of calls to other
+//! nodes. The server starts before the store is open, so `/status` and `/readyz?noleader`
 //! answer at once; everything that needs the store waits for [`Core`].
 
 // Handlers return `Result<_, Response>` so that an early answer (400, 503, 301) is one `?` away;
@@ -21,6 +22,7 @@ pub mod data;
 pub mod endpoint;
 pub mod forward;
 pub mod internode;
+pub mod outgoing;
 pub mod render;
 pub mod request;
 pub mod respond;

@@ -71,7 +71,7 @@ pub async fn accept_loop<F>(
 {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
-        let (tcp, _peer) = match listener.accept().await {
+        let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 // Out of file descriptors and the like: do not spin.
@@ -92,20 +92,63 @@ pub async fn accept_loop<F>(
             let Some(acceptor) = tls else {
                 return serve_connection(TokioIo::new(tcp), svc, limits, port).await;
             };
-            // A handshake gets the same deadline as a request's headers: a client that never
-            // finishes it (or speaks plain HTTP to this port) is dropped, counted, logged at debug.
-            match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), svc, limits, port).await,
-                Ok(Err(e)) => {
-                    metrics::counter!("raftlite_tls_handshake_failures_total", "port" => port).increment(1);
-                    tracing::debug!(error = %e, port, "TLS handshake failed");
+            // The handshake, plain-HTTP check included, gets the same deadline as a request's
+            // headers: a client that never finishes it is dropped.
+            let accepted = tokio::time::timeout(limits.header_timeout, async {
+                if !starts_with_tls(&tcp).await {
+                    return Err(("plain_http", "plain HTTP sent to a TLS port".to_string()));
                 }
-                Err(_) => {
-                    metrics::counter!("raftlite_tls_handshake_failures_total", "port" => port).increment(1);
-                    tracing::debug!(port, "TLS handshake timed out");
-                }
-            }
+                acceptor.accept(tcp).await.map_err(|e| ("handshake", e.to_string()))
+            });
+            let (reason, detail) = match accepted.await {
+                Ok(Ok(stream)) => return serve_connection(TokioIo::new(stream), svc, limits, port).await,
+                Ok(Err(failed)) => failed,
+                Err(_) => ("timeout", "not completed in time".to_string()),
+            };
+            metrics::counter!("raftlite_tls_handshake_failures_total", "port" => port, "reason" => reason).increment(1);
+            crate::logging::warn_once(&format!("tls {port} {reason} {}", peer.ip()), || {
+                format!("{port} port: TLS handshake from {} failed: {detail}", peer.ip())
+            });
         });
+    }
+}
+
+/// Whether the first byte a client sent opens a TLS handshake record. Otherwise (plain HTTP to
+/// a TLS port) the client is told in plain HTTP, as Go's servers do, rather than left to guess
+/// from a closed connection.
+async fn starts_with_tls(tcp: &tokio::net::TcpStream) -> bool {
+    const HANDSHAKE_RECORD: u8 = 22;
+    let mut first = [0u8; 1];
+    match tcp.peek(&mut first).await {
+        Ok(1) if first[0] == HANDSHAKE_RECORD => true,
+        Ok(1) => {
+            answer_plain_http(tcp).await;
+            false
+        }
+        _ => false,
+    }
+}
+
+/// Tell a plain-HTTP client that this port speaks TLS, then close.
+async fn answer_plain_http(tcp: &tokio::net::TcpStream) {
+    const BODY: &str = "this address requires TLS: the request was sent in plain HTTP (use https://)\n";
+    // Take in what the client sent, so closing does not reset the connection under the answer.
+    let mut sink = [0u8; 16 * 1024];
+    let _ = tcp.try_read(&mut sink);
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let mut written = 0;
+    while written < answer.len() {
+        if tcp.writable().await.is_err() {
+            return;
+        }
+        match tcp.try_write(&answer.as_bytes()[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
+        }
     }
 }
 

@@ -72,11 +72,18 @@ pub struct AppState {
     /// The credentials file (`-auth`); none: every request is allowed.
     pub auth: Option<super::auth::Users>,
     /// HTTPS on the API (`-http-cert`); none: plain HTTP.
-    pub tls: Option<super::tls::ApiTls>,
+    pub tls: Option<super::tls::PortTls>,
+    /// Node-to-node TLS on the Raft address (`-node-cert`); none: plain HTTP.
+    pub node_tls: Option<super::tls::PortTls>,
 }
 
 impl AppState {
-    pub fn new(cfg: Config, auth: Option<super::auth::Users>, tls: Option<super::tls::ApiTls>) -> Arc<AppState> {
+    pub fn new(
+        cfg: Config,
+        auth: Option<super::auth::Users>,
+        tls: Option<super::tls::PortTls>,
+        node_tls: Option<super::tls::PortTls>,
+    ) -> Arc<AppState> {
         Arc::new(AppState {
             cfg,
             started: chrono::Utc::now(),
@@ -87,6 +94,7 @@ impl AppState {
             removed: std::sync::atomic::AtomicBool::new(false),
             auth,
             tls,
+            node_tls,
         })
     }
 

@@ -1,19 +1,26 @@
-//! HTTPS for the HTTP API (`-http-cert`, `-http-key`, `-http-ca-cert`, `-http-verify-client`;
-//! docs/API.md §12): rustls with the ring provider. The certificate and key are re-read when
-//! either file changes on disk ([`Certs::watch`]), without a restart: new handshakes get the new
-//! certificate, established connections keep theirs. A file that fails to load keeps the old
-//! certificate and is reported (log, `raftlite_tls_reloads_total{result="failed"}`).
+//! TLS on both ports (docs/DESIGN.md §10): HTTPS on the API (`-http-cert`, `-http-key`,
+//! `-http-ca-cert`, `-http-verify-client`, `-http-verify-common-name`) and node-to-node TLS on the
+//! Raft address (`-node-cert`, `-node-key`, `-node-ca-cert`, `-node-no-verify`,
+//! `-node-verify-client`, `-node-verify-server-name`, `-node-verify-common-name`), with rustls and
+//! the ring provider. Each port has one certificate, served to clients and presented to other
+//! nodes when this node connects to them. The certificate and key are re-read when either file
+//! changes on disk ([`Certs::watch`]), without a restart: new handshakes get the new certificate,
+//! established connections keep theirs. A file that fails to load keeps the old certificate and
+//! is reported (log, `raftlite_tls_reloads_total{result="failed"}`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use rustls::client::ResolvesClientCert;
 use rustls::crypto::ring as provider;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+use super::outgoing::ClientTls;
 
 use crate::config::Config;
 
@@ -75,7 +82,18 @@ pub struct Certs {
 
 impl ResolvesServerCert for Certs {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current.read().ok().map(|c| c.clone())
+        self.current()
+    }
+}
+
+/// The same certificate is this node's identity when it connects to another node.
+impl ResolvesClientCert for Certs {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.current()
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
@@ -84,6 +102,10 @@ impl Certs {
         let seen = (modified(cert), modified(key));
         let ck = load(cert, key)?;
         Ok(Certs { cert: cert.into(), key: key.into(), current: RwLock::new(Arc::new(ck)), seen: RwLock::new(seen) })
+    }
+
+    fn current(&self) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|c| c.clone())
     }
 
     /// Re-read the files if either changed since last seen. True when a new certificate is served.
@@ -127,11 +149,13 @@ impl Certs {
 }
 
 /// A client certificate verifier that also requires the subject's common name
-/// (`-http-verify-common-name`): the chain is checked by webpki first.
+/// (`-http-verify-common-name`, `-node-verify-common-name`): the chain is checked by webpki first.
 #[derive(Debug)]
 struct CommonName {
     inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     want: String,
+    /// `http` or `node`.
+    port: String,
 }
 
 /// The subject common names of a DER certificate.
@@ -159,7 +183,9 @@ impl rustls::server::danger::ClientCertVerifier for CommonName {
         if common_names(end_entity).contains(&self.want) {
             Ok(verified)
         } else {
-            metrics::counter!("raftlite_tls_handshake_failures_total", "port" => "api_common_name").increment(1);
+            let port = if self.port == "http" { "api" } else { "raft" };
+            metrics::counter!("raftlite_tls_handshake_failures_total", "port" => port, "reason" => "common_name")
+                .increment(1);
             Err(rustls::Error::General(format!("client certificate's common name is not {:?}", self.want)))
         }
     }
@@ -187,37 +213,44 @@ impl rustls::server::danger::ClientCertVerifier for CommonName {
     }
 }
 
-/// HTTPS on the API: the server configuration and the certificates it serves, and the client
-/// side a follower forwards to the leader with (trusting `-http-ca-cert`, presenting this node's
-/// certificate when clients must present one).
-#[derive(Clone, Debug)]
-pub struct ApiTls {
-    pub config: Arc<ServerConfig>,
-    pub certs: Arc<Certs>,
-    pub client: Option<Arc<rustls::ClientConfig>>,
+/// A client certificate verifier's settings for one port.
+struct ClientAuth<'a> {
+    /// `-http-ca-cert` / `-node-ca-cert`.
+    ca: Option<&'a Path>,
+    /// `-http-verify-client` / `-node-verify-client`.
+    required: bool,
+    /// `-http-verify-common-name` / `-node-verify-common-name`.
+    common_name: Option<&'a str>,
+    /// `http` or `node`, for messages.
+    flags: &'a str,
 }
 
-/// The API's TLS from the flags: none without `-http-cert`.
-pub fn api_tls(cfg: &Config) -> Result<Option<ApiTls>, TlsError> {
-    let (Some(cert), Some(key)) = (&cfg.http_cert, &cfg.http_key) else { return Ok(None) };
-    let certs = Arc::new(Certs::new(cert, key)?);
-    let builder = ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
+fn provider_arc() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(provider::default_provider())
+}
+
+/// The server side of a port: the served certificate from `certs`, client certificates checked
+/// as `auth` says.
+fn server_config(certs: &Arc<Certs>, auth: &ClientAuth<'_>) -> Result<ServerConfig, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider_arc())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let builder = if cfg.http_verify_client {
-        let ca = cfg.http_ca_cert.as_deref().ok_or_else(|| {
-            TlsError::Config(
-                "-http-verify-client needs -http-ca-cert (the CA client certificates must chain to)".into(),
-            )
+    let builder = if auth.required {
+        let ca = auth.ca.ok_or_else(|| {
+            TlsError::Config(format!(
+                "-{0}-verify-client needs -{0}-ca-cert (the CA client certificates must chain to)",
+                auth.flags
+            ))
         })?;
-        let verifier = WebPkiClientVerifier::builder_with_provider(
-            Arc::new(read_roots(ca)?),
-            Arc::new(provider::default_provider()),
-        )
-        .build()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-        match &cfg.http_verify_common_name {
-            Some(cn) => builder.with_client_cert_verifier(Arc::new(CommonName { inner: verifier, want: cn.clone() })),
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(read_roots(ca)?), provider_arc())
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        match auth.common_name {
+            Some(cn) => builder.with_client_cert_verifier(Arc::new(CommonName {
+                inner: verifier,
+                want: cn.to_string(),
+                port: auth.flags.to_string(),
+            })),
             None => builder.with_client_cert_verifier(verifier),
         }
     } else {
@@ -225,51 +258,139 @@ pub fn api_tls(cfg: &Config) -> Result<Option<ApiTls>, TlsError> {
     };
     let mut config = builder.with_cert_resolver(certs.clone());
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let client = match &cfg.http_ca_cert {
-        Some(ca) => {
-            let b = rustls::ClientConfig::builder_with_provider(Arc::new(provider::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| TlsError::Config(e.to_string()))?
-                .with_root_certificates(read_roots(ca)?);
-            let c = if cfg.http_verify_client {
-                let der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e))?;
-                b.with_client_auth_cert(read_certs(cert)?, der).map_err(|e| TlsError::Config(e.to_string()))?
-            } else {
-                b.with_no_client_auth()
-            };
-            Some(Arc::new(c))
-        }
-        None => None,
-    };
-    Ok(Some(ApiTls { config: Arc::new(config), certs, client }))
+    Ok(config)
 }
 
-/// Send `req` to `addr` (`host:port`) over a new TLS connection with `client`, verifying the
-/// server's certificate for `host`. Forwarding over HTTPS uses one connection per request.
-pub async fn send(
-    client: Arc<rustls::ClientConfig>,
-    addr: &str,
-    req: http::Request<http_body_util::Full<bytes::Bytes>>,
-    timeout: Duration,
-) -> Result<http::Response<bytes::Bytes>, String> {
-    use http_body_util::BodyExt;
-    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr).trim_matches(|c| c == '[' || c == ']');
-    let name = rustls_pki_types::ServerName::try_from(host.to_string()).map_err(|e| format!("{addr}: {e}"))?;
-    let run = async {
-        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        let tls = tokio_rustls::TlsConnector::from(client)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("TLS with {addr}: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
-        tokio::spawn(conn);
-        let resp = sender.send_request(req).await.map_err(|e| format!("{addr}: {e}"))?;
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.map_err(|e| format!("{addr}: {e}"))?.to_bytes();
-        Ok(http::Response::from_parts(parts, body))
+/// The CAs in `ca`, or the system's when no file is given (empty when it has none).
+fn roots_or_system(ca: Option<&Path>) -> Result<RootCertStore, TlsError> {
+    if let Some(ca) = ca {
+        return read_roots(ca);
+    }
+    let mut roots = RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(found.certs);
+    Ok(roots)
+}
+
+/// The client side: trusting `roots` (or, with `no_verify`, any certificate), presenting this
+/// node's own certificate from `certs` whenever the other side asks for one.
+fn client_config(certs: &Arc<Certs>, roots: RootCertStore, no_verify: bool) -> Result<rustls::ClientConfig, TlsError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider_arc())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = if no_verify {
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyServer(provider_arc())))
+    } else {
+        builder.with_root_certificates(roots)
     };
-    tokio::time::timeout(timeout, run).await.map_err(|_| format!("{addr}: timed out"))?
+    Ok(builder.with_client_cert_resolver(certs.clone()))
+}
+
+/// TLS on one of the node's two ports: the server configuration, the certificate it serves (and
+/// presents when it connects to the same port of another node: one identity per port, rotated
+/// together), and the client side for those connections.
+#[derive(Clone, Debug)]
+pub struct PortTls {
+    pub config: Arc<ServerConfig>,
+    pub certs: Arc<Certs>,
+    /// How this node connects to the same port on other nodes; `None` when nothing could verify
+    /// them (the API port without `-http-ca-cert` on a system with no CA certificates: forwarding
+    /// then answers with that reason).
+    pub client: Option<ClientTls>,
+    /// Clients must present a certificate.
+    pub mutual: bool,
+}
+
+impl PortTls {
+    /// Serve the certificate files' new contents when they change (checked every second).
+    pub fn watch(&self) {
+        self.certs.clone().watch(Duration::from_secs(1));
+    }
+}
+
+/// HTTPS on the API from the flags: none without `-http-cert`.
+pub fn api_tls(cfg: &Config) -> Result<Option<PortTls>, TlsError> {
+    let (Some(cert), Some(key)) = (&cfg.http_cert, &cfg.http_key) else { return Ok(None) };
+    let certs = Arc::new(Certs::new(cert, key)?);
+    let auth = ClientAuth {
+        ca: cfg.http_ca_cert.as_deref(),
+        required: cfg.http_verify_client,
+        common_name: cfg.http_verify_common_name.as_deref(),
+        flags: "http",
+    };
+    let config = server_config(&certs, &auth)?;
+    let roots = roots_or_system(cfg.http_ca_cert.as_deref())?;
+    let client = match roots.is_empty() {
+        true => None,
+        false => Some(ClientTls { config: Arc::new(client_config(&certs, roots, false)?), server_name: None }),
+    };
+    Ok(Some(PortTls { config: Arc::new(config), certs, client, mutual: cfg.http_verify_client }))
+}
+
+/// Node-to-node TLS on the Raft address from the flags: none without `-node-cert`.
+pub fn node_tls(cfg: &Config) -> Result<Option<PortTls>, TlsError> {
+    let (Some(cert), Some(key)) = (&cfg.node_cert, &cfg.node_key) else { return Ok(None) };
+    let certs = Arc::new(Certs::new(cert, key)?);
+    let auth = ClientAuth {
+        ca: cfg.node_ca_cert.as_deref(),
+        required: cfg.node_verify_client,
+        common_name: cfg.node_verify_common_name.as_deref(),
+        flags: "node",
+    };
+    let config = server_config(&certs, &auth)?;
+    let roots = roots_or_system(cfg.node_ca_cert.as_deref())?;
+    if roots.is_empty() && !cfg.node_no_verify {
+        return Err(TlsError::Config(
+            "node-to-node TLS needs -node-ca-cert (the CA other nodes' certificates chain to): this system has no CA certificates of its own".into(),
+        ));
+    }
+    let server_name = match &cfg.node_verify_server_name {
+        Some(n) => Some(
+            ServerName::try_from(n.trim_matches(|c| c == '[' || c == ']').to_string())
+                .map_err(|e| TlsError::Config(format!("-node-verify-server-name {n:?}: {e}")))?,
+        ),
+        None => None,
+    };
+    let client = ClientTls { config: Arc::new(client_config(&certs, roots, cfg.node_no_verify)?), server_name };
+    Ok(Some(PortTls { config: Arc::new(config), certs, client: Some(client), mutual: cfg.node_verify_client }))
+}
+
+/// `-node-no-verify`: accept any server certificate (the handshake's signatures are still
+/// checked, so the session is encrypted to whoever holds the key, but nobody vouches for them).
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

@@ -89,7 +89,11 @@ impl Peer {
         match self.peers.call::<Req, Result<T, E>>(&self.addr, path, req, timeout).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e))),
-            Err(CallError::Unreachable(m)) => Err(RPCError::Unreachable(Unreachable::new(&Msg(m)))),
+            // A peer refusing this node's TLS is unreachable until an operator fixes it: openraft
+            // backs off (the refusal is logged once by `Peers::call`).
+            Err(CallError::Unreachable(m) | CallError::Refused(m)) => {
+                Err(RPCError::Unreachable(Unreachable::new(&Msg(m))))
+            }
             Err(CallError::Bad(m)) => Err(RPCError::Network(NetworkError::new(&Msg(m)))),
         }
     }

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+pub mod tls;
+
 pub use raftlite::harness;
 pub use serde_json::{json, Value};
 
@@ -129,12 +131,26 @@ impl Node {
 
     /// The value of an unlabelled metric in `/metrics` (0 when absent).
     pub fn metric(&self, name: &str) -> f64 {
+        self.metric_with(name, &[])
+    }
+
+    /// The value of metric `name` on the series whose labels include every `labels` pair
+    /// (`("port", "raft")`), summed over matching series (0 when absent).
+    pub fn metric_with(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let body = self.get("/metrics").body;
         body.lines()
-            .find_map(|l| {
-                l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?;
+                let (series, value) = rest.rsplit_once(' ')?;
+                if !(series.is_empty() || series.starts_with('{')) {
+                    return None;
+                }
+                if !labels.iter().all(|(k, v)| series.contains(&format!("{k}=\"{v}\""))) {
+                    return None;
+                }
+                value.trim().parse::<f64>().ok()
             })
-            .unwrap_or(0.0)
+            .sum()
     }
 
     pub fn running(&self) -> bool {
