@@ -89,6 +89,26 @@ fn slow_and_oversized_requests_are_cut_off() {
     let _ = many.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.80}");
     assert_eq!(n.get("/status").status, 200);
+    // A body that stops coming, on the API (a write and a boot upload) and on the Raft port: 408,
+    // nothing written.
+    for (addr, head) in [
+        (
+            &n.http,
+            "POST /db/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n",
+        ),
+        (&n.http, "POST /boot HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"),
+        (&n.raft, "POST /raft/vote HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"),
+    ] {
+        let mut trickle = TcpStream::connect(addr).expect("connect");
+        trickle.write_all(head.as_bytes()).expect("write");
+        trickle.write_all(b"[[\"CREATE TABLE stalled (v)\"").expect("write");
+        trickle.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+        let mut answer = String::new();
+        let _ = trickle.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{head:.30}: {answer:.200}");
+    }
+    assert!(n.rows("SELECT name FROM sqlite_master WHERE name = 'stalled'").is_empty());
+    assert_eq!(n.get("/status").status, 200);
 }
 
 /// Past `-http-max-conns` a new connection is closed at once (and counted); once connections

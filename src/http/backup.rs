@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Buf;
-use futures::StreamExt;
 use http::StatusCode;
 use warp::reply::{Reply, Response};
 
@@ -228,9 +227,9 @@ pub async fn boot<B: Buf + Send>(state: &AppState, body: BodyStream<B>) -> Respo
     }
     let started = Instant::now();
     let t = temp(state, "boot");
-    let written = match write_stream(&t.0, body, MAX_BOOT_BYTES).await {
+    let written = match write_stream(&t.0, body, MAX_BOOT_BYTES, state.cfg.http_header_timeout).await {
         Ok(n) => n,
-        Err(e) => return text(state, StatusCode::BAD_REQUEST, &e),
+        Err((code, e)) => return text(state, code, &e),
     };
     let mut head = [0u8; 16];
     let ok_head = std::fs::File::open(&t.0).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head)).is_ok();
@@ -252,27 +251,36 @@ pub async fn boot<B: Buf + Send>(state: &AppState, body: BodyStream<B>) -> Respo
     empty(state, StatusCode::OK)
 }
 
-async fn write_stream<B: Buf + Send>(path: &Path, mut body: BodyStream<B>, cap: u64) -> Result<u64, String> {
+/// Stream the body to `path`; a body that stalls for `stall` is answered 408.
+async fn write_stream<B: Buf + Send>(
+    path: &Path,
+    mut body: BodyStream<B>,
+    cap: u64,
+    stall: std::time::Duration,
+) -> Result<u64, (StatusCode, String)> {
     use tokio::io::AsyncWriteExt;
+    let bad = |e: String| (StatusCode::BAD_REQUEST, e);
+    let io = |e: std::io::Error| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     // Buffered: each write to a tokio file is a trip to the blocking pool, and body chunks are small.
-    let file = tokio::fs::File::create(path).await.map_err(|e| e.to_string())?;
+    let file = tokio::fs::File::create(path).await.map_err(io)?;
     let mut f = tokio::io::BufWriter::with_capacity(4 << 20, file);
     let mut n = 0u64;
-    while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.map_err(|e| format!("cannot read request body: {e}"))?;
+    let stalled = |c| (c, format!("request body stalled for {stall:?} (-http-header-timeout)"));
+    while let Some(chunk) = super::body::next_chunk(&mut body, stall).await.map_err(stalled)? {
+        let mut chunk = chunk.map_err(|e| bad(format!("cannot read request body: {e}")))?;
         while chunk.has_remaining() {
             let part = chunk.chunk();
             n += part.len() as u64;
             if n > cap {
-                return Err("upload too large".into());
+                return Err((StatusCode::PAYLOAD_TOO_LARGE, "upload too large".into()));
             }
-            f.write_all(part).await.map_err(|e| e.to_string())?;
+            f.write_all(part).await.map_err(io)?;
             let k = part.len();
             chunk.advance(k);
         }
     }
-    f.flush().await.map_err(|e| e.to_string())?;
-    f.get_mut().sync_all().await.map_err(|e| e.to_string())?;
+    f.flush().await.map_err(io)?;
+    f.get_mut().sync_all().await.map_err(io)?;
     Ok(n)
 }
 

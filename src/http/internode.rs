@@ -115,7 +115,7 @@ async fn handle<B: Buf + Send>(
     if !known {
         return reply(StatusCode::NOT_FOUND, Vec::new());
     }
-    let body = match read_body(&headers, body, MAX_FRAME).await {
+    let body = match read_body(&headers, body, MAX_FRAME, state.cfg.http_header_timeout).await {
         Ok(b) => b,
         Err(code) => return reply(code, Vec::new()),
     };

@@ -111,13 +111,20 @@ async fn route<B: Buf + Send>(
         return backup::boot(&state, body).await;
     }
     let body = if spec.reads_body {
-        match read_body(&headers, body, state.cfg.max_body_bytes).await {
+        match read_body(&headers, body, state.cfg.max_body_bytes, state.cfg.http_header_timeout).await {
             Ok(b) => b,
             Err(StatusCode::PAYLOAD_TOO_LARGE) => {
                 return text(
                     &state,
                     StatusCode::PAYLOAD_TOO_LARGE,
                     &format!("request body larger than {} bytes", state.cfg.max_body_bytes),
+                )
+            }
+            Err(StatusCode::REQUEST_TIMEOUT) => {
+                return text(
+                    &state,
+                    StatusCode::REQUEST_TIMEOUT,
+                    &format!("request body stalled for {:?} (-http-header-timeout)", state.cfg.http_header_timeout),
                 )
             }
             Err(code) => return text(&state, code, "cannot read request body"),
