@@ -90,7 +90,7 @@ async fn route<B: Buf + Send>(
     // credentials and is checked again by the leader.
     if let Some(users) = &state.auth {
         if let Err(denied) = users.check(&headers, ep.spec().permissions) {
-            return unauthorized(&state, denied);
+            return unauthorized(&state, denied, ep);
         }
     }
     let spec = ep.spec();
@@ -156,9 +156,12 @@ async fn route<B: Buf + Send>(
 }
 
 /// `401` with a Basic challenge; counted by reason, the credentials never logged.
-fn unauthorized(state: &AppState, denied: super::auth::Denied) -> Response {
+fn unauthorized(state: &AppState, denied: super::auth::Denied, ep: Endpoint) -> Response {
     metrics::counter!("raftlite_http_auth_failures_total", "reason" => denied.reason()).increment(1);
-    tracing::debug!(reason = denied.reason(), "request not authorized");
+    // Once per cause: a client retrying with a bad password must not flood the log.
+    crate::logging::warn_once(&format!("auth {} {}", denied.reason(), ep.path()), || {
+        format!("request to {} not authorized: {}", ep.path(), denied.reason())
+    });
     let mut r = text(state, StatusCode::UNAUTHORIZED, "unauthorized");
     r.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Basic realm=\"raftlite\""));
     r

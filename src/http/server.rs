@@ -90,7 +90,7 @@ pub async fn accept_loop<F>(
         tokio::spawn(async move {
             let _slot = slot;
             let Some(acceptor) = tls else {
-                return serve_connection(TokioIo::new(tcp), svc, limits, port).await;
+                return serve_connection(TokioIo::new(tcp), svc, limits, port, peer).await;
             };
             // The handshake, plain-HTTP check included, gets the same deadline as a request's
             // headers: a client that never finishes it is dropped.
@@ -101,7 +101,7 @@ pub async fn accept_loop<F>(
                 acceptor.accept(tcp).await.map_err(|e| ("handshake", e.to_string()))
             });
             let (reason, detail) = match accepted.await {
-                Ok(Ok(stream)) => return serve_connection(TokioIo::new(stream), svc, limits, port).await,
+                Ok(Ok(stream)) => return serve_connection(TokioIo::new(stream), svc, limits, port, peer).await,
                 Ok(Err(failed)) => failed,
                 Err(_) => ("timeout", "not completed in time".to_string()),
             };
@@ -152,7 +152,7 @@ async fn answer_plain_http(tcp: &tokio::net::TcpStream) {
     }
 }
 
-async fn serve_connection<I, S>(io: I, svc: S, limits: Limits, port: &'static str)
+async fn serve_connection<I, S>(io: I, svc: S, limits: Limits, port: &'static str, peer: SocketAddr)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::HttpService<hyper::body::Incoming> + Send,
@@ -169,7 +169,14 @@ where
         .max_buf_size(limits.max_header_bytes.max(8192));
     if let Err(e) = b.serve_connection(io, svc).with_upgrades().await {
         metrics::counter!("raftlite_http_connection_errors_total", "port" => port).increment(1);
-        tracing::debug!(error = %e, port, "connection ended with an error");
+        if e.is_parse() || e.is_parse_too_large() {
+            // Garbage or an oversized head: answered 400/431 by hyper; said once per source.
+            crate::logging::warn_once(&format!("parse {port} {}", peer.ip()), || {
+                format!("{port} port: unreadable request from {}: {e}", peer.ip())
+            });
+        } else {
+            tracing::debug!(error = %e, port, "connection ended with an error");
+        }
     }
 }
 

@@ -37,12 +37,8 @@ impl Server {
     }
 
     pub fn get(&self, path: &str) -> Option<serde_json::Value> {
-        let r = reqwest::blocking::Client::new()
-            .get(format!("{}{path}", self.url))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .ok()?;
-        r.json().ok()
+        let (_, body) = fetch("GET", &format!("{}{path}", self.url), "")?;
+        serde_json::from_str(&body).ok()
     }
 
     pub fn leader(&self) -> Option<String> {
@@ -79,22 +75,53 @@ pub fn quiesce(servers: &[Server]) {
     }
 }
 
+/// One request from the bench itself (not the measured load), over HTTPS for `https://` URLs:
+/// status and body.
+pub fn fetch(method: &str, url: &str, body: &str) -> Option<(u16, String)> {
+    if url.starts_with("https://") {
+        return super::tls::call(method, url, body);
+    }
+    let m = reqwest::Method::from_bytes(method.as_bytes()).ok()?;
+    let r = reqwest::blocking::Client::new()
+        .request(m, url)
+        .header("Content-Type", "application/json")
+        .timeout(Duration::from_secs(5))
+        .body(body.to_string())
+        .send()
+        .ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.text().ok()?))
+}
+
 /// Start an `n`-node cluster on 127.0.0.x: node 1 bootstraps, the others join it.
 pub fn start_cluster(binary: &Path, dir: &Path, n: usize) -> Vec<Server> {
+    start_cluster_with(binary, dir, n, 60, None)
+}
+
+/// [`start_cluster`] on 127.0.0.`ip_base`+i, with `tls`: (the CA, HTTPS on the API, mutual TLS
+/// between the nodes).
+pub fn start_cluster_with(
+    binary: &Path,
+    dir: &Path,
+    n: usize,
+    ip_base: usize,
+    tls: Option<(&super::tls::Pki, bool, bool)>,
+) -> Vec<Server> {
     let mut servers: Vec<Server> = (1..=n)
         .map(|i| {
-            let ip = format!("127.0.0.{}", 60 + i);
+            let ip = format!("127.0.0.{}", ip_base + i);
             let (h, r) = (free_addr(&ip), free_addr(&ip));
-            let cmd = harness::command(
-                binary,
-                &i.to_string(),
-                &h,
-                &r,
-                &["-log-level".into(), "warn".into()],
-                &dir.join(format!("node{i}")),
-            );
+            let mut extra: Vec<String> = vec!["-log-level".into(), "warn".into()];
+            let mut scheme = "http";
+            if let Some((pki, api, node)) = tls {
+                extra.extend(pki.flags(&format!("node{ip_base}-{i}"), &ip, api, node));
+                if api {
+                    scheme = "https";
+                }
+            }
+            let cmd = harness::command(binary, &i.to_string(), &h, &r, &extra, &dir.join(format!("node{i}")));
             let args = cmd.get_args().map(|a| a.to_string_lossy().to_string()).collect();
-            Server { child: None, url: format!("http://{h}"), raft: r, args, binary: binary.to_path_buf() }
+            Server { child: None, url: format!("{scheme}://{h}"), raft: r, args, binary: binary.to_path_buf() }
         })
         .collect();
     let first = servers[0].raft.clone();
@@ -122,16 +149,16 @@ pub fn leader_index(servers: &[Server]) -> Option<usize> {
 
 pub fn execute(url: &str, sql: &str) -> bool {
     let body = serde_json::json!([sql]).to_string();
-    reqwest::blocking::Client::new()
-        .post(format!("{url}/db/execute"))
-        .header("Content-Type", "application/json")
-        .timeout(Duration::from_secs(2))
-        .body(body)
-        .send()
-        .ok()
-        .and_then(|r| r.text().ok())
-        .map(|t| t.starts_with("{\"results\":[") && !t.contains("error"))
+    fetch("POST", &format!("{url}/db/execute"), &body)
+        .map(|(_, t)| t.starts_with("{\"results\":[") && !t.contains("error"))
         .unwrap_or(false)
+}
+
+/// 1000 rows for the point reads.
+pub fn seed(url: &str) {
+    let rows: Vec<String> =
+        (0..1000).map(|k| format!(r#"["INSERT INTO bench(c, v) VALUES(0, 'seed-{k}')"]"#)).collect();
+    let _ = fetch("POST", &format!("{url}/db/execute"), &format!("[{}]", rows.join(",")));
 }
 
 /// Leader SIGKILL → first acknowledged write on the new leader, `trials` times.
@@ -174,7 +201,7 @@ pub fn failover(binary: &Path, dir: &Path, trials: usize) -> Vec<Duration> {
 /// The leader's group-commit counters: (log entries proposed, requests they carried, log
 /// appends). Differences over a run give requests per entry and fsyncs per second.
 pub fn group_commit(url: &str) -> Option<(f64, f64, f64)> {
-    let text = reqwest::blocking::Client::new().get(format!("{url}/metrics")).send().ok()?.text().ok()?;
+    let (_, text) = fetch("GET", &format!("{url}/metrics"), "")?;
     Some((
         scrape_value(&text, "raftlite_group_commit_requests_count")?,
         scrape_value(&text, "raftlite_group_commit_requests_sum")?,

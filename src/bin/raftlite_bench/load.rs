@@ -37,7 +37,8 @@ pub fn warmup(duration: Duration) -> Duration {
 /// shared cores the load generator's own CPU would otherwise be part of what is measured).
 pub fn bench_http(url: &str, clients: usize, duration: Duration, w: Workload) -> Run {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap_or_else(|_| std::process::exit(1));
-    let host = url.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let tls = url.starts_with("https://");
+    let host = url.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/').to_string();
     rt.block_on(async {
         let stop = Arc::new(AtomicBool::new(false));
         let start = Instant::now();
@@ -53,7 +54,7 @@ pub fn bench_http(url: &str, clients: usize, duration: Duration, w: Workload) ->
                         i += 1;
                         let t = Instant::now();
                         if conn.as_ref().is_none_or(|s| s.is_closed()) {
-                            conn = connect(&host).await;
+                            conn = connect(&host, tls).await;
                         }
                         let acked = match conn.as_mut() {
                             Some(sender) => send(sender, &host, method, &path, body, ack).await,
@@ -85,7 +86,7 @@ pub fn bench_http(url: &str, clients: usize, duration: Duration, w: Workload) ->
         }
         if w == Workload::Queued {
             // Queued writes count once they are committed: the run ends at the flush barrier.
-            if let Some(mut sender) = connect(&host).await {
+            if let Some(mut sender) = connect(&host, tls).await {
                 let path = "/db/execute?queue&wait&timeout=60s";
                 let _ = send(&mut sender, &host, "POST", path, "[]".into(), "sequence_number").await;
             }
@@ -98,10 +99,19 @@ pub fn bench_http(url: &str, clients: usize, duration: Duration, w: Workload) ->
 /// The sending half of one client's HTTP/1 connection.
 pub type Conn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-/// One keep-alive HTTP/1 connection to `host` (TCP_NODELAY), its driver spawned.
-pub async fn connect(host: &str) -> Option<Conn> {
+/// One keep-alive HTTP/1 connection to `host` (TCP_NODELAY), over TLS with `tls` (trusting the
+/// bench's CA), its driver spawned.
+pub async fn connect(host: &str, tls: bool) -> Option<Conn> {
     let stream = tokio::net::TcpStream::connect(host).await.ok()?;
     let _ = stream.set_nodelay(true);
+    if tls {
+        let ip = host.rsplit_once(':').map(|(h, _)| h)?;
+        let name = rustls::pki_types::ServerName::try_from(ip.to_string()).ok()?;
+        let stream = tokio_rustls::TlsConnector::from(super::tls::client()?).connect(name, stream).await.ok()?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.ok()?;
+        tokio::spawn(conn);
+        return Some(sender);
+    }
     let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.ok()?;
     tokio::spawn(conn);
     Some(sender)

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! cargo build --release && target/release/raftlite-bench --duration 10s --clients 1,16 --nodes 1,3 --failover 10
+//! cargo build --release && target/release/raftlite-bench --tls --duration 5s --clients 1,16
 //! ```
 
 mod baselines;
@@ -13,6 +14,7 @@ mod cluster;
 mod load;
 mod report;
 mod scenarios;
+mod tls;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -47,10 +49,12 @@ pub struct Args {
     pub chart: Option<PathBuf>,
     /// Measure only raftlite (for quick comparisons of two builds); ratios need the baselines.
     pub baselines: bool,
+    /// Measure what TLS costs instead (HTTPS and node-to-node TLS against plain).
+    pub tls: bool,
 }
 
 pub fn usage() -> ! {
-    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--workloads insert,bulk,queued,read-none,read-weak,read-linearizable,mix] [--failover N] [--snapshots MB] [--metrics-overhead ROUNDS] [--plot FILE.png] [--json FILE] [--chart FILE.png] [--dir DIR] [--no-baselines]");
+    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--workloads insert,bulk,queued,read-none,read-weak,read-linearizable,mix] [--failover N] [--snapshots MB] [--metrics-overhead ROUNDS] [--plot FILE.png] [--json FILE] [--chart FILE.png] [--dir DIR] [--no-baselines] [--tls]");
     std::process::exit(2)
 }
 
@@ -70,6 +74,7 @@ pub fn parse_args() -> Args {
         json: None,
         chart: None,
         baselines: true,
+        tls: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -87,6 +92,7 @@ pub fn parse_args() -> Args {
             "json" => a.json = Some(PathBuf::from(val())),
             "chart" => a.chart = Some(PathBuf::from(val())),
             "no-baselines" => a.baselines = false,
+            "tls" => a.tls = true,
             "workloads" => {
                 a.workloads = val().split(',').map(|w| Workload::parse(w).unwrap_or_else(|| usage())).collect()
             }
@@ -107,6 +113,11 @@ pub fn main() {
         tmp.display()
     );
     println!("{:?} per run; ops are requests (a bulk request holds 100 rows)\n", args.duration);
+    if args.tls {
+        tls::tls_bench(&args, &tmp);
+        let _ = std::fs::remove_dir_all(&tmp);
+        return;
+    }
     println!("| system | workload | clients | ops | errors | ops/s | p50 ms | p99 ms |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
     let mut rates: Vec<(String, usize, f64)> = Vec::new();
@@ -133,14 +144,7 @@ pub fn main() {
             eprintln!("cannot create the bench table");
             std::process::exit(1);
         }
-        // Rows for the point reads.
-        let rows: Vec<String> =
-            (0..1000).map(|k| format!(r#"["INSERT INTO bench(c, v) VALUES(0, 'seed-{k}')"]"#)).collect();
-        let _ = reqwest::blocking::Client::new()
-            .post(format!("{}/db/execute", servers[l].url))
-            .header("Content-Type", "application/json")
-            .body(format!("[{}]", rows.join(",")))
-            .send();
+        seed(&servers[l].url);
         for &w in &args.workloads {
             for &c in &args.clients {
                 quiesce(&servers);
