@@ -35,7 +35,9 @@ fn log_stays_bounded_across_50k_writes() {
     );
     // -raft-snap 100 with a quarter kept after each compaction: never far above 125 entries.
     assert!(max_entries <= 200, "log holds {max_entries} entries");
-    assert!(st["store"]["num_snapshots"].as_u64().unwrap_or(0) >= 20);
+    // 2,500 entries through a log that never held more than 200 took at least 2,500 / 200
+    // compactions (how many more depends on how fast the writes came: one check per 100 ms).
+    assert!(st["store"]["num_snapshots"].as_u64().unwrap_or(0) >= 2500 / 200);
     // The log file does not grow with the number of writes.
     let (first, last) = (log_sizes[1], *log_sizes.last().unwrap_or(&0));
     assert!(last <= first * 2 + (1 << 20), "log file grew from {first} to {last} bytes");
