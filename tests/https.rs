@@ -96,6 +96,25 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     assert!(https(&n.http, client_config(&ca, Some((&bad_cert, &bad_key))), &get("/status")).is_err());
     let (s, _, _) = https(&n.http, good, &get("/status")).expect("https");
     assert_eq!(s, 200);
+    // curl, as an operator would use it: with the CA file and a client certificate it is served;
+    // without the certificate it is refused.
+    if std::process::Command::new("curl").arg("--version").output().is_ok() {
+        let url = format!("https://{}/db/query?q=SELECT%2042", n.http);
+        let curl = |with_cert: bool| {
+            let mut c = std::process::Command::new("curl");
+            c.args(["-sS", "--max-time", "20", "--cacert", &ca]);
+            if with_cert {
+                c.args(["--cert", &ccert, "--key", &ckey]);
+            }
+            c.arg(&url).output().expect("run curl")
+        };
+        let out = curl(true);
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && body.contains("[[42]]"), "{body} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(!curl(false).status.success(), "curl was served without a client certificate");
+    } else {
+        skip_unless_ci("curl is not installed");
+    }
     n.kill();
     // With -http-verify-common-name, only the named client of that CA gets in.
     let (ocert, okey) = pki.issue("other-client", "other-client");

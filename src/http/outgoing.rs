@@ -135,7 +135,7 @@ fn classify(addr: &str, e: &(dyn StdError + 'static), connect: bool) -> SendErro
 
 /// The rustls error under `e`, if any. `io::Error` hides the error it wraps from `source()`, so
 /// it is opened with `get_ref()`.
-fn find_tls_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+pub fn find_tls_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
     let mut cur = Some(e);
     while let Some(err) = cur {
         if let Some(t) = err.downcast_ref::<rustls::Error>() {
@@ -150,7 +150,7 @@ fn find_tls_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Err
 }
 
 /// What an operator should read for a failed handshake.
-fn describe_tls(e: &rustls::Error) -> String {
+pub fn describe_tls(e: &rustls::Error) -> String {
     use rustls::Error as E;
     match e {
         E::InvalidCertificate(c) => format!("its TLS certificate is not trusted here ({c:?}): check the CA file"),
@@ -163,7 +163,7 @@ fn describe_tls(e: &rustls::Error) -> String {
 }
 
 /// An error and its sources, on one line.
-fn chain(e: &(dyn StdError + 'static)) -> String {
+pub fn chain(e: &(dyn StdError + 'static)) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {

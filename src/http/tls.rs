@@ -286,6 +286,32 @@ fn client_config(certs: &Arc<Certs>, roots: RootCertStore, no_verify: bool) -> R
     Ok(builder.with_client_cert_resolver(certs.clone()))
 }
 
+/// A client configuration for tools that talk to a node (the `raftlite` shell): trusting `ca` (or
+/// the system's CAs), presenting `identity` (certificate and key files) when given, or trusting
+/// any server certificate with `no_verify`.
+pub fn client_tls(
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+    no_verify: bool,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider_arc())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = if no_verify {
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyServer(provider_arc())))
+    } else {
+        let roots = roots_or_system(ca)?;
+        if roots.is_empty() {
+            return Err(TlsError::Config("no CA certificates to verify the node with: give a CA file".into()));
+        }
+        builder.with_root_certificates(roots)
+    };
+    match identity {
+        Some((cert, key)) => Ok(builder.with_client_cert_resolver(Arc::new(Certs::new(cert, key)?))),
+        None => Ok(builder.with_no_client_auth()),
+    }
+}
+
 /// TLS on one of the node's two ports: the server configuration, the certificate it serves (and
 /// presents when it connects to the same port of another node: one identity per port, rotated
 /// together), and the client side for those connections.
