@@ -289,6 +289,29 @@ fn scripts_from_stdin_and_one_command_with_exit_status() {
     let (code, _, err) = scripted(&strs(&e), "");
     assert_eq!(code, 1);
     assert!(err.contains("no such table: missing"), "{err}");
+    // Cluster dot commands, as a script: each prints what the node says.
+    let dump = dir.path().join("sysdump.txt");
+    let script = format!(
+        ".nodes\n.ready\n.status\n.snapshot\n.timer on\n.changes on\nINSERT INTO t(v) VALUES ('timed');\n.show\n.sysdump {}\n",
+        dump.display()
+    );
+    let (code, out, err) = scripted(&strs(&args), &script);
+    assert_eq!(code, 0, "{err}");
+    for want in [
+        format!("|http://{}|", n.http),
+        "[+]node ok".to_string(),
+        "\"store\"".to_string(),
+        "snapshot taken".into(),
+        "1 row affected, last insert id 3".into(),
+        "Run Time: ".into(),
+        "consistency: weak".into(),
+        "system dump written".into(),
+    ] {
+        assert!(out.contains(&want), "{want:?} not in {out}");
+    }
+    let dumped = std::fs::read_to_string(&dump).expect("sysdump");
+    assert!(dumped.contains("==== GET /nodes") && dumped.contains("[+]node ok"), "{dumped}");
+    n.execute(json!(["DELETE FROM t WHERE v = 'timed'"]));
     // .read runs a file as one request: all of it or none of it.
     let sql = dir.path().join("more.sql");
     std::fs::write(&sql, "INSERT INTO t(v) VALUES ('x');\nINSERT INTO nowhere VALUES (1);\n").expect("write");

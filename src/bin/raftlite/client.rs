@@ -279,3 +279,15 @@ pub fn file_body(path: &Path, sent: Arc<std::sync::atomic::AtomicU64>) -> Result
     });
     Ok(BodyExt::boxed(http_body_util::StreamBody::new(stream)))
 }
+
+/// Bytes sent as a stream of 256 KiB frames, counting into `sent` (progress for a large body).
+pub fn bytes_body(data: Bytes, sent: Arc<std::sync::atomic::AtomicU64>) -> Body {
+    const CHUNK: usize = 256 * 1024;
+    let chunks: Vec<Bytes> =
+        (0..data.len()).step_by(CHUNK).map(|i| data.slice(i..(i + CHUNK).min(data.len()))).collect();
+    let stream = futures::stream::iter(chunks.into_iter().map(move |b| {
+        sent.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok::<_, std::io::Error>(hyper::body::Frame::data(b))
+    }));
+    BodyExt::boxed(http_body_util::StreamBody::new(stream))
+}

@@ -375,7 +375,8 @@ impl Shell {
             ".restore" => {
                 let f = arg.ok_or("usage: .restore FILE")?;
                 let ct = if is_sqlite_file(f) { "application/octet-stream" } else { "text/plain" };
-                let b = transfer::upload(&mut self.client, "/db/load", Path::new(f), ct).map_err(e)?;
+                let b = transfer::upload(&mut self.client, "/db/load", transfer::Source::File(Path::new(f)), ct)
+                    .map_err(e)?;
                 // A SQL text load answers like /db/execute: its errors are in the results.
                 for r in results(&b).map_err(e)? {
                     if let Some(err) = r.get("error").and_then(Value::as_str) {
@@ -386,13 +387,19 @@ impl Shell {
             }
             ".boot" => {
                 let f = arg.ok_or("usage: .boot FILE")?;
-                transfer::upload(&mut self.client, "/boot", Path::new(f), "application/octet-stream").map_err(e)?;
+                transfer::upload(
+                    &mut self.client,
+                    "/boot",
+                    transfer::Source::File(Path::new(f)),
+                    "application/octet-stream",
+                )
+                .map_err(e)?;
                 let _ = writeln!(self.out(), "node booted from {f}");
             }
             ".read" => {
                 let f = arg.ok_or("usage: .read FILE")?;
                 let text = std::fs::read_to_string(f).map_err(|err| format!("{f}: {err}"))?;
-                self.read_file(&text).map_err(e)?;
+                self.read_file(f, &text).map_err(e)?;
             }
             ".sysdump" => {
                 let f = arg.ok_or("usage: .sysdump FILE")?;
@@ -413,14 +420,14 @@ impl Shell {
     }
 
     /// `.read`: every statement of the file in one request, in one transaction.
-    fn read_file(&mut self, text: &str) -> Result<(), Error> {
+    fn read_file(&mut self, name: &str, text: &str) -> Result<(), Error> {
         let (mut stmts, rest) = super::sql::split(text);
         if !super::sql::is_blank(&rest) {
             stmts.push(rest.trim().to_string());
         }
         let body = serde_json::to_string(&stmts).map_err(|e| Error::Other(e.to_string()))?;
-        let answer =
-            self.client.call(Method::POST, "/db/execute?transaction", Some(("application/json", Bytes::from(body))))?;
+        let body = transfer::Source::Bytes(Bytes::from(body), name);
+        let answer = transfer::upload(&mut self.client, "/db/execute?transaction", body, "application/json")?;
         let rs = results(&answer)?;
         for r in &rs {
             if let Some(e) = r.get("error").and_then(Value::as_str) {

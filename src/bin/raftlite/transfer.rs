@@ -12,10 +12,16 @@ use http::Method;
 use http_body_util::BodyExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::client::{check, file_body, run, Client, Error};
+use super::client::{bytes_body, check, file_body, run, Client, Error};
+
+/// Transfers smaller than this finish before a bar could tell anyone anything.
+const BAR_FROM: u64 = 1 << 20;
 
 /// A bar for `len` bytes (a spinner when unknown), drawn on stderr only when it is a terminal.
 fn bar(len: Option<u64>, what: &str) -> ProgressBar {
+    if len.is_some_and(|n| n < BAR_FROM) {
+        return ProgressBar::hidden();
+    }
     let (pb, template) = match len {
         Some(n) => (ProgressBar::new(n), "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {eta} left"),
         None => (ProgressBar::no_length(), "{msg} {spinner} {bytes} {binary_bytes_per_sec} {elapsed}"),
@@ -95,12 +101,25 @@ pub fn download(client: &mut Client, path: &str, dest: Option<&Path>, out: &mut 
     Ok(n)
 }
 
-/// POST the file at `src` to `path`, with progress; the node's answer.
-pub fn upload(client: &mut Client, path: &str, src: &Path, content_type: &str) -> Result<bytes::Bytes, Error> {
-    let len = std::fs::metadata(src).map_err(|e| Error::Other(format!("{}: {e}", src.display())))?.len();
+/// What an upload sends.
+pub enum Source<'a> {
+    File(&'a Path),
+    /// A body made in memory (`.read`), named for the progress bar.
+    Bytes(bytes::Bytes, &'a str),
+}
+
+/// POST `src` to `path`, with progress; the node's answer.
+pub fn upload(client: &mut Client, path: &str, src: Source<'_>, content_type: &str) -> Result<bytes::Bytes, Error> {
+    let (len, name) = match &src {
+        Source::File(p) => (
+            std::fs::metadata(p).map_err(|e| Error::Other(format!("{}: {e}", p.display())))?.len(),
+            p.display().to_string(),
+        ),
+        Source::Bytes(b, name) => (b.len() as u64, name.to_string()),
+    };
     let (rt, interruptible) = (client.runtime(), client.interruptible);
     let sent = Arc::new(AtomicU64::new(0));
-    let pb = bar(Some(len), &src.display().to_string());
+    let pb = bar(Some(len), &name);
     let ticker = {
         let (pb, sent) = (pb.clone(), sent.clone());
         rt.spawn(async move {
@@ -112,7 +131,10 @@ pub fn upload(client: &mut Client, path: &str, src: &Path, content_type: &str) -
     };
     let make = || {
         sent.store(0, Ordering::Relaxed);
-        file_body(src, sent.clone())
+        match &src {
+            Source::File(p) => file_body(p, sent.clone()),
+            Source::Bytes(b, _) => Ok(bytes_body(b.clone(), sent.clone())),
+        }
     };
     let r = run(&rt, interruptible, async {
         let resp = client.send(&Method::POST, path, Some(content_type), &make).await?;
