@@ -40,7 +40,6 @@ fn unsupported_why(name: &str) -> &'static str {
             "Go runtime profiles do not exist for a Rust program; profile with perf (docs/PERFORMANCE.md)"
         }
         n if n.starts_with("disco-") => "discovery services are not built yet",
-        "auto-backup" | "auto-restore" => "automatic backup and restore are not built yet",
         "cdc-config" => "change data capture is not built yet",
         "extensions-path" => "loading SQLite extensions is not built yet",
         _ => "not built",
@@ -199,8 +198,8 @@ static FLAGS: &[FlagDef] = &[
     f("node-verify-client", Bool, "false", "Enable mutual TLS for node-to-node communication", true),
     f("node-verify-server-name", Str, "", "Hostname to verify on certificate returned by a node", true),
     f("node-verify-common-name", Str, "", "Verify node client certificate common name", true),
-    f("auto-backup", Str, "", "Path to automatic backup configuration file. If not set, not enabled", false),
-    f("auto-restore", Str, "", "Path to automatic restore configuration file. If not set, not enabled", false),
+    f("auto-backup", Str, "", "Path to automatic backup configuration file. If not set, not enabled", true),
+    f("auto-restore", Str, "", "Path to automatic restore configuration file. If not set, not enabled", true),
     f("cdc-config", Str, "", "CDC config", false),
     f("otlp-endpoint", Str, "", "OTLP endpoint", false),
     f("otlp-interval", Dur, "30s", "OTLP push interval", false),
@@ -533,6 +532,9 @@ pub struct Config {
     pub node_verify_client: bool,
     pub node_verify_server_name: Option<String>,
     pub node_verify_common_name: Option<String>,
+    /// `-auto-backup`, `-auto-restore`: their configuration files (src/autobackup/config.rs).
+    pub auto_backup: Option<PathBuf>,
+    pub auto_restore: Option<PathBuf>,
     /// The credentials file (`-auth`); none: no authentication.
     pub auth: Option<PathBuf>,
     /// The user in the credentials file whose credentials this node joins with (`-join-as`).
@@ -664,6 +666,11 @@ impl Config {
                 "-node-verify-client needs -node-ca-cert (the CA other nodes' certificates chain to)".into(),
             ));
         }
+        if !s.get("auto-restore").is_empty() && !s.get("join").is_empty() {
+            return Err(ConfigError::Invalid(
+                "-auto-restore cannot be used with -join: a joining node gets its data from the cluster".into(),
+            ));
+        }
         if !s.get("join-as").is_empty() && s.get("auth").is_empty() {
             return Err(ConfigError::Invalid("-join-as names a user of the -auth file; give -auth too".into()));
         }
@@ -724,6 +731,8 @@ impl Config {
             http_ca_cert: path_of(&s, "http-ca-cert"),
             http_verify_client: s.bool("http-verify-client"),
             http_verify_common_name: Some(s.get("http-verify-common-name")).filter(|v| !v.is_empty()).map(String::from),
+            auto_backup: path_of(&s, "auto-backup"),
+            auto_restore: path_of(&s, "auto-restore"),
             node_cert: path_of(&s, "node-cert"),
             node_key: path_of(&s, "node-key"),
             node_ca_cert: path_of(&s, "node-ca-cert"),

@@ -5,6 +5,7 @@
 #![recursion_limit = "256"]
 
 pub mod actors;
+pub mod autobackup;
 pub mod cluster;
 pub mod config;
 pub mod harness;

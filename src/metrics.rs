@@ -48,6 +48,17 @@ fn describe() {
         "raftlite_tls_handshake_failures_total",
         "TLS connections refused, by port (api, raft) and reason (plain_http, handshake, timeout, common_name)"
     );
+    describe_counter!("raftlite_auto_backup_uploads_total", "Automatic backup uploads, by result (ok, failed)");
+    describe_counter!(
+        "raftlite_auto_backup_skipped_total",
+        "Automatic backup ticks that uploaded nothing: unchanged since the last upload, or the store already current"
+    );
+    describe_gauge!(
+        "raftlite_auto_backup_last_success_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time of the last successful automatic backup (alert when it stops moving)"
+    );
+    describe_gauge!("raftlite_auto_backup_last_bytes", Unit::Bytes, "Size of the last automatic backup uploaded");
     describe_counter!("raftlite_tls_reloads_total", "Certificate reloads after the files changed, by result");
     describe_counter!(
         "raftlite_http_connections_refused_total",

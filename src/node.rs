@@ -1,6 +1,10 @@
 //! Starting and stopping one node: the data directory, the actors under their supervisors, the
 //! openraft instance over our adapters, single-node bootstrap, and graceful shutdown.
 
+use crate::actors::uploader::Uploader;
+use crate::autobackup::config::{BackupConfig, RestoreConfig};
+use crate::autobackup::storage::Storage;
+use crate::autobackup::UploadStats;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -51,6 +55,10 @@ pub enum StartError {
     Auth(String),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("-auto-backup {0}")]
+    AutoBackup(String),
+    #[error("-auto-restore {0}")]
+    AutoRestore(String),
 }
 
 /// `<data-dir>/node.json`: the node's identity, fixed for the life of the data directory.
@@ -257,6 +265,8 @@ pub struct Node {
     pub consensus: actix::Addr<Consensus>,
     pub http_front: actix::Addr<HttpFront>,
     raft: SharedRaft,
+    /// Kept so the actor lives (an actix actor stops once no `Addr` to it is left).
+    _uploader: Option<actix::Addr<Uploader>>,
 }
 
 /// Start a node inside the current actix System. The HTTP API listens before the store opens.
@@ -270,7 +280,23 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         ),
         _ => None,
     };
+    // Automatic backup and restore files: a bad one refuses to start, naming the key.
+    let backups = match cfg.auto_backup.as_deref() {
+        Some(f) => {
+            let c = BackupConfig::load(f).map_err(|e| StartError::AutoBackup(e.to_string()))?;
+            let s = Storage::open(&c.target).map_err(|e| StartError::AutoBackup(format!("{}: {e}", f.display())))?;
+            Some((c, s))
+        }
+        None => None,
+    };
+    let restore = cfg
+        .auto_restore
+        .as_deref()
+        .map(RestoreConfig::load)
+        .transpose()
+        .map_err(|e| StartError::AutoRestore(e.to_string()))?;
     let dir = cfg.data_dir.clone();
+    let new_node = crate::autobackup::restore::is_new_node(&dir);
     let io = |source| StartError::DataDir { path: dir.display().to_string(), source };
     std::fs::create_dir_all(dir.join("raft")).map_err(io)?;
     check_identity(&dir, &cfg.node_id)?;
@@ -296,6 +322,23 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     // Keep the address: an actix actor stops once no `Addr` to it is left.
     let http_front = Supervisor::start(move |_| HttpFront::new(st, api, internode));
     tracing::info!(http = %cfg.http_addr, raft = %cfg.raft_addr, "listening");
+
+    // -auto-restore: a new node fetches the backup now and loads it when it first leads.
+    match &restore {
+        Some(rc) if new_node => match crate::autobackup::restore::fetch(rc, &dir).await {
+            Ok(_) => {}
+            Err(e) if rc.continue_on_failure => {
+                tracing::warn!(error = %e, "auto-restore failed; starting empty (continue_on_failure)")
+            }
+            Err(e) => return Err(StartError::AutoRestore(e)),
+        },
+        Some(_) => tracing::info!("auto-restore: this node has data; the backup is not fetched"),
+        None => {}
+    }
+    let pending_restore = crate::autobackup::restore::pending_path(&dir);
+    if pending_restore.exists() {
+        state.restore_pending.store(true, Ordering::Relaxed);
+    }
 
     // Verify the log (checksums, no holes) before anything uses it: corruption refuses to start.
     let log_path = dir.join("raft").join("log.sqlite");
@@ -341,6 +384,9 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let applied_index = recorded.as_ref().and_then(|m| m.last_log_id).map(|l| l.index).unwrap_or(0);
     stats.applied_at_start.store(applied_index, Ordering::Relaxed);
     stats.applied_index.store(applied_index, Ordering::Relaxed);
+    // Not known across a restart: the applied index is an upper bound (an automatic backup of an
+    // unchanged database may then be uploaded once more, never skipped wrongly).
+    stats.last_change_index.store(applied_index, Ordering::Relaxed);
     tracing::info!(applied_index, log_entries_end = last_log, "database open");
 
     let (p, n) = (db_path.clone(), cfg.db_max_ro_conns.min(MAX_READERS));
@@ -419,8 +465,20 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     if state.core.set(core).is_err() {
         return Err(StartError::Raft("store opened twice".into()));
     }
+    if state.restore_pending.load(Ordering::Relaxed) {
+        tokio::spawn(crate::autobackup::restore::apply_when_leader(state.clone(), pending_restore));
+    }
+    let uploader = backups.map(|(c, s)| {
+        let stats = Arc::new(UploadStats::default());
+        if let Ok(mut t) = stats.target.lock() {
+            *t = s.describe();
+        }
+        let _ = state.uploads.set(stats.clone());
+        let st = state.clone();
+        Supervisor::start(move |_| Uploader::new(st, c, s, stats))
+    });
     join_or_bootstrap(&cfg, &raft.get(), &peers, node_id, me).await?;
-    Ok(Node { state, consensus, http_front, raft })
+    Ok(Node { state, consensus, http_front, raft, _uploader: uploader })
 }
 
 impl Node {

@@ -202,7 +202,6 @@ fn flags_that_cannot_be_honoured_refuse_to_start() {
         ("-mem-profile", "mem.prof"),
         ("-trace-profile", "trace.out"),
         ("-raft-leader-lease-timeout", "500ms"),
-        ("-auto-backup", "backup.json"),
         ("-cdc-config", "cdc.json"),
         ("-disco-mode", "dns"),
         ("-extensions-path", "ext"),

@@ -9,4 +9,5 @@ pub mod membership;
 pub mod readers;
 pub mod snapshotter;
 pub mod supervise;
+pub mod uploader;
 pub mod write_queue;

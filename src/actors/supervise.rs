@@ -39,8 +39,17 @@ impl Fault {
 }
 
 /// Every supervised actor, by the name its restarts are counted under (each file's `ACTOR`).
-pub const ACTORS: &[&str] =
-    &["applier", "consensus", "http_front", "log_store", "membership", "readers", "snapshotter", "write_queue"];
+pub const ACTORS: &[&str] = &[
+    "applier",
+    "consensus",
+    "http_front",
+    "log_store",
+    "membership",
+    "readers",
+    "snapshotter",
+    "uploader",
+    "write_queue",
+];
 
 static RESTARTS: Mutex<BTreeMap<&'static str, u64>> = Mutex::new(BTreeMap::new());
 

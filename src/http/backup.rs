@@ -67,7 +67,7 @@ async fn stream_file(path: &Path, content_type: &'static str) -> Result<Response
     Ok(r)
 }
 
-fn gzip(src: &Path, dst: &Path) -> std::io::Result<()> {
+pub(crate) fn gzip(src: &Path, dst: &Path) -> std::io::Result<()> {
     let mut input = std::io::BufReader::new(std::fs::File::open(src)?);
     let out = std::fs::File::create(dst)?;
     let mut enc = flate2::write::GzEncoder::new(std::io::BufWriter::new(out), flate2::Compression::fast());
@@ -121,6 +121,16 @@ pub(crate) async fn backup(state: &AppState, p: &Params, fwd: &Fwd) -> Response 
     let r = stream_file(&path, ct).await;
     tracing::info!(fmt = %fmt, took = ?started.elapsed(), "backup served");
     r.unwrap_or_else(|e| text(state, StatusCode::INTERNAL_SERVER_ERROR, &e))
+}
+
+/// A consistent copy of the database at `db` in `out` (SQLite's backup API on a read-only
+/// connection of its own: writes go on meanwhile), vacuumed if asked (automatic backups).
+pub(crate) async fn copy_database(db: &Path, out: &Path, vacuum: bool) -> Result<(), String> {
+    let o = out.to_path_buf();
+    let c = tokio_rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .await
+        .map_err(|e| e.to_string())?;
+    c.call_raw(move |c| make_backup(c, &o, "binary", None, vacuum)).await.unwrap_or_else(|e| Err(e.to_string()))
 }
 
 /// Write a backup of the database open on `src` to `out`: a SQL dump (`sql`), or a copy made

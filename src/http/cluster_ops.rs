@@ -29,6 +29,13 @@ pub async fn readyz(state: &AppState, p: &Params) -> Response {
     let Some(core) = state.core.get() else {
         return text(state, StatusCode::SERVICE_UNAVAILABLE, "[+]node ok\n[-]store not ready");
     };
+    if state.restore_pending.load(Ordering::Relaxed) {
+        return text(
+            state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "[+]node ok\n[-]store not ready: auto-restore pending (loaded when this node leads)",
+        );
+    }
     let m = core.metrics();
     if let Err(e) = &m.running_state {
         return text(

@@ -75,6 +75,11 @@ pub struct AppState {
     pub tls: Option<super::tls::PortTls>,
     /// Node-to-node TLS on the Raft address (`-node-cert`); none: plain HTTP.
     pub node_tls: Option<super::tls::PortTls>,
+    /// `-auto-restore` fetched a backup that is loaded when this node first leads; not ready
+    /// until then.
+    pub restore_pending: std::sync::atomic::AtomicBool,
+    /// `-auto-backup`'s figures, when it is on.
+    pub uploads: OnceLock<Arc<crate::autobackup::UploadStats>>,
 }
 
 impl AppState {
@@ -95,6 +100,8 @@ impl AppState {
             auth,
             tls,
             node_tls,
+            restore_pending: std::sync::atomic::AtomicBool::new(false),
+            uploads: OnceLock::new(),
         })
     }
 

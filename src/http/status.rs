@@ -240,6 +240,25 @@ pub async fn status(state: &AppState, p: &Params) -> Result<J, Response> {
         "extensions": { "names": [] },
         "cmdline": state.cfg.cmdline,
     });
+    let mut doc = doc;
+    if let Some(u) = state.uploads.get() {
+        let last = u.last.lock().ok().and_then(|l| l.clone());
+        doc["auto_backups"] = json!({
+            "target": u.target.lock().map(|t| t.clone()).unwrap_or_default(),
+            "num_uploads_ok": u.num_uploads_ok.load(Ordering::Relaxed),
+            "num_uploads_fail": u.num_uploads_fail.load(Ordering::Relaxed),
+            "num_uploads_skipped": u.num_uploads_skipped.load(Ordering::Relaxed),
+            "num_uploads_skipped_id": u.num_uploads_skipped_id.load(Ordering::Relaxed),
+            "last_upload_time": last.as_ref().map(|l| l.at.to_rfc3339()),
+            "last_upload_bytes": last.as_ref().map(|l| l.bytes),
+            "last_upload_id": last.as_ref().map(|l| l.id.clone()),
+            "last_upload_name": last.as_ref().map(|l| l.name.clone()),
+            "last_upload_duration": last.as_ref().map(|l| format!("{:?}", l.took)),
+        });
+    }
+    if state.cfg.auto_restore.is_some() {
+        doc["auto_restore"] = json!({ "pending": state.restore_pending.load(Ordering::Relaxed) });
+    }
     Ok(J::from_serde(&select(doc, p.get("key"))))
 }
 

@@ -36,6 +36,9 @@ pub struct ApplierStats {
     pub applied_at_start: AtomicU64,
     /// Current applied index.
     pub applied_index: AtomicU64,
+    /// Index of the last applied entry that carried a command (a write, a load): what an
+    /// automatic backup is identified by (blank and membership entries change no data).
+    pub last_change_index: AtomicU64,
     pub batches: AtomicU64,
     /// When the leader proposed the last applied entry (Unix ms; 0 = unknown).
     pub last_applied_proposed_ms: AtomicI64,
@@ -177,6 +180,7 @@ fn vacuum(c: &rusqlite::Connection, hooks: &Hooks, e: Entry, stats: &ApplierStat
     at.log_id = Some(e.log_id);
     stats.applied_since_start.fetch_add(1, Ordering::Relaxed);
     stats.applied_index.store(index, Ordering::Relaxed);
+    stats.last_change_index.store(index, Ordering::Relaxed);
     Response { results: vec![result], raft_index: index, ..Default::default() }
 }
 
@@ -262,6 +266,7 @@ fn load_image(
     let _ = std::fs::remove_file(&tmp);
     stats.applied_since_start.fetch_add(1, Ordering::Relaxed);
     stats.applied_index.store(index, Ordering::Relaxed);
+    stats.last_change_index.store(index, Ordering::Relaxed);
     Ok(resp)
 }
 
@@ -320,6 +325,7 @@ fn apply_batch(
                         stats.replayed_at_start.fetch_add(1, Ordering::Relaxed);
                     }
                     if let EntryPayload::Normal(cmd) = &e.payload {
+                        stats.last_change_index.store(e.log_id.index, Ordering::Relaxed);
                         let first = match cmd {
                             Command::Batch(cmds) => cmds.first(),
                             c => Some(c),

@@ -1,0 +1,208 @@
+//! The `Uploader` actor: automatic backups (`-auto-backup`, docs/API.md §16). Every `interval`,
+//! on the leader only, it uploads a consistent copy of the database (SQLite's backup API on a
+//! read-only connection: writes go on meanwhile), gzip-compressed unless `no_compress`, vacuumed
+//! with `vacuum`. A tick with no change since this node's last upload uploads nothing; the first
+//! tick after start or a leader change asks the store for the id of the backup it holds and
+//! skips when it is current. The id is the Raft index of the last change the database holds.
+//!
+//! The upload runs as a task of its own, one at a time: a slow or failing store never blocks
+//! writes or the actor. Failures are retried at the next tick, after a backoff that doubles up
+//! to ten intervals; each is logged and counted.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use crate::actors::supervise::note_restart;
+use crate::autobackup::config::BackupConfig;
+use crate::autobackup::storage::Storage;
+use crate::autobackup::{LastUpload, UploadStats};
+use crate::http::AppState;
+
+const ACTOR: &str = "uploader";
+
+pub struct Uploader {
+    state: Arc<AppState>,
+    cfg: BackupConfig,
+    storage: Storage,
+    stats: Arc<UploadStats>,
+    /// The id this node last uploaded (or found stored) while leading; `None` after start or
+    /// losing leadership, so that the stored object is asked first.
+    uploaded: Option<String>,
+    busy: bool,
+    failures: u32,
+    not_before: Option<Instant>,
+}
+
+impl Uploader {
+    pub fn new(state: Arc<AppState>, cfg: BackupConfig, storage: Storage, stats: Arc<UploadStats>) -> Uploader {
+        Uploader { state, cfg, storage, stats, uploaded: None, busy: false, failures: 0, not_before: None }
+    }
+}
+
+impl Actor for Uploader {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Exported from the start at 0, so an alert on failures or a stalled backup has data.
+        for result in ["ok", "failed"] {
+            metrics::counter!("raftlite_auto_backup_uploads_total", "result" => result).increment(0);
+        }
+        for reason in ["unchanged", "stored"] {
+            metrics::counter!("raftlite_auto_backup_skipped_total", "reason" => reason).increment(0);
+        }
+        ctx.run_interval(self.cfg.interval, |_act, ctx| ctx.notify(Tick));
+    }
+}
+
+impl Supervised for Uploader {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        note_restart(ACTOR);
+        self.busy = false;
+        self.uploaded = None;
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Tick;
+
+/// How an upload attempt ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Done(Result<Outcome, String>);
+
+enum Outcome {
+    /// The store already holds this id.
+    Current(String),
+    Uploaded(LastUpload),
+}
+
+impl Handler<Tick> for Uploader {
+    type Result = ();
+
+    fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+        let Some(core) = self.state.core.get() else { return };
+        if !core.is_leader() {
+            // A later leadership starts by asking the store what it holds.
+            self.uploaded = None;
+            return;
+        }
+        if self.busy || self.not_before.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        // Nothing was ever written, or a restore is still to be loaded: an upload now would
+        // replace a good backup with an empty database.
+        let change = core.stats.last_change_index.load(Ordering::Relaxed);
+        if change == 0 || self.state.restore_pending.load(Ordering::Relaxed) {
+            return;
+        }
+        let id = change.to_string();
+        if self.uploaded.as_deref() == Some(id.as_str()) {
+            self.stats.num_uploads_skipped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("raftlite_auto_backup_skipped_total", "reason" => "unchanged").increment(1);
+            return;
+        }
+        self.busy = true;
+        let ask_store = self.uploaded.is_none() && !self.cfg.timestamp;
+        let (storage, cfg, db) = (self.storage.clone(), self.cfg.clone(), core.db_path.clone());
+        let scratch = self.state.cfg.data_dir.clone();
+        let me = ctx.address();
+        tokio::spawn(async move {
+            // A panic in the upload must not leave the actor waiting for an answer for ever.
+            let run = std::panic::AssertUnwindSafe(upload(&storage, &cfg, &db, &scratch, &id, ask_store));
+            let r = futures::FutureExt::catch_unwind(run).await.unwrap_or_else(|_| Err("the upload panicked".into()));
+            me.do_send(Done(r));
+        });
+    }
+}
+
+impl Handler<Done> for Uploader {
+    type Result = ();
+
+    fn handle(&mut self, done: Done, _: &mut Context<Self>) {
+        self.busy = false;
+        match done.0 {
+            Ok(Outcome::Current(id)) => {
+                self.failures = 0;
+                self.uploaded = Some(id);
+                self.stats.num_uploads_skipped_id.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("raftlite_auto_backup_skipped_total", "reason" => "stored").increment(1);
+            }
+            Ok(Outcome::Uploaded(last)) => {
+                self.failures = 0;
+                self.not_before = None;
+                self.uploaded = Some(last.id.clone());
+                self.stats.num_uploads_ok.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("raftlite_auto_backup_uploads_total", "result" => "ok").increment(1);
+                metrics::gauge!("raftlite_auto_backup_last_success_timestamp_seconds").set(last.at.timestamp() as f64);
+                metrics::gauge!("raftlite_auto_backup_last_bytes").set(last.bytes as f64);
+                tracing::info!(to = %last.name, bytes = last.bytes, id = %last.id, took = ?last.took, "backup uploaded");
+                if let Ok(mut l) = self.stats.last.lock() {
+                    *l = Some(last);
+                }
+            }
+            Err(e) => {
+                self.failures = self.failures.saturating_add(1);
+                self.stats.num_uploads_fail.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("raftlite_auto_backup_uploads_total", "result" => "failed").increment(1);
+                // Back off: 1, 2, 4 ... intervals, at most 10, between attempts after a failure.
+                let wait = self.cfg.interval * (1u32 << self.failures.min(4)).min(10) / 2;
+                self.not_before = Some(Instant::now() + wait);
+                tracing::warn!(error = %e, to = %self.storage.describe(), retry_in = ?wait, "backup upload failed");
+            }
+        }
+    }
+}
+
+/// A temp file in the data directory, removed when dropped.
+struct Temp(PathBuf);
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+async fn upload(
+    storage: &Storage,
+    cfg: &BackupConfig,
+    db: &std::path::Path,
+    scratch: &std::path::Path,
+    id: &str,
+    ask_store: bool,
+) -> Result<Outcome, String> {
+    if ask_store {
+        if let Some(stored) = storage.stored_id().await.map_err(|e| e.to_string())? {
+            if stored == id {
+                return Ok(Outcome::Current(stored));
+            }
+        }
+    }
+    let started = Instant::now();
+    let copy = Temp(scratch.join(format!("raftlite-auto-backup-{}.tmp", rand::random::<u64>())));
+    crate::http::backup::copy_database(db, &copy.0, cfg.vacuum).await?;
+    let gz = Temp(copy.0.with_extension("gz.tmp"));
+    let file = if cfg.compress {
+        let (a, b) = (copy.0.clone(), gz.0.clone());
+        tokio::task::spawn_blocking(move || crate::http::backup::gzip(&a, &b))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("compress: {e}"))?;
+        &gz.0
+    } else {
+        &copy.0
+    };
+    let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    let name = storage.upload(file, id, cfg.timestamp).await.map_err(|e| e.to_string())?;
+    Ok(Outcome::Uploaded(LastUpload {
+        at: chrono::Utc::now(),
+        bytes,
+        id: id.to_string(),
+        name,
+        took: started.elapsed().max(Duration::from_micros(1)),
+    }))
+}

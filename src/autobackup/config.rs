@@ -1,0 +1,250 @@
+//! The `-auto-backup` and `-auto-restore` files (docs/API.md §16): JSON, `$VARS` and `${VARS}`
+//! expanded from the environment first (so secrets need not be written in the file), then checked
+//! key by key. A bad file refuses to start with the key that is wrong.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {reason}")]
+    File { file: String, reason: String },
+    #[error("{file}: {key}: {reason}")]
+    Key { file: String, key: String, reason: String },
+}
+
+/// Where backups go (and restores come from).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Target {
+    /// A file `name` in the absolute directory `dir`, with `METADATA.json` beside it.
+    File {
+        dir: PathBuf,
+        name: String,
+    },
+    S3(S3),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct S3 {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub region: String,
+    pub bucket: String,
+    pub path: String,
+    pub endpoint: Option<String>,
+    pub force_path_style: bool,
+}
+
+/// `-auto-backup`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackupConfig {
+    pub target: Target,
+    pub interval: Duration,
+    /// Prefix the object's name with `YYYYMMDDHHMMSS_` (UTC): a new object each time.
+    pub timestamp: bool,
+    pub compress: bool,
+    pub vacuum: bool,
+}
+
+/// `-auto-restore`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RestoreConfig {
+    pub target: Target,
+    pub timeout: Duration,
+    pub continue_on_failure: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    version: Option<u32>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    #[serde(default)]
+    timestamp: bool,
+    #[serde(default)]
+    no_compress: bool,
+    #[serde(default)]
+    vacuum: bool,
+    #[serde(default)]
+    continue_on_failure: bool,
+    sub: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Expand `$NAME` and `${NAME}` from the environment (unset: empty, as Go's `os.ExpandEnv`).
+pub fn expand_env(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        let mut name = String::new();
+        if chars.peek().map(|(_, c)| *c) == Some('{') {
+            chars.next();
+            for (_, c) in chars.by_ref() {
+                if c == '}' {
+                    break;
+                }
+                name.push(c);
+            }
+        } else {
+            while let Some(&(_, c)) = chars.peek() {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    name.push(c);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            if name.is_empty() {
+                out.push('$');
+                continue;
+            }
+        }
+        out.push_str(&std::env::var(&name).unwrap_or_default());
+    }
+    out
+}
+
+fn read(path: &Path) -> Result<Raw, ConfigError> {
+    let file = path.display().to_string();
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfigError::File { file: file.clone(), reason: e.to_string() })?;
+    let raw: Raw = serde_json::from_str(&expand_env(&text))
+        .map_err(|e| ConfigError::File { file: file.clone(), reason: format!("not a valid configuration: {e}") })?;
+    if raw.version.unwrap_or(1) != 1 {
+        return Err(ConfigError::Key { file, key: "version".into(), reason: "only version 1 exists".into() });
+    }
+    Ok(raw)
+}
+
+fn duration(file: &str, key: &str, v: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => crate::config::parse_go_duration(s).map_err(|e| ConfigError::Key {
+            file: file.into(),
+            key: key.into(),
+            reason: e,
+        }),
+    }
+}
+
+fn target(
+    file: &str,
+    kind: Option<&str>,
+    sub: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Result<Target, ConfigError> {
+    let key_err =
+        |key: &str, reason: &str| ConfigError::Key { file: file.into(), key: key.into(), reason: reason.into() };
+    let empty = serde_json::Map::new();
+    let sub = sub.unwrap_or(&empty);
+    let s = |k: &str| sub.get(k).and_then(|v| v.as_str()).map(str::to_string).filter(|v| !v.is_empty());
+    let need = |k: &str| s(k).ok_or_else(|| key_err(&format!("sub.{k}"), "missing"));
+    match kind {
+        Some("file") => {
+            let dir = PathBuf::from(need("dir")?);
+            if !dir.is_absolute() {
+                return Err(key_err("sub.dir", "must be an absolute path"));
+            }
+            let name = need("name")?;
+            if name.contains('/') || name == "." || name == ".." {
+                return Err(key_err("sub.name", "must be a plain file name"));
+            }
+            Ok(Target::File { dir, name })
+        }
+        Some("s3") => Ok(Target::S3(S3 {
+            access_key_id: need("access_key_id")?,
+            secret_access_key: need("secret_access_key")?,
+            region: s("region").unwrap_or_else(|| "us-east-1".into()),
+            bucket: need("bucket")?,
+            path: need("path")?.trim_start_matches('/').to_string(),
+            endpoint: s("endpoint"),
+            force_path_style: sub.get("force_path_style").and_then(|v| v.as_bool()).unwrap_or(false),
+        })),
+        Some("gcs") => {
+            Err(key_err("type", "gcs is not supported by raftlite; use s3 (Google Cloud Storage speaks it)"))
+        }
+        Some(other) => Err(key_err("type", &format!("unknown type {other:?}: file or s3"))),
+        None => Err(key_err("type", "missing: file or s3")),
+    }
+}
+
+impl BackupConfig {
+    pub fn load(path: &Path) -> Result<BackupConfig, ConfigError> {
+        let file = path.display().to_string();
+        let raw = read(path)?;
+        let interval = duration(&file, "interval", raw.interval.as_deref(), Duration::from_secs(300))?;
+        if interval.is_zero() {
+            return Err(ConfigError::Key { file, key: "interval".into(), reason: "must be positive".into() });
+        }
+        Ok(BackupConfig {
+            target: target(&file, raw.kind.as_deref(), raw.sub.as_ref())?,
+            interval,
+            timestamp: raw.timestamp,
+            compress: !raw.no_compress,
+            vacuum: raw.vacuum,
+        })
+    }
+}
+
+impl RestoreConfig {
+    pub fn load(path: &Path) -> Result<RestoreConfig, ConfigError> {
+        let file = path.display().to_string();
+        let raw = read(path)?;
+        Ok(RestoreConfig {
+            target: target(&file, raw.kind.as_deref(), raw.sub.as_ref())?,
+            timeout: duration(&file, "timeout", raw.timeout.as_deref(), Duration::from_secs(60))?,
+            continue_on_failure: raw.continue_on_failure,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.json");
+        std::fs::write(&p, text).unwrap();
+        (d, p)
+    }
+
+    #[test]
+    fn files_and_their_mistakes() {
+        std::env::set_var("RAFTLITE_TEST_SECRET", "s3cr3t");
+        let (_d, p) = write(
+            r#"{"version":1,"type":"s3","interval":"30s","sub":{"access_key_id":"id","secret_access_key":"${RAFTLITE_TEST_SECRET}","bucket":"b","path":"/x/db.gz","endpoint":"http://127.0.0.1:9000","force_path_style":true}}"#,
+        );
+        let c = BackupConfig::load(&p).unwrap();
+        assert_eq!(c.interval, Duration::from_secs(30));
+        assert!(c.compress);
+        match c.target {
+            Target::S3(s) => {
+                assert_eq!(s.secret_access_key, "s3cr3t");
+                assert_eq!(s.path, "x/db.gz");
+                assert!(s.force_path_style);
+            }
+            other => panic!("{other:?}"),
+        }
+        for (text, want) in [
+            (r#"{"type":"ftp","sub":{}}"#, "type: unknown type"),
+            (r#"{"type":"s3","sub":{"access_key_id":"a","secret_access_key":"b","path":"p"}}"#, "sub.bucket: missing"),
+            (r#"{"type":"file","sub":{"dir":"relative","name":"x"}}"#, "sub.dir: must be an absolute path"),
+            (r#"{"type":"file","interval":"soon","sub":{"dir":"/tmp","name":"x"}}"#, "interval"),
+            (r#"{"type":"file","colour":"red","sub":{"dir":"/tmp","name":"x"}}"#, "unknown field"),
+        ] {
+            let (_d, p) = write(text);
+            let e = BackupConfig::load(&p).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        assert!(BackupConfig::load(Path::new("/nonexistent/auto-backup.json")).is_err());
+        assert_eq!(expand_env("a$NOPE_RAFTLITE_X-b $ c"), "a-b $ c");
+    }
+}

@@ -1,0 +1,337 @@
+//! Automatic backups and restores (`-auto-backup`, `-auto-restore`) against real stores: a
+//! directory, and an S3-compatible server (moto's server mode, started here on loopback):
+//! backup then restore into a fresh node with identical rows, no upload when nothing changed, a
+//! new leader carrying on, the store going away and coming back, wrong credentials, timestamped
+//! and uncompressed names, and a damaged backup refused with the node left empty.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn write_config(dir: &Path, name: &str, v: Value) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, v.to_string()).expect("write config");
+    p.display().to_string()
+}
+
+/// A counter of `/status`'s `auto_backups` section.
+fn uploads(n: &Node, key: &str) -> u64 {
+    n.status()["auto_backups"][key].as_u64().unwrap_or(0)
+}
+
+fn wait_uploads(n: &Node, key: &str, at_least: u64) {
+    wait_for(&format!("node {} {key} >= {at_least}", n.id), Duration::from_secs(60), || {
+        (uploads(n, key) >= at_least).then_some(())
+    });
+}
+
+fn digest(n: &Node) -> Vec<Value> {
+    n.rows("SELECT COUNT(*), SUM(id), SUM(length(v)) FROM t")
+}
+
+fn fill(n: &Node, rows: usize) {
+    n.execute(json!(["CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v TEXT)"]));
+    for i in 0..rows {
+        assert_eq!(n.execute(json!([["INSERT INTO t(v) VALUES(?)", format!("row {i}")]])).status, 200);
+    }
+}
+
+#[test]
+fn file_backups_skip_when_unchanged_and_restore_a_new_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("backups");
+    let cfg = write_config(
+        dir.path(),
+        "backup.json",
+        json!({"version": 1, "type": "file", "interval": "200ms",
+               "sub": {"dir": store.display().to_string(), "name": "db.sqlite.gz"}}),
+    );
+    let a = Node::start(&dir.path().join("a"), &["-auto-backup", &cfg]);
+    fill(&a, 20);
+    wait_for("the backup of 20 rows", Duration::from_secs(30), || {
+        let id = a.status()["auto_backups"]["last_upload_id"].as_str()?.parse::<u64>().ok()?;
+        (id >= 21).then_some(())
+    });
+    // Nothing changes: ticks skip, no new uploads.
+    let ok = uploads(&a, "num_uploads_ok");
+    let skipped = uploads(&a, "num_uploads_skipped");
+    wait_uploads(&a, "num_uploads_skipped", skipped + 3);
+    assert_eq!(uploads(&a, "num_uploads_ok"), ok, "uploaded although nothing changed");
+    let metrics = a.get("/metrics").body;
+    assert!(metrics.contains("raftlite_auto_backup_last_success_timestamp_seconds"), "{metrics}");
+    // The file is gzip, with its id beside it.
+    let mut magic = [0u8; 2];
+    std::fs::File::open(store.join("db.sqlite.gz")).and_then(|mut f| f.read_exact(&mut magic)).expect("backup");
+    assert_eq!(magic, [0x1f, 0x8b]);
+    let meta: Value = serde_json::from_slice(&std::fs::read(store.join("METADATA.json")).expect("meta")).expect("json");
+    assert_eq!(meta["id"], a.status()["auto_backups"]["last_upload_id"]);
+
+    // A new node restores it, loads it when it leads, and is ready only then.
+    let rcfg = write_config(
+        dir.path(),
+        "restore.json",
+        json!({"version": 1, "type": "file", "timeout": "10s",
+               "sub": {"dir": store.display().to_string(), "name": "db.sqlite.gz"}}),
+    );
+    let b = Node::start(&dir.path().join("b"), &["-auto-restore", &rcfg]);
+    assert_eq!(digest(&b), digest(&a));
+    assert_eq!(b.status()["auto_restore"]["pending"], false);
+    // Restarted with data, it ignores the file.
+    drop(b);
+
+    // A damaged backup is refused: the node does not start, and nothing was loaded.
+    let bad = dir.path().join("bad");
+    std::fs::create_dir_all(&bad).expect("dir");
+    let whole = std::fs::read(store.join("db.sqlite.gz")).expect("backup");
+    std::fs::write(bad.join("db.sqlite.gz"), &whole[..whole.len() / 2]).expect("truncate");
+    let badcfg = write_config(
+        dir.path(),
+        "bad.json",
+        json!({"version": 1, "type": "file", "sub": {"dir": bad.display().to_string(), "name": "db.sqlite.gz"}}),
+    );
+    assert_refuses_to_start(&dir.path().join("c"), &["-auto-restore", &badcfg], "not a usable backup");
+    assert!(!dir.path().join("c").join("db.sqlite").exists(), "a database was made from a damaged backup");
+    // With continue_on_failure the node starts, empty.
+    let cont = write_config(
+        dir.path(),
+        "cont.json",
+        json!({"version": 1, "type": "file", "continue_on_failure": true,
+               "sub": {"dir": bad.display().to_string(), "name": "db.sqlite.gz"}}),
+    );
+    let d = Node::start(&dir.path().join("d"), &["-auto-restore", &cont]);
+    assert!(d.rows("SELECT name FROM sqlite_master").is_empty());
+
+    // Timestamped, uncompressed names.
+    let stamped = dir.path().join("stamped");
+    let tcfg = write_config(
+        dir.path(),
+        "stamped.json",
+        json!({"version": 1, "type": "file", "interval": "200ms", "timestamp": true, "no_compress": true,
+               "sub": {"dir": stamped.display().to_string(), "name": "db.sqlite"}}),
+    );
+    let e = Node::start(&dir.path().join("e"), &["-auto-backup", &tcfg]);
+    fill(&e, 3);
+    let name =
+        wait_for("a timestamped backup", Duration::from_secs(30), || {
+            std::fs::read_dir(&stamped).ok()?.flatten().map(|f| f.file_name().to_string_lossy().to_string()).find(|n| {
+                n.ends_with("_db.sqlite") && n.len() == "20261202101010_db.sqlite".len() && n.starts_with("20")
+            })
+        });
+    let head = std::fs::read(stamped.join(&name)).expect("backup");
+    assert!(head.starts_with(b"SQLite format 3\0"), "{name} is compressed");
+
+    // Bad configuration refuses to start, naming the key.
+    let rel = write_config(dir.path(), "rel.json", json!({"type": "file", "sub": {"dir": "relative", "name": "x"}}));
+    assert_refuses_to_start(&dir.path().join("f"), &["-auto-backup", &rel], "sub.dir: must be an absolute path");
+    let typ = write_config(dir.path(), "typ.json", json!({"type": "ftp", "sub": {}}));
+    assert_refuses_to_start(&dir.path().join("g"), &["-auto-backup", &typ], "type: unknown type");
+}
+
+/// moto's S3 server on a free loopback port, stopped (by PID) when dropped.
+struct Moto {
+    child: Option<Child>,
+    port: u16,
+}
+
+/// Makes an IAM user allowed everything on S3, with a key, and the bucket `backups` (the first
+/// four requests to a server started with `INITIAL_NO_AUTH_ACTION_COUNT=4`); prints the key.
+const IAM_SETUP: &str = r#"
+import boto3, json, sys
+url = sys.argv[1]
+iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+iam.create_user(UserName="backup")
+k = iam.create_access_key(UserName="backup")["AccessKey"]
+iam.put_user_policy(UserName="backup", PolicyName="s3", PolicyDocument=json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=k["AccessKeyId"],
+             aws_secret_access_key=k["SecretAccessKey"]).create_bucket(Bucket="backups")
+print(k["AccessKeyId"], k["SecretAccessKey"])
+"#;
+
+impl Moto {
+    fn start(port: u16) -> Option<Moto> {
+        Moto::start_env(port, &[])
+    }
+
+    /// A server that checks signatures: (the server, the key id and secret it accepts).
+    fn start_with_auth(port: u16) -> Option<(Moto, String, String)> {
+        let m = Moto::start_env(port, &[("INITIAL_NO_AUTH_ACTION_COUNT", "4")])?;
+        let out = Command::new("python3").args(["-c", IAM_SETUP, &m.url("")]).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (id, secret) = text.trim().split_once(' ')?;
+        Some((m, id.to_string(), secret.to_string()))
+    }
+
+    fn start_env(port: u16, env: &[(&str, &str)]) -> Option<Moto> {
+        let child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let m = Moto { child: Some(child), port };
+        let up =
+            harness::poll_until(Duration::from_secs(30), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        up.then_some(m)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn bucket(&self, name: &str) {
+        let r = reqwest::blocking::Client::new().put(self.url(&format!("/{name}"))).send().expect("create bucket");
+        assert!(r.status().is_success(), "{:?}", r.text());
+    }
+
+    fn stop(&mut self) {
+        harness::kill(&mut self.child);
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn moto_installed() -> bool {
+    Command::new("python3").args(["-c", "import moto.server"]).output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+fn s3(port: u16, key: &str, extra: Value) -> Value {
+    let mut sub = json!({"access_key_id": key, "secret_access_key": "secret", "region": "us-east-1",
+                         "bucket": "backups", "path": "cluster/db.sqlite.gz",
+                         "endpoint": format!("http://127.0.0.1:{port}"), "force_path_style": true});
+    if let (Some(s), Some(e)) = (sub.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    sub
+}
+
+#[test]
+fn s3_backups_restore_survive_outages_and_follow_the_leader() {
+    if !moto_installed() {
+        return skip_unless_ci("moto is not installed (python3 -m pip install 'moto[server]')");
+    }
+    let port = free_port();
+    let mut moto = Moto::start(port).expect("moto server");
+    moto.bucket("backups");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(
+        dir.path(),
+        "backup.json",
+        json!({"version": 1, "type": "s3", "interval": "300ms", "sub": s3(port, "$RAFTLITE_TEST_KEY", json!({}))}),
+    );
+    let mut c = {
+        // Each node of a 3-node cluster has the same file; the key comes from the environment.
+        std::env::set_var("RAFTLITE_TEST_KEY", "AKIDEXAMPLE");
+        Cluster::start(3, &["-auto-backup", &cfg])
+    };
+    let l = c.wait_leader().id.clone();
+    fill(c.node(&l), 10);
+    wait_uploads(c.node(&l), "num_uploads_ok", 1);
+    let ok = uploads(c.node(&l), "num_uploads_ok");
+    let skipped = uploads(c.node(&l), "num_uploads_skipped");
+    wait_uploads(c.node(&l), "num_uploads_skipped", skipped + 2);
+    assert_eq!(uploads(c.node(&l), "num_uploads_ok"), ok, "uploaded although nothing changed");
+    for n in c.nodes.iter().filter(|n| n.id != l) {
+        assert_eq!(uploads(n, "num_uploads_ok"), 0, "a follower uploaded");
+    }
+    let leader_digest = digest(c.node(&l));
+
+    // Restore into a fresh node, from S3.
+    let rcfg = write_config(
+        dir.path(),
+        "restore.json",
+        json!({"version": 1, "type": "s3", "sub": s3(port, "AKIDEXAMPLE", json!({}))}),
+    );
+    let fresh = Node::start(&dir.path().join("fresh"), &["-auto-restore", &rcfg]);
+    assert_eq!(digest(&fresh), leader_digest);
+    drop(fresh);
+
+    // A new leader finds the stored backup current, then uploads the next change.
+    c.node_mut(&l).kill();
+    let l2 = wait_for("a new leader", Duration::from_secs(30), || {
+        let id = c.nodes.iter().find(|n| n.running())?.leader_id();
+        (!id.is_empty() && id != l && c.nodes.iter().filter(|n| n.running()).all(|n| n.leader_id() == id)).then_some(id)
+    });
+    wait_uploads(c.node(&l2), "num_uploads_skipped_id", 1);
+    assert_eq!(uploads(c.node(&l2), "num_uploads_ok"), 0);
+    fill(c.node(&l2), 1);
+    wait_uploads(c.node(&l2), "num_uploads_ok", 1);
+
+    // The store goes away: uploads fail and are counted, writes go on; it comes back (empty,
+    // as moto keeps nothing), and uploads resume.
+    moto.stop();
+    fill(c.node(&l2), 1);
+    wait_uploads(c.node(&l2), "num_uploads_fail", 1);
+    fill(c.node(&l2), 1);
+    let mut moto = Moto::start(port).expect("moto server again");
+    moto.bucket("backups");
+    let before = uploads(c.node(&l2), "num_uploads_ok");
+    wait_uploads(c.node(&l2), "num_uploads_ok", before + 1);
+    let rcfg2 = write_config(
+        dir.path(),
+        "restore2.json",
+        json!({"version": 1, "type": "s3", "sub": s3(port, "AKIDEXAMPLE", json!({}))}),
+    );
+    let again = Node::start(&dir.path().join("again"), &["-auto-restore", &rcfg2]);
+    assert_eq!(digest(&again), digest(c.node(&l2)));
+
+    // A missing object or bucket: the restore fails with the store's reason.
+    let missing = write_config(
+        dir.path(),
+        "missing.json",
+        json!({"version": 1, "type": "s3", "sub": s3(port, "AKIDEXAMPLE", json!({"bucket": "no-such-bucket"}))}),
+    );
+    assert_refuses_to_start(
+        &dir.path().join("missing"),
+        &["-auto-restore", &missing],
+        "downloading s3://no-such-bucket",
+    );
+    moto.stop();
+    let _: PathBuf = dir.path().to_path_buf();
+}
+
+#[test]
+fn s3_with_wrong_credentials_fails_clearly_and_writes_go_on() {
+    if !moto_installed() {
+        return skip_unless_ci("moto is not installed (python3 -m pip install 'moto[server]')");
+    }
+    let port = free_port();
+    let (_moto, id, secret) = Moto::start_with_auth(port).expect("moto server with IAM");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sub = |secret: &str| s3(port, &id, json!({"secret_access_key": secret}));
+    let good = write_config(
+        dir.path(),
+        "good.json",
+        json!({"version": 1, "type": "s3", "interval": "200ms", "sub": sub(&secret)}),
+    );
+    let bad = write_config(
+        dir.path(),
+        "bad.json",
+        json!({"version": 1, "type": "s3", "interval": "200ms", "sub": sub("wrong")}),
+    );
+    let n = Node::start(&dir.path().join("good"), &["-auto-backup", &good]);
+    fill(&n, 5);
+    wait_uploads(&n, "num_uploads_ok", 1);
+    let m = Node::start(&dir.path().join("bad"), &["-auto-backup", &bad]);
+    fill(&m, 5);
+    wait_uploads(&m, "num_uploads_fail", 1);
+    assert_eq!(uploads(&m, "num_uploads_ok"), 0);
+    // Writes are not held up by the failing store.
+    fill(&m, 5);
+    assert_eq!(m.rows("SELECT COUNT(*) FROM t"), vec![json!([10])]);
+    let log = std::fs::read_to_string(&m.log).unwrap_or_default();
+    assert!(log.contains("backup upload failed"), "{log}");
+    // A restore with the wrong secret refuses to start, with the store's reason.
+    let rbad = write_config(dir.path(), "rbad.json", json!({"version": 1, "type": "s3", "sub": sub("wrong")}));
+    assert_refuses_to_start(&dir.path().join("r"), &["-auto-restore", &rbad], "SignatureDoesNotMatch");
+}
