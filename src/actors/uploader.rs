@@ -5,9 +5,11 @@
 //! tick after start or a leader change asks the store for the id of the backup it holds and
 //! skips when it is current. The id is the Raft index of the last change the database holds.
 //!
-//! The upload runs as a task of its own, one at a time: a slow or failing store never blocks
-//! writes or the actor. Failures are retried at the next tick, after a backoff that doubles up
-//! to ten intervals; each is logged and counted.
+//! The upload runs as a task of its own, one at a time, on a runtime of its own whose threads run
+//! at a lower CPU priority (nice 10): a slow or failing store never blocks writes or the actor,
+//! and the copy, compression and transfer of a large database yield the CPU to the write path.
+//! Failures are retried at the next tick, after a backoff that doubles up to five intervals; each
+//! is logged and counted.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -35,11 +37,31 @@ pub struct Uploader {
     busy: bool,
     failures: u32,
     not_before: Option<Instant>,
+    /// Where uploads run (see the module comment); `None` if it could not be made (then on the
+    /// actor's own runtime).
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// Lower the calling thread's CPU priority (Linux applies `setpriority` to one thread).
+fn lower_priority() {
+    // SAFETY: setpriority has no memory-safety preconditions; failure only leaves the priority.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
 }
 
 impl Uploader {
     pub fn new(state: Arc<AppState>, cfg: BackupConfig, storage: Storage, stats: Arc<UploadStats>) -> Uploader {
-        Uploader { state, cfg, storage, stats, uploaded: None, busy: false, failures: 0, not_before: None }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(2)
+            .thread_name("auto-backup")
+            .on_thread_start(lower_priority)
+            .enable_all()
+            .build()
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "auto-backup: no runtime of its own; uploading beside the node"),
+            )
+            .ok();
+        Uploader { state, cfg, storage, stats, uploaded: None, busy: false, failures: 0, not_before: None, runtime }
     }
 }
 
@@ -58,10 +80,20 @@ impl Actor for Uploader {
     }
 }
 
+impl Drop for Uploader {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another one panics; let its threads go in the background.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 impl Supervised for Uploader {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         note_restart(ACTOR);
         self.busy = false;
+        self.stats.in_progress.store(false, Ordering::Relaxed);
         self.uploaded = None;
     }
 }
@@ -107,16 +139,21 @@ impl Handler<Tick> for Uploader {
             return;
         }
         self.busy = true;
+        self.stats.in_progress.store(true, Ordering::Relaxed);
         let ask_store = self.uploaded.is_none() && !self.cfg.timestamp;
         let (storage, cfg, db) = (self.storage.clone(), self.cfg.clone(), core.db_path.clone());
         let scratch = self.state.cfg.data_dir.clone();
         let me = ctx.address();
-        tokio::spawn(async move {
+        let task = async move {
             // A panic in the upload must not leave the actor waiting for an answer for ever.
             let run = std::panic::AssertUnwindSafe(upload(&storage, &cfg, &db, &scratch, &id, ask_store));
             let r = futures::FutureExt::catch_unwind(run).await.unwrap_or_else(|_| Err("the upload panicked".into()));
             me.do_send(Done(r));
-        });
+        };
+        match &self.runtime {
+            Some(rt) => drop(rt.spawn(task)),
+            None => drop(tokio::spawn(task)),
+        }
     }
 }
 
@@ -125,6 +162,7 @@ impl Handler<Done> for Uploader {
 
     fn handle(&mut self, done: Done, _: &mut Context<Self>) {
         self.busy = false;
+        self.stats.in_progress.store(false, Ordering::Relaxed);
         match done.0 {
             Ok(Outcome::Current(id)) => {
                 self.failures = 0;
@@ -184,7 +222,10 @@ async fn upload(
     }
     let started = Instant::now();
     let copy = Temp(scratch.join(format!("raftlite-auto-backup-{}.tmp", rand::random::<u64>())));
-    crate::http::backup::copy_database(db, &copy.0, cfg.vacuum).await?;
+    let (d, o, vacuum) = (db.to_path_buf(), copy.0.clone(), cfg.vacuum);
+    tokio::task::spawn_blocking(move || crate::http::backup::copy_database(&d, &o, vacuum))
+        .await
+        .map_err(|e| e.to_string())??;
     let gz = Temp(copy.0.with_extension("gz.tmp"));
     let file = if cfg.compress {
         let (a, b) = (copy.0.clone(), gz.0.clone());

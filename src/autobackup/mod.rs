@@ -21,6 +21,8 @@ pub struct UploadStats {
     pub num_uploads_skipped: AtomicU64,
     /// First ticks after start or a leader change whose stored backup was already current.
     pub num_uploads_skipped_id: AtomicU64,
+    /// An upload is running now.
+    pub in_progress: std::sync::atomic::AtomicBool,
     pub last: Mutex<Option<LastUpload>>,
     /// Where backups go.
     pub target: Mutex<String>,

@@ -124,13 +124,12 @@ pub(crate) async fn backup(state: &AppState, p: &Params, fwd: &Fwd) -> Response 
 }
 
 /// A consistent copy of the database at `db` in `out` (SQLite's backup API on a read-only
-/// connection of its own: writes go on meanwhile), vacuumed if asked (automatic backups).
-pub(crate) async fn copy_database(db: &Path, out: &Path, vacuum: bool) -> Result<(), String> {
-    let o = out.to_path_buf();
-    let c = tokio_rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .await
+/// connection of its own: writes go on meanwhile), vacuumed if asked (automatic backups). Blocks:
+/// run it where blocking is allowed.
+pub(crate) fn copy_database(db: &Path, out: &Path, vacuum: bool) -> Result<(), String> {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| e.to_string())?;
-    c.call_raw(move |c| make_backup(c, &o, "binary", None, vacuum)).await.unwrap_or_else(|e| Err(e.to_string()))
+    make_backup(&c, out, "binary", None, vacuum)
 }
 
 /// Write a backup of the database open on `src` to `out`: a SQL dump (`sql`), or a copy made

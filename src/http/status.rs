@@ -249,11 +249,13 @@ pub async fn status(state: &AppState, p: &Params) -> Result<J, Response> {
             "num_uploads_fail": u.num_uploads_fail.load(Ordering::Relaxed),
             "num_uploads_skipped": u.num_uploads_skipped.load(Ordering::Relaxed),
             "num_uploads_skipped_id": u.num_uploads_skipped_id.load(Ordering::Relaxed),
+            "upload_in_progress": u.in_progress.load(Ordering::Relaxed),
             "last_upload_time": last.as_ref().map(|l| l.at.to_rfc3339()),
             "last_upload_bytes": last.as_ref().map(|l| l.bytes),
             "last_upload_id": last.as_ref().map(|l| l.id.clone()),
             "last_upload_name": last.as_ref().map(|l| l.name.clone()),
             "last_upload_duration": last.as_ref().map(|l| format!("{:?}", l.took)),
+            "last_upload_seconds": last.as_ref().map(|l| l.took.as_secs_f64()),
         });
     }
     if state.cfg.auto_restore.is_some() {

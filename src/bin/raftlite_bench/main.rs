@@ -7,8 +7,10 @@
 //! ```text
 //! cargo build --release && target/release/raftlite-bench --duration 10s --clients 1,16 --nodes 1,3 --failover 10
 //! cargo build --release && target/release/raftlite-bench --tls --duration 5s --clients 1,16
+//! cargo build --release && target/release/raftlite-bench --nodes 0 --auto-backup 1000 --duration 5s
 //! ```
 
+mod autobackup;
 mod baselines;
 mod cluster;
 mod load;
@@ -41,6 +43,8 @@ pub struct Args {
     pub nodes: Vec<usize>,
     pub failover: usize,
     pub snapshots_mb: u64,
+    /// `--auto-backup MB`: the cost of automatic backups to S3 on a database of that size.
+    pub auto_backup_mb: u64,
     pub metrics_overhead: usize,
     pub plot: Option<PathBuf>,
     pub dir: Option<PathBuf>,
@@ -54,7 +58,7 @@ pub struct Args {
 }
 
 pub fn usage() -> ! {
-    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--workloads insert,bulk,queued,read-none,read-weak,read-linearizable,mix] [--failover N] [--snapshots MB] [--metrics-overhead ROUNDS] [--plot FILE.png] [--json FILE] [--chart FILE.png] [--dir DIR] [--no-baselines] [--tls]");
+    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--workloads insert,bulk,queued,read-none,read-weak,read-linearizable,mix] [--failover N] [--snapshots MB] [--auto-backup MB] [--metrics-overhead ROUNDS] [--plot FILE.png] [--json FILE] [--chart FILE.png] [--dir DIR] [--no-baselines] [--tls]");
     std::process::exit(2)
 }
 
@@ -67,6 +71,7 @@ pub fn parse_args() -> Args {
         nodes: vec![1],
         failover: 0,
         snapshots_mb: 0,
+        auto_backup_mb: 0,
         metrics_overhead: 0,
         plot: None,
         dir: None,
@@ -86,6 +91,7 @@ pub fn parse_args() -> Args {
             "nodes" => a.nodes = val().split(',').map(|c| c.parse().unwrap_or_else(|_| usage())).collect(),
             "failover" => a.failover = val().parse().unwrap_or_else(|_| usage()),
             "snapshots" => a.snapshots_mb = val().parse().unwrap_or_else(|_| usage()),
+            "auto-backup" => a.auto_backup_mb = val().parse().unwrap_or_else(|_| usage()),
             "metrics-overhead" => a.metrics_overhead = val().parse().unwrap_or_else(|_| usage()),
             "plot" => a.plot = Some(PathBuf::from(val())),
             "dir" => a.dir = Some(PathBuf::from(val())),
@@ -248,6 +254,9 @@ pub fn main() {
     }
     if args.snapshots_mb > 0 {
         snapshot_bench(&args.binary, &tmp, args.snapshots_mb, args.duration);
+    }
+    if args.auto_backup_mb > 0 {
+        autobackup::backup_bench(&args.binary, &tmp, args.auto_backup_mb, args.duration);
     }
     if args.failover > 0 {
         let mut times = failover(&args.binary, &tmp.join("failover"), args.failover);

@@ -1,0 +1,135 @@
+//! `--auto-backup MB`: what automatic backups to an S3-compatible store cost. A database of that
+//! size (random data) is booted into two single nodes, one with `-auto-backup` to a local moto S3
+//! server (uncompressed, so the figure is the transfer, not gzip), one without. Reported: the
+//! upload rate (consistent copy plus upload) against a plain file copy of the same database, and
+//! write latency in alternating rounds: on the node without backups while no upload runs
+//! anywhere, then on the node with backups while an upload runs (a write starts one at the next
+//! tick; the run begins once it has), medians.
+
+use super::*;
+
+/// moto's S3 server, stopped when dropped.
+struct Moto(Option<Child>);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        raftlite::harness::kill(&mut self.0);
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+pub fn backup_bench(binary: &Path, dir: &Path, mb: u64, duration: Duration) {
+    let mbs = |bytes: u64, secs: f64| bytes as f64 / 1e6 / secs.max(1e-9);
+    println!("\n## Automatic backup of a {mb} MB database to a local S3 server (moto)\n");
+    let file = dir.join("source.sqlite");
+    {
+        let Ok(c) = rusqlite::Connection::open(&file) else { std::process::exit(1) };
+        let rows = mb * 1000;
+        let made = c.execute_batch(&format!(
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; CREATE TABLE big (id INTEGER PRIMARY KEY, pad BLOB);
+             WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < {rows}) INSERT INTO big(pad) SELECT randomblob(1000) FROM c;
+             CREATE TABLE bench (id INTEGER PRIMARY KEY, c INTEGER, v TEXT);"
+        ));
+        if let Err(e) = made {
+            eprintln!("cannot build the database: {e}");
+            std::process::exit(1);
+        }
+    }
+    let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    let t = Instant::now();
+    let _ = std::fs::copy(&file, dir.join("plain-copy.sqlite"));
+    let _ = std::fs::File::open(dir.join("plain-copy.sqlite")).and_then(|f| f.sync_all());
+    let copy_s = t.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(dir.join("plain-copy.sqlite"));
+    println!("plain file copy (+fsync) of {:.0} MB: {copy_s:.2} s ({:.0} MB/s)", size as f64 / 1e6, mbs(size, copy_s));
+
+    let port = free_addr("127.0.0.1").rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).unwrap_or(0);
+    let moto = Command::new("python3")
+        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let _moto = match moto {
+        Ok(c) => Moto(Some(c)),
+        Err(e) => {
+            eprintln!("cannot start moto (python3 -m pip install 'moto[server]'): {e}");
+            std::process::exit(1)
+        }
+    };
+    wait_until("moto", Duration::from_secs(30), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let _ = reqwest::blocking::Client::new().put(format!("http://127.0.0.1:{port}/backups")).send();
+    let cfg = dir.join("auto-backup.json");
+    let conf = serde_json::json!({"version": 1, "type": "s3", "interval": "1s", "no_compress": true,
+        "sub": {"access_key_id": "bench", "secret_access_key": "bench", "bucket": "backups", "path": "bench.sqlite",
+                "endpoint": format!("http://127.0.0.1:{port}"), "force_path_style": true}});
+    if std::fs::write(&cfg, conf.to_string()).is_err() {
+        std::process::exit(1);
+    }
+    let start = |name: &str, ip: &str, extra: &[String]| {
+        let (h, r) = (free_addr(ip), free_addr(ip));
+        let mut args: Vec<String> = ["-node-id", "1", "-http-addr", &h, "-raft-addr", &r, "-log-level", "warn"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(extra.iter().cloned());
+        args.push(dir.join(name).display().to_string());
+        let mut s = Server { child: None, url: format!("http://{h}"), raft: r, args, binary: binary.to_path_buf() };
+        s.spawn();
+        wait_until(name, Duration::from_secs(30), || s.leader().is_some());
+        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(3600)).build();
+        let booted = client
+            .ok()
+            .and_then(|c| {
+                let f = std::fs::File::open(&file).ok()?;
+                c.post(format!("{}/boot", s.url)).body(reqwest::blocking::Body::new(f)).send().ok()
+            })
+            .map(|r| r.status().is_success())
+            .unwrap_or(false);
+        if !booted {
+            eprintln!("/boot failed");
+            std::process::exit(1);
+        }
+        s
+    };
+    let plain = start("no-backup", "127.0.0.91", &[]);
+    let backed = start("auto-backup", "127.0.0.92", &["-auto-backup".into(), cfg.display().to_string()]);
+    let status = |s: &Server, key: &str| s.get(&format!("/status?key=auto_backups.{key}"));
+    wait_until("the first upload", Duration::from_secs(3600), || {
+        status(&backed, "num_uploads_ok").and_then(|v| v.as_u64()).unwrap_or(0) >= 1
+    });
+    let secs = status(&backed, "last_upload_seconds").and_then(|v| v.as_f64()).unwrap_or(0.0);
+    let bytes = status(&backed, "last_upload_bytes").and_then(|v| v.as_u64()).unwrap_or(0);
+    println!(
+        "auto-backup upload (consistent copy + S3 multipart upload) of {:.0} MB: {secs:.2} s ({:.0} MB/s, {:.2}x the plain copy's rate)",
+        bytes as f64 / 1e6,
+        mbs(bytes, secs),
+        mbs(bytes, secs) / mbs(size, copy_s).max(1e-9)
+    );
+    let rounds = 3;
+    let (mut quiet, mut busy) = (Vec::new(), Vec::new());
+    let in_progress = |s: &Server| status(s, "upload_in_progress").and_then(|v| v.as_bool()).unwrap_or(false);
+    let mut overlapped = 0;
+    for _ in 0..rounds {
+        wait_until("no upload running", Duration::from_secs(3600), || !in_progress(&backed));
+        quiet.push(bench_http(&plain.url, 1, duration, Workload::Insert).ms(0.99));
+        execute(&backed.url, "INSERT INTO bench(c, v) VALUES(0, 'start an upload')");
+        wait_until("an upload to start", Duration::from_secs(60), || in_progress(&backed));
+        busy.push(bench_http(&backed.url, 1, duration, Workload::Insert).ms(0.99));
+        if in_progress(&backed) {
+            overlapped += 1;
+        }
+    }
+    let uploads = format!("an upload running from start to end in {overlapped} of {rounds} rounds");
+    let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" ");
+    println!("write p99 ms without auto-backup, per round: {}", fmt(&quiet));
+    println!("write p99 ms while uploading ({uploads}), per round: {}", fmt(&busy));
+    let (q, b) = (median(&mut quiet), median(&mut busy));
+    println!(
+        "median p99: {q:.2} ms without, {b:.2} ms with: {:+.1}% (target: within 10%)",
+        (b / q.max(1e-9) - 1.0) * 100.0
+    );
+}
