@@ -236,6 +236,8 @@ fn body_cap_answers_413_before_buffering() {
     let big = format!(r#"["SELECT '{}'"]"#, "x".repeat(4096));
     let r = n.post("/db/execute", "application/json", big.clone());
     assert_eq!(r.status, 413);
+    // The rest of the body was not read: the client must not reuse the connection.
+    assert_eq!(r.headers.get("connection").and_then(|v| v.to_str().ok()), Some("close"));
     // A declared length over the cap is refused without reading the body: send only headers.
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(&n.http).expect("connect");

@@ -38,17 +38,8 @@ impl Connector {
 
 impl HttpConnector for Connector {
     fn connect(&self, _options: &ClientOptions) -> object_store::Result<HttpClient> {
-        let mut tcp = Tcp::new();
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
-        let mut config = (*self.tls).clone();
-        config.alpn_protocols.clear();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(config)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp);
+        let tls = crate::http::outgoing::ClientTls { config: self.tls.clone(), server_name: None };
+        let https = crate::http::outgoing::connector(tls, None, std::time::Duration::from_secs(5));
         Ok(HttpClient::new(Hyper { client: Client::builder(TokioExecutor::new()).build(https) }))
     }
 }

@@ -55,26 +55,13 @@ impl Outgoing {
     /// `local_ip`: the address outgoing connections bind to (fault tests cut node pairs apart by
     /// source address, docs/DESIGN.md §11). `tls`: speak HTTPS, with this configuration.
     pub fn new(local_ip: Option<IpAddr>, tls: Option<ClientTls>) -> Result<Outgoing, rustls::Error> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(2)));
-        http.set_local_address(local_ip);
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let (config, server_name) = match tls {
-            Some(t) => (t.config, t.server_name),
+        let tls = match tls {
+            Some(t) => t,
             // Never used for a TLS handshake: every URL this client is given is http://.
-            None => (Arc::new(plain_placeholder()?), None),
+            None => ClientTls { config: Arc::new(plain_placeholder()?), server_name: None },
         };
-        // hyper-rustls sets ALPN itself (none for HTTP/1 only) and insists on an empty list.
-        let mut config = Arc::unwrap_or_clone(config);
-        config.alpn_protocols.clear();
-        let b = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_or_http();
-        let b = match server_name {
-            Some(n) => b.with_server_name_resolver(FixedServerNameResolver::new(n)),
-            None => b,
-        };
-        let connector = b.enable_http1().wrap_connector(http);
+        let connector = connector(tls, local_ip, Duration::from_secs(2));
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(8)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -109,6 +96,26 @@ impl Outgoing {
             .await
             .map_err(|_| SendError::Timeout { addr: addr.to_string(), timeout })?
     }
+}
+
+/// The connector every outgoing client of this crate uses (inter-node calls, the S3 client of
+/// automatic backups, the shell): TCP with TCP_NODELAY from `local_ip` if given, connected within
+/// `connect_timeout`, then TLS for `https://` URLs with `tls`.
+pub fn connector(tls: ClientTls, local_ip: Option<IpAddr>, connect_timeout: Duration) -> HttpsConnector<HttpConnector> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_local_address(local_ip);
+    // hyper-rustls sets ALPN itself (none for HTTP/1 only) and insists on an empty list.
+    let mut config = Arc::unwrap_or_clone(tls.config);
+    config.alpn_protocols.clear();
+    let b = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_or_http();
+    let b = match tls.server_name {
+        Some(n) => b.with_server_name_resolver(FixedServerNameResolver::new(n)),
+        None => b,
+    };
+    b.enable_http1().wrap_connector(http)
 }
 
 /// A client configuration with no roots: what the connector holds when it only speaks plain HTTP.

@@ -47,13 +47,18 @@ where
         _ => "other",
     };
     let fut = std::panic::AssertUnwindSafe(route(state, endpoint, method, path, query, headers, Box::pin(body)));
-    let r = match futures::FutureExt::catch_unwind(fut).await {
+    let mut r = match futures::FutureExt::catch_unwind(fut).await {
         Ok(r) => r,
         Err(_) => {
             tracing::error!("panic in HTTP handler");
             text(&st, StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         }
     };
+    // The body was not read to its end: the connection cannot carry another request, so the
+    // client is told not to send one on it (it would meet a closed socket).
+    if matches!(r.status(), StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT) {
+        r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
     metrics::counter!(
         "raftlite_http_requests_total",
         "endpoint" => label,

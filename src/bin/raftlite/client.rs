@@ -86,15 +86,8 @@ impl Client {
             // Never used for a handshake: every URL is http://.
             raftlite::http::tls::client_tls(None, None, true).map_err(|e| e.to_string())?
         };
-        let mut connector = HttpConnector::new();
-        connector.enforce_http(false);
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(opts.timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
+        let tls = raftlite::http::outgoing::ClientTls { config: Arc::new(tls), server_name: None };
+        let https = raftlite::http::outgoing::connector(tls, None, opts.timeout);
         // A new connection per request: a person types a few requests a minute, and a connection
         // kept from before a node died would fail the next request instead of falling over.
         let http = HyperClient::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(https);
