@@ -113,7 +113,7 @@ pub fn backup_bench(binary: &Path, dir: &Path, mb: u64, duration: Duration) {
         mbs(bytes, secs),
         mbs(bytes, secs) / mbs(size, copy_s).max(1e-9)
     );
-    let rounds = 3;
+    let rounds = 5;
     let (mut quiet, mut busy) = (Vec::new(), Vec::new());
     let in_progress = |s: &Server| status(s, "upload_in_progress").and_then(|v| v.as_bool()).unwrap_or(false);
     let mut overlapped = 0;
