@@ -334,18 +334,31 @@ impl PortTls {
     }
 }
 
+/// What both ports start from: the certificate, the server configuration, and the roots the
+/// client side trusts (the port's CA file, or the system's). None without a certificate.
+type PortParts = (Arc<Certs>, ServerConfig, RootCertStore);
+
+fn port_parts(
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+    auth: &ClientAuth<'_>,
+) -> Result<Option<PortParts>, TlsError> {
+    let (Some(cert), Some(key)) = (cert, key) else { return Ok(None) };
+    let certs = Arc::new(Certs::new(cert, key)?);
+    let config = server_config(&certs, auth)?;
+    let roots = roots_or_system(auth.ca)?;
+    Ok(Some((certs, config, roots)))
+}
+
 /// HTTPS on the API from the flags: none without `-http-cert`.
 pub fn api_tls(cfg: &Config) -> Result<Option<PortTls>, TlsError> {
-    let (Some(cert), Some(key)) = (&cfg.http_cert, &cfg.http_key) else { return Ok(None) };
-    let certs = Arc::new(Certs::new(cert, key)?);
     let auth = ClientAuth {
         ca: cfg.http_ca_cert.as_deref(),
         required: cfg.http_verify_client,
         common_name: cfg.http_verify_common_name.as_deref(),
         flags: "http",
     };
-    let config = server_config(&certs, &auth)?;
-    let roots = roots_or_system(cfg.http_ca_cert.as_deref())?;
+    let Some((certs, config, roots)) = port_parts(&cfg.http_cert, &cfg.http_key, &auth)? else { return Ok(None) };
     let client = match roots.is_empty() {
         true => None,
         false => Some(ClientTls { config: Arc::new(client_config(&certs, roots, false)?), server_name: None }),
@@ -355,16 +368,13 @@ pub fn api_tls(cfg: &Config) -> Result<Option<PortTls>, TlsError> {
 
 /// Node-to-node TLS on the Raft address from the flags: none without `-node-cert`.
 pub fn node_tls(cfg: &Config) -> Result<Option<PortTls>, TlsError> {
-    let (Some(cert), Some(key)) = (&cfg.node_cert, &cfg.node_key) else { return Ok(None) };
-    let certs = Arc::new(Certs::new(cert, key)?);
     let auth = ClientAuth {
         ca: cfg.node_ca_cert.as_deref(),
         required: cfg.node_verify_client,
         common_name: cfg.node_verify_common_name.as_deref(),
         flags: "node",
     };
-    let config = server_config(&certs, &auth)?;
-    let roots = roots_or_system(cfg.node_ca_cert.as_deref())?;
+    let Some((certs, config, roots)) = port_parts(&cfg.node_cert, &cfg.node_key, &auth)? else { return Ok(None) };
     if roots.is_empty() && !cfg.node_no_verify {
         return Err(TlsError::Config(
             "node-to-node TLS needs -node-ca-cert (the CA other nodes' certificates chain to): this system has no CA certificates of its own".into(),
