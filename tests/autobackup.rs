@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -82,6 +82,11 @@ fn file_backups_skip_when_unchanged_and_restore_a_new_node() {
     assert_eq!(digest(&b), digest(&a));
     assert_eq!(b.status()["auto_restore"]["pending"], false);
     // Restarted with data, it ignores the file.
+    let mut b = b;
+    b.restart();
+    let log = std::fs::read_to_string(&b.log).unwrap_or_default();
+    assert!(log.contains("this node has data; the backup is not fetched"), "{log}");
+    assert_eq!(digest(&b), digest(&a));
     drop(b);
 
     // A damaged backup is refused: the node does not start, and nothing was loaded.
@@ -297,7 +302,6 @@ fn s3_backups_restore_survive_outages_and_follow_the_leader() {
         "downloading s3://no-such-bucket",
     );
     moto.stop();
-    let _: PathBuf = dir.path().to_path_buf();
 }
 
 #[test]

@@ -34,7 +34,6 @@ pub struct Uploader {
     /// The id this node last uploaded (or found stored) while leading; `None` after start or
     /// losing leadership, so that the stored object is asked first.
     uploaded: Option<String>,
-    busy: bool,
     failures: u32,
     not_before: Option<Instant>,
     /// Where uploads run (see the module comment); `None` if it could not be made (then on the
@@ -61,7 +60,7 @@ impl Uploader {
                 |e| tracing::warn!(error = %e, "auto-backup: no runtime of its own; uploading beside the node"),
             )
             .ok();
-        Uploader { state, cfg, storage, stats, uploaded: None, busy: false, failures: 0, not_before: None, runtime }
+        Uploader { state, cfg, storage, stats, uploaded: None, failures: 0, not_before: None, runtime }
     }
 }
 
@@ -92,7 +91,6 @@ impl Drop for Uploader {
 impl Supervised for Uploader {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         note_restart(ACTOR);
-        self.busy = false;
         self.stats.in_progress.store(false, Ordering::Relaxed);
         self.uploaded = None;
     }
@@ -123,7 +121,7 @@ impl Handler<Tick> for Uploader {
             self.uploaded = None;
             return;
         }
-        if self.busy || self.not_before.is_some_and(|t| Instant::now() < t) {
+        if self.stats.in_progress.load(Ordering::Relaxed) || self.not_before.is_some_and(|t| Instant::now() < t) {
             return;
         }
         // Nothing was ever written, or a restore is still to be loaded: an upload now would
@@ -138,7 +136,6 @@ impl Handler<Tick> for Uploader {
             metrics::counter!("raftlite_auto_backup_skipped_total", "reason" => "unchanged").increment(1);
             return;
         }
-        self.busy = true;
         self.stats.in_progress.store(true, Ordering::Relaxed);
         let ask_store = self.uploaded.is_none() && !self.cfg.timestamp;
         let (storage, cfg, db) = (self.storage.clone(), self.cfg.clone(), core.db_path.clone());
@@ -161,7 +158,6 @@ impl Handler<Done> for Uploader {
     type Result = ();
 
     fn handle(&mut self, done: Done, _: &mut Context<Self>) {
-        self.busy = false;
         self.stats.in_progress.store(false, Ordering::Relaxed);
         match done.0 {
             Ok(Outcome::Current(id)) => {

@@ -31,7 +31,7 @@ impl Connector {
 
     /// For endpoints that are plain HTTP only (a system without CA certificates).
     pub fn plain() -> Result<Connector, String> {
-        let tls = crate::http::tls::client_tls(None, None, true).map_err(|e| e.to_string())?;
+        let tls = crate::http::tls::plain_only().map_err(|e| e.to_string())?;
         Ok(Connector { tls: Arc::new(tls) })
     }
 }

@@ -76,7 +76,7 @@ impl Peers {
         node_tls: Option<ClientTls>,
         api_https: bool,
         api_tls: Option<ClientTls>,
-    ) -> Result<Peers, rustls::Error> {
+    ) -> Result<Peers, crate::http::tls::TlsError> {
         let api = match (api_https, api_tls) {
             (false, _) => Ok(Outgoing::new(local_ip, None)?),
             (true, Some(t)) => Ok(Outgoing::new(local_ip, Some(t))?),

@@ -184,7 +184,7 @@ pub(crate) async fn load(state: &AppState, p: &Params, fwd: &Fwd) -> Response {
         if let Err(e) = checked {
             return text(state, StatusCode::BAD_REQUEST, &e);
         }
-        let cmd = Command::Load { image: body.clone() };
+        let cmd = Command::Load { image: body.to_vec() };
         return match core.consensus.send(Propose(cmd)).await {
             Ok(Ok(resp)) => {
                 let mut env = envelope(&[], resp.error.as_deref(), None, None, Default::default());

@@ -22,7 +22,8 @@ pub struct Fwd {
     pub path: String,
     pub query: String,
     pub headers: HeaderMap,
-    pub body: Vec<u8>,
+    /// Shared, so that relaying it to the leader (and again after a failed connect) copies nothing.
+    pub body: bytes::Bytes,
 }
 
 /// Marks a request a follower forwarded, so it is never forwarded twice.
@@ -110,7 +111,7 @@ async fn relay(core: &Core, api: &str, fwd: &Fwd, timeout: Duration) -> Relayed 
             b = b.header(h, v.clone());
         }
     }
-    let req = b.body(bytes::Bytes::from(fwd.body.clone()).into()).map_err(|e| (false, e.to_string()))?;
+    let req = b.body(fwd.body.clone().into()).map_err(|e| (false, e.to_string()))?;
     match client.send(api, req, timeout).await {
         Ok(r) => {
             let (parts, body) = r.into_parts();

@@ -54,12 +54,12 @@ pub struct Outgoing {
 impl Outgoing {
     /// `local_ip`: the address outgoing connections bind to (fault tests cut node pairs apart by
     /// source address, docs/DESIGN.md §11). `tls`: speak HTTPS, with this configuration.
-    pub fn new(local_ip: Option<IpAddr>, tls: Option<ClientTls>) -> Result<Outgoing, rustls::Error> {
+    pub fn new(local_ip: Option<IpAddr>, tls: Option<ClientTls>) -> Result<Outgoing, super::tls::TlsError> {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let tls = match tls {
             Some(t) => t,
             // Never used for a TLS handshake: every URL this client is given is http://.
-            None => ClientTls { config: Arc::new(plain_placeholder()?), server_name: None },
+            None => ClientTls { config: Arc::new(super::tls::plain_only()?), server_name: None },
         };
         let connector = connector(tls, local_ip, Duration::from_secs(2));
         let client = Client::builder(TokioExecutor::new())
@@ -116,14 +116,6 @@ pub fn connector(tls: ClientTls, local_ip: Option<IpAddr>, connect_timeout: Dura
         None => b,
     };
     b.enable_http1().wrap_connector(http)
-}
-
-/// A client configuration with no roots: what the connector holds when it only speaks plain HTTP.
-fn plain_placeholder() -> Result<rustls::ClientConfig, rustls::Error> {
-    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth())
 }
 
 /// Turn a client error into a [`SendError`], finding a TLS failure anywhere in its chain.

@@ -137,7 +137,7 @@ async fn route<B: Buf + Send>(
     } else {
         Vec::new()
     };
-    let fwd = Fwd { endpoint: ep, method, path, query, headers, body };
+    let fwd = Fwd { endpoint: ep, method, path, query, headers, body: body.into() };
     let st = &state;
     let p = &params;
     match ep {

@@ -274,7 +274,11 @@ fn roots_or_system(ca: Option<&Path>) -> Result<RootCertStore, TlsError> {
 
 /// The client side: trusting `roots` (or, with `no_verify`, any certificate), presenting this
 /// node's own certificate from `certs` whenever the other side asks for one.
-fn client_config(certs: &Arc<Certs>, roots: RootCertStore, no_verify: bool) -> Result<rustls::ClientConfig, TlsError> {
+fn client_config(
+    certs: Option<Arc<Certs>>,
+    roots: RootCertStore,
+    no_verify: bool,
+) -> Result<rustls::ClientConfig, TlsError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider_arc())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
@@ -283,7 +287,16 @@ fn client_config(certs: &Arc<Certs>, roots: RootCertStore, no_verify: bool) -> R
     } else {
         builder.with_root_certificates(roots)
     };
-    Ok(builder.with_client_cert_resolver(certs.clone()))
+    Ok(match certs {
+        Some(c) => builder.with_client_cert_resolver(c),
+        None => builder.with_no_client_auth(),
+    })
+}
+
+/// A client configuration that trusts nothing: what a client holds when it only speaks plain
+/// HTTP (an `https://` URL given to it by mistake fails verification instead of being trusted).
+pub fn plain_only() -> Result<rustls::ClientConfig, TlsError> {
+    client_config(None, RootCertStore::empty(), false)
 }
 
 /// A client configuration for tools that talk to a node (the `raftlite` shell): trusting `ca` (or
@@ -294,22 +307,12 @@ pub fn client_tls(
     identity: Option<(&Path, &Path)>,
     no_verify: bool,
 ) -> Result<rustls::ClientConfig, TlsError> {
-    let builder = rustls::ClientConfig::builder_with_provider(provider_arc())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    let builder = if no_verify {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyServer(provider_arc())))
-    } else {
-        let roots = roots_or_system(ca)?;
-        if roots.is_empty() {
-            return Err(TlsError::Config("no CA certificates to verify the node with: give a CA file".into()));
-        }
-        builder.with_root_certificates(roots)
-    };
-    match identity {
-        Some((cert, key)) => Ok(builder.with_client_cert_resolver(Arc::new(Certs::new(cert, key)?))),
-        None => Ok(builder.with_no_client_auth()),
+    let roots = if no_verify { RootCertStore::empty() } else { roots_or_system(ca)? };
+    if roots.is_empty() && !no_verify {
+        return Err(TlsError::Config("no CA certificates to verify the node with: give a CA file".into()));
     }
+    let certs = identity.map(|(cert, key)| Certs::new(cert, key).map(Arc::new)).transpose()?;
+    client_config(certs, roots, no_verify)
 }
 
 /// TLS on one of the node's two ports: the server configuration, the certificate it serves (and
@@ -361,7 +364,9 @@ pub fn api_tls(cfg: &Config) -> Result<Option<PortTls>, TlsError> {
     let Some((certs, config, roots)) = port_parts(&cfg.http_cert, &cfg.http_key, &auth)? else { return Ok(None) };
     let client = match roots.is_empty() {
         true => None,
-        false => Some(ClientTls { config: Arc::new(client_config(&certs, roots, false)?), server_name: None }),
+        false => {
+            Some(ClientTls { config: Arc::new(client_config(Some(certs.clone()), roots, false)?), server_name: None })
+        }
     };
     Ok(Some(PortTls { config: Arc::new(config), certs, client, mutual: cfg.http_verify_client }))
 }
@@ -387,7 +392,8 @@ pub fn node_tls(cfg: &Config) -> Result<Option<PortTls>, TlsError> {
         ),
         None => None,
     };
-    let client = ClientTls { config: Arc::new(client_config(&certs, roots, cfg.node_no_verify)?), server_name };
+    let client =
+        ClientTls { config: Arc::new(client_config(Some(certs.clone()), roots, cfg.node_no_verify)?), server_name };
     Ok(Some(PortTls { config: Arc::new(config), certs, client: Some(client), mutual: cfg.node_verify_client }))
 }
 

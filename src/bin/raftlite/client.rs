@@ -83,8 +83,7 @@ impl Client {
             raftlite::http::tls::client_tls(opts.ca_cert.as_deref(), identity, opts.insecure)
                 .map_err(|e| e.to_string())?
         } else {
-            // Never used for a handshake: every URL is http://.
-            raftlite::http::tls::client_tls(None, None, true).map_err(|e| e.to_string())?
+            raftlite::http::tls::plain_only().map_err(|e| e.to_string())?
         };
         let tls = raftlite::http::outgoing::ClientTls { config: Arc::new(tls), server_name: None };
         let https = raftlite::http::outgoing::connector(tls, None, opts.timeout);
