@@ -40,7 +40,6 @@ fn unsupported_why(name: &str) -> &'static str {
             "Go runtime profiles do not exist for a Rust program; profile with perf (docs/PERFORMANCE.md)"
         }
         n if n.starts_with("disco-") => "discovery services are not built yet",
-        "cdc-config" => "change data capture is not built yet",
         "extensions-path" => "loading SQLite extensions is not built yet",
         _ => "not built",
     }
@@ -200,7 +199,7 @@ static FLAGS: &[FlagDef] = &[
     f("node-verify-common-name", Str, "", "Verify node client certificate common name", true),
     f("auto-backup", Str, "", "Path to automatic backup configuration file. If not set, not enabled", true),
     f("auto-restore", Str, "", "Path to automatic restore configuration file. If not set, not enabled", true),
-    f("cdc-config", Str, "", "CDC config", false),
+    f("cdc-config", Str, "", "CDC config: a webhook URL, stdout, or the path of a JSON configuration file", true),
     f("otlp-endpoint", Str, "", "OTLP endpoint", false),
     f("otlp-interval", Dur, "30s", "OTLP push interval", false),
     f("otlp-insecure", Bool, "false", "OTLP without TLS", false),
@@ -534,6 +533,8 @@ pub struct Config {
     pub node_verify_common_name: Option<String>,
     /// `-auto-backup`, `-auto-restore`: their configuration files (src/autobackup/config.rs).
     pub auto_backup: Option<PathBuf>,
+    /// `-cdc-config`: a webhook URL, `stdout`, or a JSON file (src/cdc/config.rs).
+    pub cdc_config: Option<String>,
     pub auto_restore: Option<PathBuf>,
     /// The credentials file (`-auth`); none: no authentication.
     pub auth: Option<PathBuf>,
@@ -671,6 +672,12 @@ impl Config {
                 "-auto-restore cannot be used with -join: a joining node gets its data from the cluster".into(),
             ));
         }
+        if !s.get("cdc-config").is_empty() && s.bool("raft-non-voter") {
+            return Err(ConfigError::Invalid(
+                "-cdc-config cannot be used with -raft-non-voter: a read-only node never leads, so it never sends changes"
+                    .into(),
+            ));
+        }
         if !s.get("join-as").is_empty() && s.get("auth").is_empty() {
             return Err(ConfigError::Invalid("-join-as names a user of the -auth file; give -auth too".into()));
         }
@@ -732,6 +739,7 @@ impl Config {
             http_verify_client: s.bool("http-verify-client"),
             http_verify_common_name: Some(s.get("http-verify-common-name")).filter(|v| !v.is_empty()).map(String::from),
             auto_backup: path_of(&s, "auto-backup"),
+            cdc_config: Some(s.get("cdc-config").to_string()).filter(|v| !v.is_empty()),
             auto_restore: path_of(&s, "auto-restore"),
             node_cert: path_of(&s, "node-cert"),
             node_key: path_of(&s, "node-key"),
@@ -836,9 +844,9 @@ mod tests {
 
     #[test]
     fn unsupported_flags_refuse_unless_default() {
-        let err = Config::load(&args("-write-queue-tx -cdc-config stdout -join 127.0.0.1:4002 d"), &[]).unwrap_err();
-        assert!(matches!(&err, ConfigError::Unsupported { flag, .. } if flag == "cdc-config"), "{err}");
-        assert!(err.to_string().contains("-cdc-config"));
+        let err = Config::load(&args("-write-queue-tx -otlp-endpoint x:1 -join 127.0.0.1:4002 d"), &[]).unwrap_err();
+        assert!(matches!(&err, ConfigError::Unsupported { flag, .. } if flag == "otlp-endpoint"), "{err}");
+        assert!(err.to_string().contains("-otlp-endpoint"));
         for ok in ["-raft-leader-lease-timeout 0s", "-otlp-interval 30s", "-node-no-verify=false", "-cpu-profile ''"] {
             let a: Vec<String> = ok.split(' ').map(|s| s.trim_matches('\'').to_string()).collect();
             Config::load(&a, &[]).unwrap_or_else(|e| panic!("{ok}: {e}"));

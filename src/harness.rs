@@ -2,6 +2,8 @@
 //! `raftlite-bench` and `raftlite-chaos` all start nodes, wait for them to be ready, and stop
 //! or kill them by PID the same way, with the helpers here.
 
+pub mod cdc_sink;
+
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 

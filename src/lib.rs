@@ -6,6 +6,7 @@
 
 pub mod actors;
 pub mod autobackup;
+pub mod cdc;
 pub mod cluster;
 pub mod config;
 pub mod harness;

@@ -59,6 +59,31 @@ fn describe() {
         "Unix time of the last successful automatic backup (alert when it stops moving)"
     );
     describe_gauge!("raftlite_auto_backup_last_bytes", Unit::Bytes, "Size of the last automatic backup uploaded");
+    describe_gauge!("raftlite_cdc_queue_depth", "CDC: log indexes with events waiting in this node's queue");
+    describe_gauge!(
+        "raftlite_cdc_queue_bytes",
+        "CDC: bytes of event JSON in this node's queue (bounded by max_queue_bytes)"
+    );
+    describe_gauge!("raftlite_cdc_captured_index", "CDC: highest log index whose events this node queued");
+    describe_gauge!("raftlite_cdc_high_water_mark", "CDC: delivered position shared by the leader through the log");
+    describe_gauge!("raftlite_cdc_delivered_index", "CDC: highest log index this node delivered as leader");
+    describe_counter!("raftlite_cdc_events_captured_total", "CDC: row events queued on this node");
+    describe_counter!(
+        "raftlite_cdc_events_dropped_total",
+        "CDC: events dropped because the queue reached max_queue_bytes (the oldest go first)"
+    );
+    describe_counter!("raftlite_cdc_batches_total", "CDC: batches POSTed by this node, by result (ok, failed)");
+    describe_counter!("raftlite_cdc_events_sent_total", "CDC: events delivered by this node");
+    describe_counter!(
+        "raftlite_cdc_batches_given_up_total",
+        "CDC: batches abandoned after transmit_max_retries (their events were not delivered)"
+    );
+    describe_histogram!(
+        "raftlite_cdc_delivery_lag_seconds",
+        Unit::Seconds,
+        "CDC: time from an entry's proposal to the endpoint's acknowledgement"
+    );
+    describe_histogram!("raftlite_cdc_post_seconds", Unit::Seconds, "CDC: time of one POST to the endpoint");
     describe_counter!("raftlite_tls_reloads_total", "Certificate reloads after the files changed, by result");
     describe_counter!(
         "raftlite_http_connections_refused_total",

@@ -1,6 +1,7 @@
 //! Starting and stopping one node: the data directory, the actors under their supervisors, the
 //! openraft instance over our adapters, single-node bootstrap, and graceful shutdown.
 
+use crate::actors::cdc_sender::CdcSender;
 use crate::actors::uploader::Uploader;
 use crate::autobackup::config::{BackupConfig, RestoreConfig};
 use crate::autobackup::storage::Storage;
@@ -59,6 +60,8 @@ pub enum StartError {
     AutoBackup(String),
     #[error("-auto-restore {0}")]
     AutoRestore(String),
+    #[error("-cdc-config {0}")]
+    Cdc(String),
 }
 
 /// `<data-dir>/node.json`: the node's identity, fixed for the life of the data directory.
@@ -267,6 +270,7 @@ pub struct Node {
     raft: SharedRaft,
     /// Kept so the actor lives (an actix actor stops once no `Addr` to it is left).
     _uploader: Option<actix::Addr<Uploader>>,
+    _cdc_sender: Option<actix::Addr<CdcSender>>,
 }
 
 /// Start a node inside the current actix System. The HTTP API listens before the store opens.
@@ -295,12 +299,25 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         .map(RestoreConfig::load)
         .transpose()
         .map_err(|e| StartError::AutoRestore(e.to_string()))?;
+    // Change data capture: a bad configuration refuses to start, naming the key.
+    let cdc_config = cfg
+        .cdc_config
+        .as_deref()
+        .map(crate::cdc::config::CdcConfig::from_flag)
+        .transpose()
+        .map_err(|e| StartError::Cdc(e.to_string()))?;
+    let cdc_client = match &cdc_config {
+        Some(c) => crate::actors::cdc_sender::client_for(c).map_err(StartError::Cdc)?,
+        None => None,
+    };
     let dir = cfg.data_dir.clone();
     let new_node = crate::autobackup::restore::is_new_node(&dir);
     let io = |source| StartError::DataDir { path: dir.display().to_string(), source };
     std::fs::create_dir_all(dir.join("raft")).map_err(io)?;
     check_identity(&dir, &cfg.node_id)?;
     crate::http::backup::clean_scratch(&dir);
+    let cdc =
+        cdc_config.map(|c| crate::cdc::Cdc::open(c, &dir)).transpose().map_err(|e| StartError::Cdc(e.to_string()))?;
 
     // TCP_NODELAY on the listener is inherited by every accepted connection (Linux): a response
     // written in more than one piece must not wait for the client's delayed ACK (Nagle).
@@ -379,7 +396,8 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let stats = Arc::new(ApplierStats::default());
     stats.replay_bound.store(last_log, Ordering::Relaxed);
     let (p, sd, s, fk, at) = (db_path.clone(), snap_dir.clone(), stats.clone(), cfg.fk, recorded.clone());
-    let applier = start_on_own_thread(move |_| Applier::new(p, sd, fk, s, at)).map_err(StartError::Thread)?;
+    let c = cdc.clone();
+    let applier = start_on_own_thread(move |_| Applier::new(p, sd, fk, s, at, c)).map_err(StartError::Thread)?;
     let applier_addr = applier.clone();
     let applied_index = recorded.as_ref().and_then(|m| m.last_log_id).map(|l| l.index).unwrap_or(0);
     stats.applied_at_start.store(applied_index, Ordering::Relaxed);
@@ -477,8 +495,13 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         let st = state.clone();
         Supervisor::start(move |_| Uploader::new(st, c, s, stats))
     });
+    let cdc_sender = cdc.map(|cdc| {
+        let _ = state.cdc.set(cdc.clone());
+        let st = state.clone();
+        Supervisor::start(move |_| CdcSender::new(st, cdc, cdc_client))
+    });
     join_or_bootstrap(&cfg, &raft.get(), &peers, node_id, me).await?;
-    Ok(Node { state, consensus, http_front, raft, _uploader: uploader })
+    Ok(Node { state, consensus, http_front, raft, _uploader: uploader, _cdc_sender: cdc_sender })
 }
 
 impl Node {

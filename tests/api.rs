@@ -345,13 +345,13 @@ fn config_file_and_flags() {
     let _ = child.kill();
     let _ = child.wait();
     // A flag raftlite cannot honour refuses to start, from the file as from the command line.
-    std::fs::write(&cfg, "cdc-config = \"stdout\"\n").expect("write config");
+    std::fs::write(&cfg, "otlp-endpoint = \"127.0.0.1:4317\"\n").expect("write config");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftlited"))
         .args(["-config", &cfg.display().to_string(), &dir.path().join("e").display().to_string()])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("-cdc-config is not supported"), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-otlp-endpoint is not supported"), "{out:?}");
     // Bad flags exit non-zero with a message.
     let out =
         std::process::Command::new(env!("CARGO_BIN_EXE_raftlited")).args(["-no-such-flag"]).output().expect("run");

@@ -278,9 +278,10 @@ fn s3_backups_restore_survive_outages_and_follow_the_leader() {
     fill(c.node(&l2), 1);
     wait_uploads(c.node(&l2), "num_uploads_fail", 1);
     fill(c.node(&l2), 1);
+    // Counted while the store is down, so that an upload as soon as it is back is seen.
+    let before = uploads(c.node(&l2), "num_uploads_ok");
     let mut moto = Moto::start(port).expect("moto server again");
     moto.bucket("backups");
-    let before = uploads(c.node(&l2), "num_uploads_ok");
     wait_uploads(c.node(&l2), "num_uploads_ok", before + 1);
     let rcfg2 = write_config(
         dir.path(),

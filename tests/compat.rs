@@ -147,7 +147,7 @@ fn snapshots_travel_compressed() {
     c.node_mut(&f).kill();
     for v in 0..100 {
         let r = c.node(&l).execute(json!([["INSERT INTO t VALUES(?, ?)", v, "compressible ".repeat(40)]]));
-        assert_eq!(r.status, 200);
+        assert_eq!(r.status, 200, "{}", r.body);
     }
     wait_for("the leader to compact its log", Duration::from_secs(30), || {
         (c.node(&l).status()["store"]["num_snapshots"].as_u64()? > 0).then_some(())
@@ -202,7 +202,6 @@ fn flags_that_cannot_be_honoured_refuse_to_start() {
         ("-mem-profile", "mem.prof"),
         ("-trace-profile", "trace.out"),
         ("-raft-leader-lease-timeout", "500ms"),
-        ("-cdc-config", "cdc.json"),
         ("-disco-mode", "dns"),
         ("-extensions-path", "ext"),
     ] {

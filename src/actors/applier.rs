@@ -15,6 +15,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::actors::supervise::{guard, guarded, note_restart, settle, stop_on_fault, Fault};
+use crate::cdc::Cdc;
 use crate::raft::{Entry, LogId, StoredMembership};
 pub use crate::store::apply::ApplierStats;
 use crate::store::apply::{apply_entries, Applied};
@@ -34,19 +35,40 @@ pub struct Applier {
     at: Applied,
     /// Where the batch being applied ends, until it is known to have committed or not.
     in_flight: Option<Applied>,
+    /// Change data capture (`-cdc-config`): hooked onto every writer connection opened.
+    cdc: Option<Arc<Cdc>>,
 }
 
 impl Applier {
     /// `at`: where the database stands as opened (`position::open_at_start`).
-    pub fn new(path: PathBuf, snap_dir: PathBuf, fk: bool, stats: Arc<ApplierStats>, at: Option<Meta>) -> Self {
+    pub fn new(
+        path: PathBuf,
+        snap_dir: PathBuf,
+        fk: bool,
+        stats: Arc<ApplierStats>,
+        at: Option<Meta>,
+        cdc: Option<Arc<Cdc>>,
+    ) -> Self {
         let at = at.map(|m| Applied { log_id: m.last_log_id, membership: m.last_membership }).unwrap_or_default();
-        Applier { path, snap_dir, fk, conn: None, stats, at, in_flight: None }
+        Applier { path, snap_dir, fk, conn: None, stats, at, in_flight: None, cdc }
+    }
+
+    /// Open the writer connection, with change data capture hooked on when configured.
+    fn open_writer(&self) -> rusqlite::Result<(rusqlite::Connection, Hooks)> {
+        let (conn, hooks) = db::open_writer(&self.path, self.fk)?;
+        match &self.cdc {
+            Some(cdc) => {
+                cdc.capture.install(&conn);
+                Ok((conn, hooks.with_cdc(cdc.clone())))
+            }
+            None => Ok((conn, hooks)),
+        }
     }
 
     /// Open the writer connection; after a failed batch, settle where the database stands from
     /// its stamp. A failure is logged and retried by the next request.
     fn open(&mut self) {
-        let opened = settle(ACTOR, guarded(ACTOR, || db::open_writer(&self.path, self.fk)));
+        let opened = settle(ACTOR, guarded(ACTOR, || self.open_writer()));
         let (conn, hooks) = match opened {
             Ok(c) => c,
             Err(e) => return tracing::error!(error = %e, "cannot open the database"),
@@ -197,10 +219,18 @@ impl Handler<ReplaceDb> for Applier {
     type Result = Result<(), Fault>;
     fn handle(&mut self, msg: ReplaceDb, ctx: &mut Context<Self>) -> Self::Result {
         self.settle();
+        let snapshot = msg.at.is_some();
         let meta = msg.at.unwrap_or_else(|| self.meta());
         // Close the writer before the file under it changes.
         self.conn = None;
-        let (path, dir, fk) = (&self.path, &self.snap_dir, self.fk);
+        let (path, dir) = (&self.path, &self.snap_dir);
+        if self.cdc.is_some() && snapshot {
+            tracing::warn!(
+                from = ?self.at.log_id.map(|l| l.index),
+                to = ?meta.last_log_id.map(|l| l.index),
+                "CDC: installing a snapshot; the changes of the entries it covers are not captured on this node"
+            );
+        }
         let swapped = guard(ctx, ACTOR, |_| {
             position::replace(&msg.path, path, dir, &meta)
                 .map_err(|e| Fault::Storage { actor: ACTOR, msg: e.to_string() })
@@ -211,9 +241,9 @@ impl Handler<ReplaceDb> for Applier {
             self.at = Applied { log_id: meta.last_log_id, membership: meta.last_membership.clone() };
         }
         swapped?;
-        let reopened = guard(ctx, ACTOR, |_| {
-            db::open_writer(path, fk).map_err(|e| Fault::Storage { actor: ACTOR, msg: e.to_string() })
-        })?;
+        let opened =
+            guarded(ACTOR, || self.open_writer().map_err(|e| Fault::Storage { actor: ACTOR, msg: e.to_string() }));
+        let reopened = guard(ctx, ACTOR, |_| opened.and_then(|r| r))?;
         self.conn = Some(reopened);
         if let Some(l) = self.at.log_id {
             self.stats.applied_index.store(l.index, std::sync::atomic::Ordering::Relaxed);

@@ -2,6 +2,7 @@
 //! a restart; `supervise` holds the panic guard and the restart counters they share.
 
 pub mod applier;
+pub mod cdc_sender;
 pub mod consensus;
 pub mod http_front;
 pub mod log_store;

@@ -41,6 +41,7 @@ impl Fault {
 /// Every supervised actor, by the name its restarts are counted under (each file's `ACTOR`).
 pub const ACTORS: &[&str] = &[
     "applier",
+    "cdc_sender",
     "consensus",
     "http_front",
     "log_store",

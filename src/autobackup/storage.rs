@@ -144,15 +144,15 @@ impl Storage {
                 )
                 .with_attributes(attrs);
                 let mut f = tokio::fs::File::open(local).await.map_err(io)?;
-                let sent = async {
-                    tokio::io::copy(&mut f, &mut w).await?;
-                    w.shutdown().await
-                };
-                if let Err(e) = sent.await {
+                if let Err(e) = tokio::io::copy(&mut f, &mut w).await {
                     // Never leave a part-written object: abort the multipart upload.
                     let _ = w.abort().await;
                     return Err(StorageError::Store(e.to_string()));
                 }
+                // Completing the upload failed: the object never appears. The writer cannot be
+                // aborted once it is completing (object_store panics); the store discards the
+                // parts of an upload that is never completed (a bucket lifecycle rule on S3).
+                w.shutdown().await.map_err(|e| StorageError::Store(e.to_string()))?;
                 Ok(format!("s3://{bucket}/{key}"))
             }
         }

@@ -80,6 +80,8 @@ pub struct AppState {
     pub restore_pending: std::sync::atomic::AtomicBool,
     /// `-auto-backup`'s figures, when it is on.
     pub uploads: OnceLock<Arc<crate::autobackup::UploadStats>>,
+    /// Change data capture, when `-cdc-config` is set.
+    pub cdc: OnceLock<Arc<crate::cdc::Cdc>>,
 }
 
 impl AppState {
@@ -102,6 +104,7 @@ impl AppState {
             node_tls,
             restore_pending: std::sync::atomic::AtomicBool::new(false),
             uploads: OnceLock::new(),
+            cdc: OnceLock::new(),
         })
     }
 

@@ -258,6 +258,9 @@ pub async fn status(state: &AppState, p: &Params) -> Result<J, Response> {
             "last_upload_seconds": last.as_ref().map(|l| l.took.as_secs_f64()),
         });
     }
+    if let Some(c) = state.cdc.get() {
+        doc["cdc"] = c.status(state.core.get().is_some_and(|core| core.is_leader()));
+    }
     if state.cfg.auto_restore.is_some() {
         doc["auto_restore"] = json!({ "pending": state.restore_pending.load(Ordering::Relaxed) });
     }
@@ -357,6 +360,17 @@ pub async fn metrics(state: &AppState) -> Response {
         counter!("raftlite_snapshot_copies_total").absolute(s.num_snapshot_copies.load(Ordering::Relaxed));
         counter!("raftlite_restores_total").absolute(s.num_restores.load(Ordering::Relaxed));
         counter!("raftlite_restores_failed_total").absolute(s.num_restores_failed.load(Ordering::Relaxed));
+    }
+    if let Some(c) = state.cdc.get() {
+        let q = &c.queue.stats;
+        let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        gauge!("raftlite_cdc_queue_depth").set(r(&q.depth) as f64);
+        gauge!("raftlite_cdc_queue_bytes").set(r(&q.bytes) as f64);
+        gauge!("raftlite_cdc_captured_index").set(r(&q.captured_index) as f64);
+        gauge!("raftlite_cdc_high_water_mark").set(r(&q.high_water_mark) as f64);
+        gauge!("raftlite_cdc_delivered_index").set(r(&q.delivered_index) as f64);
+        counter!("raftlite_cdc_events_captured_total").absolute(r(&q.events_captured));
+        counter!("raftlite_cdc_events_dropped_total").absolute(r(&q.events_dropped));
     }
     match crate::metrics::render() {
         Some(text) => {

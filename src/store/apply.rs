@@ -78,6 +78,9 @@ fn apply_pass(
             out.push(Response { raft_index: index, ..Default::default() });
             continue;
         }
+        if let EntryPayload::Normal(cmd) = &e.payload {
+            db.cdc_entry(index, commit_timestamp_ns(cmd));
+        }
         let resp = match &e.payload {
             EntryPayload::Blank => Response { raft_index: index, ..Default::default() },
             EntryPayload::Membership(m) => {
@@ -139,14 +142,36 @@ fn apply_pass(
     Pass::Done(out, last, membership)
 }
 
+/// When the leader proposed a command (Unix ns), the same on every replica: the commit time
+/// change data capture reports. 0 if the command carries none.
+fn commit_timestamp_ns(cmd: &Command) -> i64 {
+    let first = match cmd {
+        Command::Batch(cmds) => cmds.first(),
+        c => Some(c),
+    };
+    first.and_then(parts_of).map_or(0, |(_, opts, _, _)| opts.proposed_at_ms.saturating_mul(1_000_000))
+}
+
 /// The statements, options, seed and mode of a command that runs SQL.
 fn parts_of(cmd: &Command) -> Option<(&[Statement], &ExecOptions, u64, Mode)> {
     match cmd {
         Command::Execute { stmts, opts, seed } => Some((stmts, opts, *seed, Mode::Write)),
         Command::Query { stmts, opts, seed } => Some((stmts, opts, *seed, Mode::Query)),
         Command::Request { stmts, opts, seed } => Some((stmts, opts, *seed, Mode::Request)),
-        Command::Load { .. } | Command::Batch(_) => None,
+        Command::Load { .. } | Command::Batch(_) | Command::CdcHighWater(_) => None,
     }
+}
+
+/// The highest CDC high-water mark the new entries of a batch carry.
+fn high_water_mark(entries: &[Entry], applied: Option<LogId>) -> Option<u64> {
+    entries
+        .iter()
+        .filter(|e| Some(e.log_id) > applied)
+        .filter_map(|e| match &e.payload {
+            EntryPayload::Normal(Command::CdcHighWater(i)) => Some(*i),
+            _ => None,
+        })
+        .max()
 }
 
 fn storage_error(msg: &str) -> rusqlite::Error {
@@ -285,7 +310,11 @@ fn apply_batch(
     let (applied, membership) = (at.log_id, at.membership.clone());
     let changes_at_start = db.reported_changes();
     let mut timed_out: Vec<(usize, usize)> = Vec::new();
+    let cdc = db.cdc().cloned();
     loop {
+        if let Some(cdc) = &cdc {
+            cdc.capture.reset();
+        }
         db.internal(|c| c.execute_batch("BEGIN IMMEDIATE"))?;
         match apply_pass(&db, &entries, applied, membership.clone(), &timed_out) {
             Pass::Rerun { entry, stmt } => {
@@ -302,6 +331,13 @@ fn apply_batch(
                     if c.is_autocommit() {
                         return Err(storage_error("the batch transaction was rolled back unexpectedly"));
                     }
+                    // The batch's row changes are queued durably before it commits, so that an
+                    // entry the database holds always has its events (src/cdc/queue.rs).
+                    if let Some(cdc) = &cdc {
+                        let groups = cdc.capture.take();
+                        let hwm = high_water_mark(&entries, applied);
+                        cdc.queue.append(&groups, hwm).map_err(|e| storage_error(&e.to_string()))?;
+                    }
                     // The stamp commits with the effects (invariant 2, `store::position`).
                     if let Some(l) = last.filter(|_| last != applied) {
                         db.internal(|c| position::set_stamp(c, l.index))?;
@@ -311,6 +347,9 @@ fn apply_batch(
                 if let Err(e) = result {
                     let _ = db.internal(|c| c.execute_batch("ROLLBACK"));
                     return Err(e);
+                }
+                if let Some(cdc) = &cdc {
+                    cdc.committed();
                 }
                 // Committed: the position moves with it, before anything else can fail
                 // (invariant 2).
@@ -325,7 +364,9 @@ fn apply_batch(
                         stats.replayed_at_start.fetch_add(1, Ordering::Relaxed);
                     }
                     if let EntryPayload::Normal(cmd) = &e.payload {
-                        stats.last_change_index.store(e.log_id.index, Ordering::Relaxed);
+                        if !matches!(cmd, Command::CdcHighWater(_)) {
+                            stats.last_change_index.store(e.log_id.index, Ordering::Relaxed);
+                        }
                         let first = match cmd {
                             Command::Batch(cmds) => cmds.first(),
                             c => Some(c),

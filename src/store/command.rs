@@ -65,6 +65,9 @@ pub enum Command {
     /// append, one fsync, one apply transaction). Each keeps its own options and results, as if
     /// it had its own entry; only `Execute` commands are batched.
     Batch(Vec<Command>),
+    /// Change data capture: the leader delivered every event up to this log index. Each node
+    /// prunes its CDC queue through it, and a new leader resumes after it. Changes no data.
+    CdcHighWater(u64),
 }
 
 /// What one statement produced.

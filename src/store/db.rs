@@ -14,6 +14,7 @@ use rusqlite::limits::Limit;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
+use crate::cdc::Cdc;
 use crate::store::command::{ExecOptions, Param, Rows, Statement, StmtResult, Value};
 use crate::store::sql;
 
@@ -50,6 +51,15 @@ pub struct Hooks {
     /// Set by whoever asked for the statements running now when it no longer waits for them
     /// (the client went away): they are interrupted.
     cancel: Arc<std::sync::RwLock<Option<Arc<AtomicBool>>>>,
+    /// Change data capture on this (the writer) connection, if `-cdc-config` is set.
+    cdc: Option<Arc<Cdc>>,
+}
+
+impl Hooks {
+    /// Capture row changes on this connection (its pre-update hook is already `cdc`'s).
+    pub fn with_cdc(self, cdc: Arc<Cdc>) -> Hooks {
+        Hooks { cdc: Some(cdc), ..self }
+    }
 }
 
 /// How to treat each statement.
@@ -265,6 +275,7 @@ impl<'a> Db<'a> {
         in_batch: bool,
     ) -> Result<Vec<StmtResult>, usize> {
         let mut results = Vec::with_capacity(stmts.len());
+        let tx_mark = self.cdc_mark();
         if opts.transaction {
             if let Err(e) = self.internal(|c| c.execute_batch(&format!("SAVEPOINT {SAVEPOINT}"))) {
                 results.push(StmtResult::Error { error: e.to_string(), time: 0.0 });
@@ -305,6 +316,9 @@ impl<'a> Db<'a> {
             }
         }
         if opts.transaction {
+            if failed {
+                self.cdc_undo(tx_mark);
+            }
             let end = if failed {
                 format!("ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}")
             } else {
@@ -376,19 +390,54 @@ impl<'a> Db<'a> {
         let mut batch = rusqlite::Batch::new(self.conn, &st.sql);
         let mut last = StmtResult::Write { last_insert_id: 0, rows_affected: 0, time: 0.0 };
         while let Some(mut stmt) = batch.next()? {
-            bind(&mut stmt, &st.params)?;
+            let mark = self.cdc_mark();
+            match self.step(&mut stmt, st, mode, qualify) {
+                Ok(Ok(r)) => {
+                    last = r;
+                    if let Some(cdc) = &self.hooks.cdc {
+                        self.internal(|c| cdc.capture.statement_done(c))?;
+                    }
+                }
+                Ok(Err(refused)) => return Ok(refused),
+                Err(e) => {
+                    // SQLite undid the statement's row changes unless its conflict clause was
+                    // FAIL, which keeps those made before the error: then `changes()` counts them
+                    // (it is 0 after a statement rollback).
+                    if self.conn.changes() == 0 {
+                        self.cdc_undo(mark);
+                    } else if let Some(cdc) = &self.hooks.cdc {
+                        let _ = self.internal(|c| cdc.capture.statement_done(c));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(last)
+    }
+
+    /// Run one prepared statement to its end: its result, or `Err` with the result that refuses
+    /// it (a write through `/db/query`).
+    fn step(
+        &self,
+        stmt: &mut rusqlite::Statement<'_>,
+        st: &Statement,
+        mode: Mode,
+        qualify: bool,
+    ) -> rusqlite::Result<Result<StmtResult, StmtResult>> {
+        {
+            bind(stmt, &st.params)?;
             let as_rows = match mode {
                 Mode::Write => st.returning,
                 Mode::Query => {
                     if !stmt.readonly() {
-                        return Ok(err("attempt to change database via query operation"));
+                        return Ok(Err(err("attempt to change database via query operation")));
                     }
                     true
                 }
                 Mode::Request => stmt.readonly() || st.returning,
             };
-            last = if as_rows {
-                StmtResult::Rows(collect_rows(&mut stmt, qualify)?)
+            Ok(Ok(if as_rows {
+                StmtResult::Rows(collect_rows(stmt, qualify)?)
             } else {
                 let (changes0, total0) = (self.conn.changes(), self.conn.total_changes());
                 let mut rows = stmt.raw_query();
@@ -406,9 +455,32 @@ impl<'a> Db<'a> {
                     rows_affected: self.hooks.reported_changes.load(Ordering::Relaxed),
                     time: 0.0,
                 }
-            };
+            }))
         }
-        Ok(last)
+    }
+
+    /// Where change data capture stands (0 without it).
+    fn cdc_mark(&self) -> usize {
+        self.hooks.cdc.as_ref().map_or(0, |c| c.capture.mark())
+    }
+
+    /// SQLite undid the changes made since `mark`.
+    fn cdc_undo(&self, mark: usize) {
+        if let Some(c) = &self.hooks.cdc {
+            c.capture.undo_to(mark);
+        }
+    }
+
+    /// The statements of log entry `index`, proposed at `ts_ns`, run next.
+    pub fn cdc_entry(&self, index: u64, ts_ns: i64) {
+        if let Some(c) = &self.hooks.cdc {
+            c.capture.begin_entry(index, ts_ns);
+        }
+    }
+
+    /// The change data capture of this connection, if any.
+    pub fn cdc(&self) -> Option<&Arc<Cdc>> {
+        self.hooks.cdc.as_ref()
     }
 
     /// Restore the seeded `random()` state for one log entry (see `register_seeded_functions`).

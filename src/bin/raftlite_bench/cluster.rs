@@ -95,23 +95,25 @@ pub fn fetch(method: &str, url: &str, body: &str) -> Option<(u16, String)> {
 
 /// Start an `n`-node cluster on 127.0.0.x: node 1 bootstraps, the others join it.
 pub fn start_cluster(binary: &Path, dir: &Path, n: usize) -> Vec<Server> {
-    start_cluster_with(binary, dir, n, 60, None)
+    start_cluster_with(binary, dir, n, 60, None, &[])
 }
 
 /// [`start_cluster`] on 127.0.0.`ip_base`+i, with `tls`: (the CA, HTTPS on the API, mutual TLS
-/// between the nodes).
+/// between the nodes), and `flags` added to every node's command line.
 pub fn start_cluster_with(
     binary: &Path,
     dir: &Path,
     n: usize,
     ip_base: usize,
     tls: Option<(&super::tls::Pki, bool, bool)>,
+    flags: &[String],
 ) -> Vec<Server> {
     let mut servers: Vec<Server> = (1..=n)
         .map(|i| {
             let ip = format!("127.0.0.{}", ip_base + i);
             let (h, r) = (free_addr(&ip), free_addr(&ip));
             let mut extra: Vec<String> = vec!["-log-level".into(), "warn".into()];
+            extra.extend(flags.iter().cloned());
             let mut scheme = "http";
             if let Some((pki, api, node)) = tls {
                 extra.extend(pki.flags(&format!("node{ip_base}-{i}"), &ip, api, node));

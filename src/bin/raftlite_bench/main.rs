@@ -8,10 +8,12 @@
 //! cargo build --release && target/release/raftlite-bench --duration 10s --clients 1,16 --nodes 1,3 --failover 10
 //! cargo build --release && target/release/raftlite-bench --tls --duration 5s --clients 1,16
 //! cargo build --release && target/release/raftlite-bench --nodes 0 --auto-backup 1000 --duration 5s
+//! cargo build --release && target/release/raftlite-bench --cdc --duration 5s --clients 1,16 --nodes 1,3
 //! ```
 
 mod autobackup;
 mod baselines;
+mod cdc;
 mod cluster;
 mod load;
 mod report;
@@ -55,10 +57,12 @@ pub struct Args {
     pub baselines: bool,
     /// Measure what TLS costs instead (HTTPS and node-to-node TLS against plain).
     pub tls: bool,
+    /// Measure what change data capture costs instead (writes with and without, delivery lag).
+    pub cdc: bool,
 }
 
 pub fn usage() -> ! {
-    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--workloads insert,bulk,queued,read-none,read-weak,read-linearizable,mix] [--failover N] [--snapshots MB] [--auto-backup MB] [--metrics-overhead ROUNDS] [--plot FILE.png] [--json FILE] [--chart FILE.png] [--dir DIR] [--no-baselines] [--tls]");
+    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--workloads insert,bulk,queued,read-none,read-weak,read-linearizable,mix] [--failover N] [--snapshots MB] [--auto-backup MB] [--metrics-overhead ROUNDS] [--plot FILE.png] [--json FILE] [--chart FILE.png] [--dir DIR] [--no-baselines] [--tls] [--cdc]");
     std::process::exit(2)
 }
 
@@ -80,6 +84,7 @@ pub fn parse_args() -> Args {
         chart: None,
         baselines: true,
         tls: false,
+        cdc: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -99,6 +104,7 @@ pub fn parse_args() -> Args {
             "chart" => a.chart = Some(PathBuf::from(val())),
             "no-baselines" => a.baselines = false,
             "tls" => a.tls = true,
+            "cdc" => a.cdc = true,
             "workloads" => {
                 a.workloads = val().split(',').map(|w| Workload::parse(w).unwrap_or_else(|| usage())).collect()
             }
@@ -121,6 +127,11 @@ pub fn main() {
     println!("{:?} per run; ops are requests (a bulk request holds 100 rows)\n", args.duration);
     if args.tls {
         tls::tls_bench(&args, &tmp);
+        let _ = std::fs::remove_dir_all(&tmp);
+        return;
+    }
+    if args.cdc {
+        cdc::cdc_bench(&args, &tmp);
         let _ = std::fs::remove_dir_all(&tmp);
         return;
     }

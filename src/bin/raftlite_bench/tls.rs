@@ -135,8 +135,8 @@ pub fn tls_bench(args: &Args, tmp: &Path) {
     ];
     let mut worst16: Option<f64> = None;
     for &(label, n, api, node, workloads) in &setups {
-        let plain = start_cluster_with(&args.binary, &tmp.join(format!("plain{n}")), n, 70, None);
-        let tls = start_cluster_with(&args.binary, &tmp.join(format!("tls{n}")), n, 80, Some((&pki, api, node)));
+        let plain = start_cluster_with(&args.binary, &tmp.join(format!("plain{n}")), n, 70, None, &[]);
+        let tls = start_cluster_with(&args.binary, &tmp.join(format!("tls{n}")), n, 80, Some((&pki, api, node)), &[]);
         for s in [&plain, &tls] {
             let l = leader_index(s).unwrap_or(0);
             if !execute(&s[l].url, "CREATE TABLE bench (id INTEGER PRIMARY KEY, c INTEGER, v TEXT)") {

@@ -1,0 +1,153 @@
+//! A CDC endpoint for the tests and `raftlite-bench`: a small HTTP/1.1 server on loopback that
+//! records every POST with the time it arrived, answers with a status the caller sets (200, or
+//! 503 to play a failing endpoint), and can be taken down (listener and connections closed) and
+//! brought back up on the same address.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+/// One POST received.
+#[derive(Clone, Debug)]
+pub struct Post {
+    pub at: SystemTime,
+    pub body: serde_json::Value,
+}
+
+#[derive(Default)]
+struct Inner {
+    posts: Mutex<Vec<Post>>,
+    status: AtomicU16,
+    down: AtomicBool,
+}
+
+pub struct CdcSink {
+    addr: String,
+    inner: Arc<Inner>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl CdcSink {
+    /// Listen on a free port of `ip` (127.0.0.x), answering 200.
+    pub fn start(ip: &str) -> std::io::Result<CdcSink> {
+        let addr = super::free_addr(ip)?;
+        let inner = Arc::new(Inner { status: AtomicU16::new(200), ..Inner::default() });
+        let mut sink = CdcSink { addr, inner, accept: None };
+        sink.up()?;
+        Ok(sink)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/cdc", self.addr)
+    }
+
+    /// Every POST so far.
+    pub fn posts(&self) -> Vec<Post> {
+        self.inner.posts.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Every group received, in arrival order: (index, group, arrival time).
+    pub fn groups(&self) -> Vec<(u64, serde_json::Value, SystemTime)> {
+        let mut out = Vec::new();
+        for p in self.posts() {
+            for g in p.body["payload"].as_array().into_iter().flatten() {
+                out.push((g["index"].as_u64().unwrap_or(0), g.clone(), p.at));
+            }
+        }
+        out
+    }
+
+    /// Answer every request with `code` from now on.
+    pub fn set_status(&self, code: u16) {
+        self.inner.status.store(code, Ordering::Relaxed);
+    }
+
+    /// Stop listening and close every connection: the endpoint is gone.
+    pub fn down(&mut self) {
+        self.inner.down.store(true, Ordering::Relaxed);
+        // Wake the accept loop so that it sees the flag and drops the listener.
+        let _ = TcpStream::connect_timeout(&self.addr.parse().expect("addr"), Duration::from_secs(1));
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Listen again on the same address.
+    pub fn up(&mut self) -> std::io::Result<()> {
+        self.inner.down.store(false, Ordering::Relaxed);
+        let listener = TcpListener::bind(&self.addr)?;
+        let inner = self.inner.clone();
+        self.accept = Some(std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if inner.down.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let inner = inner.clone();
+                std::thread::spawn(move || serve(conn, &inner));
+            }
+        }));
+        Ok(())
+    }
+}
+
+impl Drop for CdcSink {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+/// Serve one keep-alive connection until the peer closes it or the sink goes down.
+fn serve(conn: TcpStream, inner: &Inner) {
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+    let Ok(mut writer) = conn.try_clone() else { return };
+    let mut reader = BufReader::new(conn);
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if inner.down.load(Ordering::Relaxed) {
+                    return;
+                }
+                continue;
+            }
+            Err(_) => return,
+        }
+        let mut length = 0usize;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() || inner.down.load(Ordering::Relaxed) {
+            return;
+        }
+        let status = inner.status.load(Ordering::Relaxed);
+        if status == 200 || status == 202 {
+            let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+            if let Ok(mut p) = inner.posts.lock() {
+                p.push(Post { at: SystemTime::now(), body });
+            }
+        }
+        let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
+        if writer.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
