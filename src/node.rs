@@ -364,13 +364,14 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let snap_dir = dir.join("snapshots");
     let sd = snap_dir.clone();
     let fk = cfg.fk;
+    let captured = cdc.as_ref().and_then(|c| c.queue.captured());
     let (last_log, recorded) = tokio::task::spawn_blocking(move || -> Result<_, StartError> {
         let log = LogDb::open(&lp)?;
         let end = LogDb::last(&log)?.map(|(i, _)| i + 1).unwrap_or(0);
         // Open the database and find where it stands: finish what a crash interrupted, migrate
         // the previous format, read its stamp, checkpoint (docs/DESIGN.md §6).
         let recorded =
-            crate::store::position::open_at_start(&dbp, &sd, |stamp, rec| resolve_position(&log, stamp, rec))
+            crate::store::position::open_at_start(&dbp, &sd, captured, |stamp, rec| resolve_position(&log, stamp, rec))
                 .map_err(damaged)?;
         // Invariant 4 check: the log is only ever purged up to the recorded position; a log
         // purged past it lacks entries the database needs.

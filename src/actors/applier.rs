@@ -210,6 +210,12 @@ impl Handler<Compact> for Applier {
     fn handle(&mut self, _msg: Compact, ctx: &mut Context<Self>) -> Self::Result {
         self.settle();
         let (meta, dir) = (self.meta(), self.snap_dir.clone());
+        // The main file may then hold these entries for good: their changes must be on disk
+        // first (src/cdc/queue.rs).
+        if let Some(cdc) = &self.cdc {
+            let synced = cdc.queue.sync().map_err(|e| Fault::Storage { actor: ACTOR, msg: e.to_string() });
+            guard(ctx, ACTOR, |_| synced)?;
+        }
         self.with_conn(ctx, |c, h| Db::new(c, h).internal(|c| position::checkpoint(c, &dir, &meta)))?;
         Ok(meta)
     }
@@ -230,6 +236,13 @@ impl Handler<ReplaceDb> for Applier {
                 to = ?meta.last_log_id.map(|l| l.index),
                 "CDC: installing a snapshot; the changes of the entries it covers are not captured on this node"
             );
+        }
+        // The queue learns first (durably) that nothing below the new position is to be captured
+        // here: after a crash it must not look behind the installed file.
+        if let Some(cdc) = &self.cdc {
+            let to = meta.last_log_id.map_or(0, |l| l.index);
+            let marked = cdc.queue.captured_to(to).and_then(|()| cdc.queue.sync());
+            guard(ctx, ACTOR, |_| marked.map_err(|e| Fault::Storage { actor: ACTOR, msg: e.to_string() }))?;
         }
         let swapped = guard(ctx, ACTOR, |_| {
             position::replace(&msg.path, path, dir, &meta)

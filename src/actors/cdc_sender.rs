@@ -143,7 +143,7 @@ fn leads(state: &AppState) -> bool {
     state.core.get().is_some_and(|c| c.is_leader())
 }
 
-/// Read the queue off the runtime's threads (its writes fsync).
+/// Read the queue off the runtime's threads (a SQLite query).
 async fn read(cdc: &Arc<Cdc>, after: u64, limit: usize) -> Vec<Queued> {
     let c = cdc.clone();
     match tokio::task::spawn_blocking(move || c.queue.read_after(after, limit)).await {
@@ -167,18 +167,21 @@ async fn deliver(state: Arc<AppState>, cdc: Arc<Cdc>, client: Option<Outgoing>) 
             let _ = tokio::time::timeout(IDLE, cdc.queued.notified()).await;
             continue;
         }
-        let from = cdc.queue.done_through();
-        let mut batch = read(&cdc, from, cfg.max_batch_size).await;
-        if batch.is_empty() {
+        let pending = || cdc.queue.stats.pending.load(Ordering::Relaxed) as usize;
+        if pending() == 0 {
             let _ = tokio::time::timeout(IDLE, cdc.queued.notified()).await;
             continue;
         }
-        // Let a batch that is not full fill for up to max_batch_delay.
+        // Let a batch that is not full fill for up to max_batch_delay (the count of undelivered
+        // groups says when it is full, without reading the queue).
         let deadline = tokio::time::Instant::now() + cfg.max_batch_delay;
-        while batch.len() < cfg.max_batch_size && tokio::time::Instant::now() < deadline {
-            if tokio::time::timeout_at(deadline, cdc.queued.notified()).await.is_ok() {
-                batch = read(&cdc, from, cfg.max_batch_size).await;
-            }
+        while pending() < cfg.max_batch_size && tokio::time::Instant::now() < deadline {
+            let _ = tokio::time::timeout_at(deadline, cdc.queued.notified()).await;
+        }
+        let from = cdc.queue.done_through();
+        let mut batch = read(&cdc, from, cfg.max_batch_size).await;
+        if batch.is_empty() {
+            continue;
         }
         let mut attempt = 0u32;
         let outcome = loop {
@@ -225,12 +228,7 @@ async fn deliver(state: Arc<AppState>, cdc: Arc<Cdc>, client: Option<Outgoing>) 
         }
         let last = batch[batch.len() - 1].index;
         let events: u64 = batch.iter().map(|g| g.events).sum();
-        let c = cdc.clone();
-        match tokio::task::spawn_blocking(move || c.queue.delivered(last)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "CDC: cannot record a delivery (it may be sent again)"),
-            Err(e) => tracing::error!(error = %e, "CDC: cannot record a delivery (it may be sent again)"),
-        }
+        cdc.queue.delivered(last, batch.len() as u64);
         if outcome == Outcome::Sent {
             let now_ms = chrono::Utc::now().timestamp_millis();
             cdc.sent.batches_ok.fetch_add(1, Ordering::Relaxed);

@@ -133,7 +133,7 @@ impl Capture {
             return Ok(());
         }
         if !self.row_ids_only {
-            let version: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+            let version: i64 = conn.prepare_cached("PRAGMA schema_version")?.query_row([], |r| r.get(0))?;
             if p.schema_version != Some(version) {
                 p.columns.clear();
                 p.schema_version = Some(version);

@@ -75,6 +75,8 @@ impl Cdc {
             "sending": leader,
             "queue": {
                 "depth": r(&q.depth),
+                "pending": r(&q.pending),
+                "captured_through": r(&q.captured_through),
                 "bytes": r(&q.bytes),
                 "max_bytes": self.config.max_queue_bytes,
                 "captured_index": r(&q.captured_index),

@@ -3,11 +3,16 @@
 //! snapshot or backup. Every node keeps one, so a follower that becomes leader has what is still
 //! to send (docs/DESIGN.md §9b).
 //!
-//! The applier appends a batch's groups *before* committing the batch, with `synchronous=FULL`:
-//! once the database says an entry is applied, its events are on disk. A crash between the two
-//! makes the entry apply again, which writes the same groups again under the same index (a
-//! replace, not a duplicate). Groups at or below what this node knows was delivered (the shared
-//! high-water mark, or its own deliveries as leader) are not kept.
+//! The applier appends a batch's groups, and the batch's last index (`captured`), *before*
+//! committing the batch, so the queue is never behind the database in what the OS holds: a
+//! process crash loses nothing, and an entry applied again after one writes the same groups
+//! under the same index (a replace, not a duplicate). Like the database, the queue is not
+//! fsynced per batch (`synchronous=NORMAL`; durability comes from the Raft log): it is fsynced
+//! before every checkpoint of the database's main file (`sync`). After a power loss the queue
+//! may then be behind the database's WAL; at start the database goes back to its main file and
+//! the entries since apply again (`store::position::open_at_start`), so their changes are
+//! captured again. Groups at or below what this node knows was delivered (the shared high-water
+//! mark, or its own deliveries as leader) are not kept.
 //!
 //! The queue is bounded by `max_queue_bytes` of event JSON: past it the oldest groups are dropped,
 //! and each drop is counted and logged, so a long outage of the endpoint never stops writes.
@@ -53,11 +58,22 @@ pub struct QueueStats {
     pub high_water_mark: AtomicU64,
     /// What this node delivered itself, as leader.
     pub delivered_index: AtomicU64,
+    /// Groups queued after what is known delivered: what a leader has still to send.
+    pub pending: AtomicU64,
+    /// The delivered index last written to the queue's file.
+    delivered_saved: AtomicU64,
+    /// The last log index whose batch went through the queue (with or without changes).
+    pub captured_through: AtomicU64,
 }
 
 pub struct Queue {
     path: String,
+    /// The applier's connection: every write to the queue goes through it.
     conn: Mutex<Connection>,
+    /// The sender's connection, for reads only: with WAL they never wait for the applier.
+    reader: Mutex<Connection>,
+    /// Created by this open: nothing was ever captured into it.
+    fresh: bool,
     max_bytes: u64,
     pub stats: QueueStats,
 }
@@ -75,10 +91,20 @@ impl Queue {
         }
         let conn = Connection::open(path).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        // Not synced per batch: see the module comment (`sync`).
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        let q =
-            Queue { path: path.display().to_string(), conn: Mutex::new(conn), max_bytes, stats: QueueStats::default() };
+        let fresh: bool =
+            conn.query_row("SELECT count(*) = 0 FROM meta WHERE k = 'captured'", [], |r| r.get(0)).map_err(err)?;
+        let reader = Connection::open(path).map_err(err)?;
+        let q = Queue {
+            path: path.display().to_string(),
+            conn: Mutex::new(conn),
+            reader: Mutex::new(reader),
+            fresh,
+            max_bytes,
+            stats: QueueStats::default(),
+        };
         {
             let c = q.lock();
             let (depth, bytes): (i64, i64) = c
@@ -90,6 +116,12 @@ impl Queue {
             q.stats.bytes.store(bytes as u64, Ordering::Relaxed);
             q.stats.high_water_mark.store(meta(&c, "hwm").map_err(err)?, Ordering::Relaxed);
             q.stats.delivered_index.store(meta(&c, "delivered").map_err(err)?, Ordering::Relaxed);
+            q.stats.delivered_saved.store(q.stats.delivered_index.load(Ordering::Relaxed), Ordering::Relaxed);
+            q.stats.captured_through.store(meta(&c, "captured").map_err(err)?, Ordering::Relaxed);
+            let pending: i64 = c
+                .query_row("SELECT count(*) FROM events WHERE idx > ?1", [q.done_through() as i64], |r| r.get(0))
+                .map_err(err)?;
+            q.stats.pending.store(pending as u64, Ordering::Relaxed);
         }
         Ok(q)
     }
@@ -108,31 +140,105 @@ impl Queue {
     }
 
     /// Queue a batch's groups and the high-water mark it carried, durably, in one transaction.
-    pub fn append(&self, groups: &[Group], hwm: Option<u64>) -> Result<(), QueueError> {
-        if groups.is_empty() && hwm.is_none_or(|h| h <= self.stats.high_water_mark.load(Ordering::Relaxed)) {
+    /// `through`: the last log index of the batch, recorded with it (`captured`).
+    pub fn append(&self, groups: &[Group], hwm: Option<u64>, through: u64) -> Result<(), QueueError> {
+        let nothing_delivered =
+            self.stats.delivered_index.load(Ordering::Relaxed) <= self.stats.delivered_saved.load(Ordering::Relaxed);
+        if groups.is_empty()
+            && nothing_delivered
+            && through <= self.stats.captured_through.load(Ordering::Relaxed)
+            && hwm.is_none_or(|h| h <= self.stats.high_water_mark.load(Ordering::Relaxed))
+        {
             return Ok(());
         }
         let mut c = self.lock();
+        self.append_locked(&mut c, groups, hwm, through)
+    }
+
+    /// Make everything queued so far durable (fsync): before the database's main file is
+    /// checkpointed, so that the main file never holds an entry whose changes a power loss could
+    /// take from the queue.
+    pub fn sync(&self) -> Result<(), QueueError> {
+        let c = self.lock();
+        c.pragma_update(None, "synchronous", "FULL").map_err(|e| self.err(e))?;
+        let synced = c
+            .execute(
+                "INSERT OR REPLACE INTO meta (k, v) VALUES ('captured', ?1)",
+                [self.stats.captured_through.load(Ordering::Relaxed) as i64],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e));
+        let restored = c.pragma_update(None, "synchronous", "NORMAL").map_err(|e| self.err(e));
+        synced.and(restored)
+    }
+
+    /// The database moved to `index` without a batch (a snapshot installed, a load, a
+    /// `VACUUM`): nothing to capture up to there.
+    pub fn captured_to(&self, index: u64) -> Result<(), QueueError> {
+        self.append(&[], None, index)
+    }
+
+    /// As opened: the last log index whose changes this queue holds (`None`: the queue was just
+    /// created, so CDC was not on before and there is nothing to compare).
+    pub fn captured(&self) -> Option<u64> {
+        if self.fresh {
+            None
+        } else {
+            Some(self.stats.captured_through.load(Ordering::Relaxed))
+        }
+    }
+
+    fn append_locked(
+        &self,
+        c: &mut Connection,
+        groups: &[Group],
+        hwm: Option<u64>,
+        through: u64,
+    ) -> Result<(), QueueError> {
         let tx = c.transaction().map_err(|e| self.err(e))?;
+        if through > self.stats.captured_through.load(Ordering::Relaxed) {
+            tx.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('captured', ?1)", [through as i64])
+                .map_err(|e| self.err(e))?;
+        }
         if let Some(h) = hwm.filter(|h| *h > self.stats.high_water_mark.load(Ordering::Relaxed)) {
             tx.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('hwm', ?1)", [h as i64]).map_err(|e| self.err(e))?;
         }
+        let delivered = self.stats.delivered_index.load(Ordering::Relaxed);
+        if delivered > self.stats.delivered_saved.load(Ordering::Relaxed) {
+            tx.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('delivered', ?1)", [delivered as i64])
+                .map_err(|e| self.err(e))?;
+        }
         let done = hwm.unwrap_or(0).max(self.done_through());
+        // The totals move with each change, under the lock: no scan of the queue per batch.
+        let mut size =
+            Size { depth: self.stats.depth.load(Ordering::Relaxed), bytes: self.stats.bytes.load(Ordering::Relaxed) };
         let mut events = 0u64;
         {
+            let mut old =
+                tx.prepare_cached("SELECT length(json) FROM events WHERE idx = ?1").map_err(|e| self.err(e))?;
             let mut ins = tx
                 .prepare_cached("INSERT OR REPLACE INTO events (idx, ts, n, json) VALUES (?1, ?2, ?3, ?4)")
                 .map_err(|e| self.err(e))?;
             for g in groups.iter().filter(|g| g.index > done) {
-                ins.execute(params![g.index as i64, g.commit_timestamp, g.events.len() as i64, g.to_json()])
+                self.stats.pending.fetch_add(1, Ordering::Relaxed);
+                // The same entry applied again after a crash replaces its earlier capture.
+                let replaced: Option<i64> =
+                    old.query_row([g.index as i64], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
+                if let Some(len) = replaced {
+                    size.remove(len);
+                }
+                let json = g.to_json();
+                ins.execute(params![g.index as i64, g.commit_timestamp, g.events.len() as i64, json])
                     .map_err(|e| self.err(e))?;
+                size.add(json.len() as i64);
                 events += g.events.len() as u64;
             }
         }
-        tx.execute("DELETE FROM events WHERE idx <= ?1", [done as i64]).map_err(|e| self.err(e))?;
-        let dropped = self.trim(&tx).map_err(|e| self.err(e))?;
-        let (depth, bytes) = totals(&tx).map_err(|e| self.err(e))?;
+        delete_through(&tx, done, &mut size).map_err(|e| self.err(e))?;
+        let dropped = self.trim(&tx, &mut size).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
+        self.stats.delivered_saved.fetch_max(delivered, Ordering::Relaxed);
+        self.stats.captured_through.fetch_max(through, Ordering::Relaxed);
         if let Some(h) = hwm {
             self.stats.high_water_mark.fetch_max(h, Ordering::Relaxed);
         }
@@ -140,8 +246,8 @@ impl Queue {
             self.stats.captured_index.fetch_max(last.index, Ordering::Relaxed);
         }
         self.stats.events_captured.fetch_add(events, Ordering::Relaxed);
-        self.stats.depth.store(depth, Ordering::Relaxed);
-        self.stats.bytes.store(bytes, Ordering::Relaxed);
+        self.stats.depth.store(size.depth, Ordering::Relaxed);
+        self.stats.bytes.store(size.bytes, Ordering::Relaxed);
         if let Some((first, last, n_groups, n_events)) = dropped {
             self.stats.groups_dropped.fetch_add(n_groups, Ordering::Relaxed);
             self.stats.events_dropped.fetch_add(n_events, Ordering::Relaxed);
@@ -158,33 +264,30 @@ impl Queue {
     }
 
     /// Drop the oldest groups until the queue fits: (first, last, groups, events) dropped.
-    fn trim(&self, c: &Connection) -> rusqlite::Result<Option<(u64, u64, u64, u64)>> {
-        let (_, mut bytes) = totals(c)?;
-        if bytes <= self.max_bytes {
+    fn trim(&self, c: &Connection, size: &mut Size) -> rusqlite::Result<Option<(u64, u64, u64, u64)>> {
+        if size.bytes <= self.max_bytes {
             return Ok(None);
         }
         let mut cut: Option<(u64, u64, u64, u64)> = None;
-        let mut st = c.prepare_cached("SELECT idx, n, length(json) FROM events ORDER BY idx")?;
+        let mut st = c.prepare_cached("SELECT idx, n FROM events ORDER BY idx")?;
+        let mut del = c.prepare_cached("DELETE FROM events WHERE idx = ?1 RETURNING length(json)")?;
         let mut rows = st.query([])?;
-        while bytes > self.max_bytes {
+        while size.bytes > self.max_bytes {
             let Some(r) = rows.next()? else { break };
-            let (idx, n, len): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-            bytes = bytes.saturating_sub(len as u64);
+            let (idx, n): (i64, i64) = (r.get(0)?, r.get(1)?);
+            let len: i64 = del.query_row([idx], |r| r.get(0))?;
+            size.remove(len);
             let c = cut.get_or_insert((idx as u64, idx as u64, 0, 0));
             c.1 = idx as u64;
             c.2 += 1;
             c.3 += n as u64;
-        }
-        drop(rows);
-        if let Some((_, last, _, _)) = cut {
-            c.execute("DELETE FROM events WHERE idx <= ?1", [last as i64])?;
         }
         Ok(cut)
     }
 
     /// Up to `limit` groups after `after`, in index order.
     pub fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Queued>, QueueError> {
-        let c = self.lock();
+        let c = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         let mut st = c
             .prepare_cached("SELECT idx, ts, n, json FROM events WHERE idx > ?1 ORDER BY idx LIMIT ?2")
             .map_err(|e| self.err(e))?;
@@ -201,19 +304,17 @@ impl Queue {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
     }
 
-    /// This node (the leader) delivered everything through `index`: forget it.
-    pub fn delivered(&self, index: u64) -> Result<(), QueueError> {
-        let mut c = self.lock();
-        let tx = c.transaction().map_err(|e| self.err(e))?;
-        tx.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('delivered', ?1)", [index as i64])
-            .map_err(|e| self.err(e))?;
-        tx.execute("DELETE FROM events WHERE idx <= ?1", [index as i64]).map_err(|e| self.err(e))?;
-        let (depth, bytes) = totals(&tx).map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))?;
-        self.stats.delivered_index.fetch_max(index, Ordering::Relaxed);
-        self.stats.depth.store(depth, Ordering::Relaxed);
-        self.stats.bytes.store(bytes, Ordering::Relaxed);
-        Ok(())
+    /// This node (the leader) delivered everything through `index` (`groups` groups). They are
+    /// deleted, and the index recorded, with the applier's next write to the queue (a batch, or
+    /// the high-water mark the leader proposes after a delivery): the sender never writes, so it
+    /// never holds up the applier. Lost in a crash before that, it only means a resend.
+    pub fn delivered(&self, index: u64, groups: u64) {
+        if self.stats.delivered_index.fetch_max(index, Ordering::Relaxed) < index {
+            let _ = self
+                .stats
+                .pending
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some(p.saturating_sub(groups)));
+        }
     }
 }
 
@@ -222,6 +323,35 @@ fn meta(c: &Connection, key: &str) -> rusqlite::Result<u64> {
     Ok(v.unwrap_or(0) as u64)
 }
 
+/// The queue's size, kept up to date as groups come and go.
+struct Size {
+    depth: u64,
+    bytes: u64,
+}
+
+impl Size {
+    fn add(&mut self, len: i64) {
+        self.depth += 1;
+        self.bytes += len.max(0) as u64;
+    }
+
+    fn remove(&mut self, len: i64) {
+        self.depth = self.depth.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(len.max(0) as u64);
+    }
+}
+
+/// Delete every group at or below `index`.
+fn delete_through(c: &Connection, index: u64, size: &mut Size) -> rusqlite::Result<()> {
+    let mut st = c.prepare_cached("DELETE FROM events WHERE idx <= ?1 RETURNING length(json)")?;
+    let mut rows = st.query([index as i64])?;
+    while let Some(r) = rows.next()? {
+        size.remove(r.get(0)?);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
 fn totals(c: &Connection) -> rusqlite::Result<(u64, u64)> {
     c.query_row("SELECT count(*), coalesce(sum(length(json)), 0) FROM events", [], |r| {
         Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
@@ -251,24 +381,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cdc/queue.sqlite");
         let q = Queue::open(&path, 1 << 20).unwrap();
-        q.append(&[group(3, 2), group(4, 1)], None).unwrap();
+        assert_eq!(q.captured(), None, "a new queue has nothing to compare");
+        q.append(&[group(3, 2), group(4, 1)], None, 4).unwrap();
         // The same entry applied again after a crash replaces, it does not add.
-        q.append(&[group(4, 1)], None).unwrap();
+        q.append(&[group(4, 1)], None, 4).unwrap();
         assert_eq!(q.stats.depth.load(Ordering::Relaxed), 2);
+        assert_eq!(totals(&q.lock()).unwrap(), (2, q.stats.bytes.load(Ordering::Relaxed)));
         drop(q);
         let q = Queue::open(&path, 1 << 20).unwrap();
         let got: Vec<u64> = q.read_after(0, 10).unwrap().iter().map(|g| g.index).collect();
         assert_eq!(got, [3, 4]);
-        q.delivered(3).unwrap();
+        q.delivered(3, 1);
+        // Forgotten with the next write.
+        assert_eq!(q.read_after(3, 10).unwrap().len(), 1);
+        q.append(&[], None, 4).unwrap();
         assert_eq!(q.read_after(0, 10).unwrap().len(), 1);
+        assert_eq!(q.stats.pending.load(Ordering::Relaxed), 1);
         // Nothing at or below the shared mark is kept, now or later.
-        q.append(&[group(5, 1)], Some(4)).unwrap();
+        q.append(&[group(5, 1)], Some(4), 5).unwrap();
         assert_eq!(q.read_after(0, 10).unwrap().iter().map(|g| g.index).collect::<Vec<_>>(), [5]);
-        q.append(&[group(4, 1)], None).unwrap();
+        q.append(&[group(4, 1)], None, 4).unwrap();
         assert_eq!(q.read_after(0, 10).unwrap().len(), 1);
         drop(q);
         let q = Queue::open(&path, 1 << 20).unwrap();
         assert_eq!((q.stats.high_water_mark.load(Ordering::Relaxed), q.done_through()), (4, 4));
+        // How far it captured survives, batches without changes included.
+        assert_eq!(q.captured(), Some(5));
+        q.captured_to(9).unwrap();
+        q.sync().unwrap();
+        drop(q);
+        assert_eq!(Queue::open(&path, 1 << 20).unwrap().captured(), Some(9));
     }
 
     #[test]
@@ -276,10 +418,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::open(&dir.path().join("q.sqlite"), 4096).unwrap();
         for i in 1..=200 {
-            q.append(&[group(i, 1)], None).unwrap();
+            q.append(&[group(i, 1)], None, i).unwrap();
         }
         let bytes = q.stats.bytes.load(Ordering::Relaxed);
         assert!(bytes <= 4096, "{bytes}");
+        // The running totals are the queue's.
+        let real = totals(&q.lock()).unwrap();
+        assert_eq!(real, (q.stats.depth.load(Ordering::Relaxed), bytes));
         let kept = q.read_after(0, 1000).unwrap();
         let dropped = q.stats.groups_dropped.load(Ordering::Relaxed);
         assert_eq!(dropped + kept.len() as u64, 200);

@@ -17,9 +17,16 @@ pub struct Post {
     pub body: serde_json::Value,
 }
 
+/// A POST as received; parsed only when asked for, so that a benchmark's endpoint costs the
+/// machine little while it is measured.
+struct Raw {
+    at: SystemTime,
+    body: Vec<u8>,
+}
+
 #[derive(Default)]
 struct Inner {
-    posts: Mutex<Vec<Post>>,
+    posts: Mutex<Vec<Raw>>,
     status: AtomicU16,
     down: AtomicBool,
 }
@@ -46,7 +53,21 @@ impl CdcSink {
 
     /// Every POST so far.
     pub fn posts(&self) -> Vec<Post> {
-        self.inner.posts.lock().map(|p| p.clone()).unwrap_or_default()
+        self.posts_from(0)
+    }
+
+    /// The POSTs from the `first`-th on.
+    pub fn posts_from(&self, first: usize) -> Vec<Post> {
+        let Ok(raw) = self.inner.posts.lock() else { return Vec::new() };
+        raw.iter()
+            .skip(first)
+            .map(|r| Post { at: r.at, body: serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null) })
+            .collect()
+    }
+
+    /// How many POSTs arrived.
+    pub fn count(&self) -> usize {
+        self.inner.posts.lock().map(|p| p.len()).unwrap_or(0)
     }
 
     /// Every group received, in arrival order: (index, group, arrival time).
@@ -140,9 +161,8 @@ fn serve(conn: TcpStream, inner: &Inner) {
         }
         let status = inner.status.load(Ordering::Relaxed);
         if status == 200 || status == 202 {
-            let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
             if let Ok(mut p) = inner.posts.lock() {
-                p.push(Post { at: SystemTime::now(), body });
+                p.push(Raw { at: SystemTime::now(), body });
             }
         }
         let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");

@@ -162,6 +162,16 @@ fn parts_of(cmd: &Command) -> Option<(&[Statement], &ExecOptions, u64, Mode)> {
     }
 }
 
+/// A load or `VACUUM` changed no rows the way CDC reports them: the queue only learns how far
+/// the database is (a failure is logged; at worst a restart replays from the last checkpoint).
+fn nothing_captured_to(hooks: &Hooks, index: u64) {
+    if let Some(cdc) = hooks.cdc() {
+        if let Err(e) = cdc.queue.captured_to(index) {
+            tracing::error!(error = %e, index, "CDC: cannot record the position in the queue");
+        }
+    }
+}
+
 /// The highest CDC high-water mark the new entries of a batch carry.
 fn high_water_mark(entries: &[Entry], applied: Option<LogId>) -> Option<u64> {
     entries
@@ -206,6 +216,7 @@ fn vacuum(c: &rusqlite::Connection, hooks: &Hooks, e: Entry, stats: &ApplierStat
     stats.applied_since_start.fetch_add(1, Ordering::Relaxed);
     stats.applied_index.store(index, Ordering::Relaxed);
     stats.last_change_index.store(index, Ordering::Relaxed);
+    nothing_captured_to(hooks, index);
     Response { results: vec![result], raft_index: index, ..Default::default() }
 }
 
@@ -289,6 +300,7 @@ fn load_image(
     };
     at.log_id = Some(e.log_id);
     let _ = std::fs::remove_file(&tmp);
+    nothing_captured_to(hooks, index);
     stats.applied_since_start.fetch_add(1, Ordering::Relaxed);
     stats.applied_index.store(index, Ordering::Relaxed);
     stats.last_change_index.store(index, Ordering::Relaxed);
@@ -331,12 +343,13 @@ fn apply_batch(
                     if c.is_autocommit() {
                         return Err(storage_error("the batch transaction was rolled back unexpectedly"));
                     }
-                    // The batch's row changes are queued durably before it commits, so that an
-                    // entry the database holds always has its events (src/cdc/queue.rs).
+                    // The batch's row changes are queued before it commits, so that the queue is
+                    // never behind the database (src/cdc/queue.rs, invariant 7).
                     if let Some(cdc) = &cdc {
                         let groups = cdc.capture.take();
                         let hwm = high_water_mark(&entries, applied);
-                        cdc.queue.append(&groups, hwm).map_err(|e| storage_error(&e.to_string()))?;
+                        let through = last.map_or(0, |l| l.index);
+                        cdc.queue.append(&groups, hwm, through).map_err(|e| storage_error(&e.to_string()))?;
                     }
                     // The stamp commits with the effects (invariant 2, `store::position`).
                     if let Some(l) = last.filter(|_| last != applied) {

@@ -60,6 +60,11 @@ impl Hooks {
     pub fn with_cdc(self, cdc: Arc<Cdc>) -> Hooks {
         Hooks { cdc: Some(cdc), ..self }
     }
+
+    /// The change data capture of this connection, if any.
+    pub fn cdc(&self) -> Option<&Arc<Cdc>> {
+        self.cdc.as_ref()
+    }
 }
 
 /// How to treat each statement.

@@ -241,10 +241,17 @@ fn remove_wal(db: &Path) -> io::Result<()> {
 /// discard a replacement a crash interrupted, migrate a database of the previous format, read
 /// the stamp and let `resolve` turn it into a full position (given the recorded snapshot), then
 /// checkpoint and record that position, so that the main file and `current.json` agree.
+///
+/// `captured`: with change data capture, the last index whose changes the CDC queue holds. If
+/// the WAL holds entries past it (a power loss took the end of the queue, which is not fsynced
+/// per batch, and left the database's), the WAL is dropped: the database goes back to its main
+/// file, the recorded position, and the entries since apply again from the log, which captures
+/// them again (src/cdc/queue.rs). The log always holds them (invariant 4).
 pub fn open_at_start(
     db: &Path,
     dir: &Path,
-    resolve: impl FnOnce(u32, Option<Meta>) -> Result<Option<Meta>, String>,
+    captured: Option<u64>,
+    resolve: impl Fn(u32, Option<Meta>) -> Result<Option<Meta>, String>,
 ) -> Result<Option<Meta>, String> {
     let ctx = |what: &str, e: &dyn std::fmt::Display| format!("{}: {what}: {e}", db.display());
     std::fs::create_dir_all(dir).map_err(|e| ctx("snapshot directory", &e))?;
@@ -266,6 +273,32 @@ pub fn open_at_start(
             let stamped = read_stamp(&conn).map_err(|e| ctx("read", &e))?;
             resolve(stamped, recorded.clone()).map_err(|e| ctx("position", &e))?
         }
+    };
+    let index = |m: &Option<Meta>| m.as_ref().and_then(|m| m.last_log_id).map_or(0, |l| l.index);
+    let wal = db.with_extension("sqlite-wal");
+    let behind = captured.filter(|q| *q < index(&at));
+    let (conn, at) = match behind {
+        Some(q) if !checkpoint_in_progress(dir) && std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) => {
+            tracing::warn!(
+                captured = q,
+                applied = index(&at),
+                recorded = index(&recorded),
+                "the CDC queue is behind the database (a power loss?): the database goes back to its last checkpoint and the entries since apply again"
+            );
+            drop(conn);
+            for f in [wal, db.with_extension("sqlite-shm")] {
+                match std::fs::remove_file(&f) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(ctx("drop the WAL", &e)),
+                    _ => {}
+                }
+            }
+            let conn = open_plain(db).map_err(|e| ctx("open", &e))?;
+            conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| ctx("open", &e))?;
+            let stamped = read_stamp(&conn).map_err(|e| ctx("read", &e))?;
+            let at = resolve(stamped, recorded.clone()).map_err(|e| ctx("position", &e))?;
+            (conn, at)
+        }
+        _ => (conn, at),
     };
     if let Some(meta) = &at {
         let same = recorded.as_ref().map(|r| r.last_log_id) == Some(meta.last_log_id);
@@ -364,10 +397,33 @@ mod tests {
         c.execute_batch("COMMIT").unwrap();
         drop(c);
         assert!(db.with_extension("sqlite-wal").exists(), "closing must not checkpoint");
-        let at = open_at_start(&db, &dir, by_stamp).unwrap().unwrap();
+        let at = open_at_start(&db, &dir, None, by_stamp).unwrap().unwrap();
         assert_eq!(at.last_log_id.unwrap().index, 3);
         assert_eq!(read_current(&dir).unwrap().unwrap().last_log_id.unwrap().index, 3);
         assert_eq!(count(&db), 2);
+    }
+
+    /// With CDC, a WAL holding entries the queue lacks (after a power loss) is dropped: the
+    /// database goes back to its main file so that those entries apply, and are captured, again.
+    /// A queue that is not behind keeps the WAL.
+    #[test]
+    fn a_wal_past_the_cdc_queue_is_dropped() {
+        for (captured, want) in [(Some(2), 2), (Some(3), 3), (None, 3)] {
+            let d = tempfile::tempdir().unwrap();
+            let (db, dir) = (d.path().join("db.sqlite"), d.path().join("snapshots"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let c = writer(&db);
+            c.execute_batch("CREATE TABLE t (v); INSERT INTO t VALUES (1)").unwrap();
+            set_stamp(&c, 2).unwrap();
+            checkpoint(&c, &dir, &meta(2)).unwrap();
+            c.execute_batch("BEGIN; INSERT INTO t VALUES (2);").unwrap();
+            set_stamp(&c, 3).unwrap();
+            c.execute_batch("COMMIT").unwrap();
+            drop(c);
+            let at = open_at_start(&db, &dir, captured, by_stamp).unwrap().unwrap();
+            assert_eq!(at.last_log_id.unwrap().index, want, "{captured:?}");
+            assert_eq!(count(&db), want as i64 - 1, "{captured:?}");
+        }
     }
 
     /// A checkpoint that did not finish leaves its marker; start completes it from the WAL.
@@ -382,7 +438,7 @@ mod tests {
         write_json(&dir, CHECKPOINTING, &meta(3)).unwrap();
         drop(c);
         assert!(checkpoint_in_progress(&dir));
-        let at = open_at_start(&db, &dir, by_stamp).unwrap().unwrap();
+        let at = open_at_start(&db, &dir, None, by_stamp).unwrap().unwrap();
         assert_eq!(at.last_log_id.unwrap().index, 3);
         assert_eq!(count(&db), 2);
         assert!(!checkpoint_in_progress(&dir));
@@ -402,7 +458,7 @@ mod tests {
         )
         .unwrap();
         drop(c);
-        let at = open_at_start(&db, &dir, |_, _| Err("not asked".into())).unwrap().unwrap();
+        let at = open_at_start(&db, &dir, None, |_, _| Err("not asked".into())).unwrap().unwrap();
         assert_eq!(at.last_log_id, applied);
         assert_eq!(count(&db), 1);
         let c = Connection::open(&db).unwrap();
@@ -430,11 +486,11 @@ mod tests {
         c.close().unwrap();
         std::fs::copy(&other, installing_path(&db)).unwrap();
         // No marker: an install that never happened.
-        assert_eq!(open_at_start(&db, &dir, by_stamp).unwrap().unwrap().last_log_id.unwrap().index, 1);
+        assert_eq!(open_at_start(&db, &dir, None, by_stamp).unwrap().unwrap().last_log_id.unwrap().index, 1);
         assert_eq!(count(&db), 0);
         assert!(!installing_path(&db).exists());
         replace(&other, &db, &dir, &meta(9)).unwrap();
-        assert_eq!(open_at_start(&db, &dir, by_stamp).unwrap().unwrap().last_log_id.unwrap().index, 9);
+        assert_eq!(open_at_start(&db, &dir, None, by_stamp).unwrap().unwrap().last_log_id.unwrap().index, 9);
         assert_eq!(count(&db), 1);
     }
 }

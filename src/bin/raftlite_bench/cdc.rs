@@ -57,14 +57,14 @@ pub fn cdc_bench(args: &Args, tmp: &Path) {
                     quiesce(s);
                     let url = &s[leader_index(s).unwrap_or(0)].url;
                     let _ = bench_http(url, c, warmup(args.duration), Workload::Insert);
-                    let seen = sink.posts().len();
+                    let seen = sink.count();
                     let r = bench_http(url, c, args.duration, Workload::Insert);
                     rates.push(r.rate());
                     p50.push(r.ms(0.5));
                     if measure_lag {
                         // Let the tail of the run arrive, then take every group of the run.
                         std::thread::sleep(Duration::from_millis(500));
-                        for p in &sink.posts()[seen..] {
+                        for p in &sink.posts_from(seen) {
                             let at = p.at.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
                             for g in p.body["payload"].as_array().into_iter().flatten() {
                                 let ts = g["commit_timestamp"].as_i64().unwrap_or(0);
