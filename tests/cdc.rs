@@ -335,3 +335,57 @@ fn bad_cdc_configurations_refuse_to_start() {
         "-raft-non-voter",
     );
 }
+
+/// An `https://` endpoint that asks for a client certificate: the node verifies it with
+/// `ca_cert_file` and presents `cert_file`/`key_file`; with a CA that did not issue the
+/// endpoint's certificate, deliveries fail (counted) and nothing arrives.
+#[test]
+fn an_https_endpoint_with_mutual_tls() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = common::tls::Pki::new(dir.path(), "cdc");
+    let other = common::tls::Pki::new(dir.path(), "other");
+    let (cert, key) = pki.issue("endpoint", "endpoint");
+    let (client_cert, client_key) = pki.issue("node", "node");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pki.ca("cdc")).expect("ca") {
+        roots.add(c.expect("ca cert")).expect("root");
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        common::tls::provider(),
+    )
+    .build()
+    .expect("verifier");
+    let certs: Vec<CertificateDer> =
+        CertificateDer::pem_file_iter(&cert).expect("cert").collect::<Result<_, _>>().expect("cert");
+    let server = rustls::ServerConfig::builder_with_provider(common::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, PrivateKeyDer::from_pem_file(&key).expect("key"))
+        .expect("server config");
+    let sink = CdcSink::start_with("127.0.0.1", Some(std::sync::Arc::new(server))).expect("sink");
+    assert!(sink.url().starts_with("https://"));
+
+    let mut good = fast(&sink.url());
+    good["ca_cert_file"] = json!(pki.ca("cdc"));
+    good["cert_file"] = json!(client_cert);
+    good["key_file"] = json!(client_key);
+    let cfg = write_config(dir.path(), "good.json", good.clone());
+    let n = Node::start(&dir.path().join("n"), &["-cdc-config", &cfg]);
+    n.execute(json!(["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)", "INSERT INTO t (v) VALUES ('over tls')"]));
+    wait_inserted(&sink, &["over tls".to_string()].into_iter().collect());
+    drop(n);
+
+    let mut wrong = good;
+    wrong["ca_cert_file"] = json!(other.ca("other"));
+    let cfg = write_config(dir.path(), "wrong.json", wrong);
+    let n = Node::start(&dir.path().join("w"), &["-cdc-config", &cfg]);
+    n.execute(json!(["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)", "INSERT INTO t (v) VALUES ('untrusted')"]));
+    wait_for("failures counted", WAIT, || (cdc(&n)["failures"].as_u64() > Some(0)).then_some(()));
+    assert!(!inserted(&sink).contains("untrusted"));
+    let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+    assert!(log.contains("CDC: delivery failed"), "the failure is logged");
+}

@@ -1,7 +1,7 @@
-//! A CDC endpoint for the tests and `raftlite-bench`: a small HTTP/1.1 server on loopback that
-//! records every POST with the time it arrived, answers with a status the caller sets (200, or
-//! 503 to play a failing endpoint), and can be taken down (listener and connections closed) and
-//! brought back up on the same address.
+//! A CDC endpoint for the tests and `raftlite-bench`: a small HTTP/1.1 (or HTTPS) server on
+//! loopback that records every POST with the time it arrived, answers with a status the caller
+//! sets (200, or 503 to play a failing endpoint), and can be taken down (listener and
+//! connections closed) and brought back up on the same address.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -35,20 +35,28 @@ pub struct CdcSink {
     addr: String,
     inner: Arc<Inner>,
     accept: Option<JoinHandle<()>>,
+    /// HTTPS with this configuration; plain HTTP without.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl CdcSink {
     /// Listen on a free port of `ip` (127.0.0.x), answering 200.
     pub fn start(ip: &str) -> std::io::Result<CdcSink> {
+        CdcSink::start_with(ip, None)
+    }
+
+    /// [`CdcSink::start`] speaking HTTPS with `tls` (which may ask for client certificates).
+    pub fn start_with(ip: &str, tls: Option<Arc<rustls::ServerConfig>>) -> std::io::Result<CdcSink> {
         let addr = super::free_addr(ip)?;
         let inner = Arc::new(Inner { status: AtomicU16::new(200), ..Inner::default() });
-        let mut sink = CdcSink { addr, inner, accept: None };
+        let mut sink = CdcSink { addr, inner, accept: None, tls };
         sink.up()?;
         Ok(sink)
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/cdc", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}/cdc", self.addr)
     }
 
     /// Every POST so far.
@@ -100,15 +108,23 @@ impl CdcSink {
     pub fn up(&mut self) -> std::io::Result<()> {
         self.inner.down.store(false, Ordering::Relaxed);
         let listener = TcpListener::bind(&self.addr)?;
-        let inner = self.inner.clone();
+        let (inner, tls) = (self.inner.clone(), self.tls.clone());
         self.accept = Some(std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if inner.down.load(Ordering::Relaxed) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let inner = inner.clone();
-                std::thread::spawn(move || serve(conn, &inner));
+                let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+                let (inner, tls) = (inner.clone(), tls.clone());
+                std::thread::spawn(move || match tls {
+                    None => serve(conn, &inner),
+                    Some(config) => {
+                        if let Ok(server) = rustls::ServerConnection::new(config) {
+                            serve(rustls::StreamOwned::new(server, conn), &inner)
+                        }
+                    }
+                });
             }
         }));
         Ok(())
@@ -122,9 +138,7 @@ impl Drop for CdcSink {
 }
 
 /// Serve one keep-alive connection until the peer closes it or the sink goes down.
-fn serve(conn: TcpStream, inner: &Inner) {
-    let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
-    let Ok(mut writer) = conn.try_clone() else { return };
+fn serve(conn: impl Read + Write, inner: &Inner) {
     let mut reader = BufReader::new(conn);
     loop {
         let mut line = String::new();
@@ -166,7 +180,8 @@ fn serve(conn: TcpStream, inner: &Inner) {
             }
         }
         let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
-        if writer.write_all(reply.as_bytes()).is_err() {
+        let writer = reader.get_mut();
+        if writer.write_all(reply.as_bytes()).and_then(|()| writer.flush()).is_err() {
             return;
         }
     }

@@ -381,12 +381,10 @@ mod tests {
         assert_eq!(index_for(0, 0), 0);
     }
 
-    /// What was applied after the last checkpoint is kept (from the WAL), its stamp says where it
-    /// ends, and start checkpoints it and records that.
-    #[test]
-    fn start_keeps_the_wal_and_records_its_position() {
-        let d = tempfile::tempdir().unwrap();
-        let (db, dir) = (d.path().join("db.sqlite"), d.path().join("snapshots"));
+    /// A database whose main file holds one row at index 2 (checkpointed and recorded) and whose
+    /// WAL adds a second row at index 3; its file and snapshot directory.
+    fn checkpointed_then_one_more(d: &Path) -> (PathBuf, PathBuf) {
+        let (db, dir) = (d.join("db.sqlite"), d.join("snapshots"));
         std::fs::create_dir_all(&dir).unwrap();
         let c = writer(&db);
         c.execute_batch("CREATE TABLE t (v); INSERT INTO t VALUES (1)").unwrap();
@@ -396,6 +394,15 @@ mod tests {
         set_stamp(&c, 3).unwrap();
         c.execute_batch("COMMIT").unwrap();
         drop(c);
+        (db, dir)
+    }
+
+    /// What was applied after the last checkpoint is kept (from the WAL), its stamp says where it
+    /// ends, and start checkpoints it and records that.
+    #[test]
+    fn start_keeps_the_wal_and_records_its_position() {
+        let d = tempfile::tempdir().unwrap();
+        let (db, dir) = checkpointed_then_one_more(d.path());
         assert!(db.with_extension("sqlite-wal").exists(), "closing must not checkpoint");
         let at = open_at_start(&db, &dir, None, by_stamp).unwrap().unwrap();
         assert_eq!(at.last_log_id.unwrap().index, 3);
@@ -410,16 +417,7 @@ mod tests {
     fn a_wal_past_the_cdc_queue_is_dropped() {
         for (captured, want) in [(Some(2), 2), (Some(3), 3), (None, 3)] {
             let d = tempfile::tempdir().unwrap();
-            let (db, dir) = (d.path().join("db.sqlite"), d.path().join("snapshots"));
-            std::fs::create_dir_all(&dir).unwrap();
-            let c = writer(&db);
-            c.execute_batch("CREATE TABLE t (v); INSERT INTO t VALUES (1)").unwrap();
-            set_stamp(&c, 2).unwrap();
-            checkpoint(&c, &dir, &meta(2)).unwrap();
-            c.execute_batch("BEGIN; INSERT INTO t VALUES (2);").unwrap();
-            set_stamp(&c, 3).unwrap();
-            c.execute_batch("COMMIT").unwrap();
-            drop(c);
+            let (db, dir) = checkpointed_then_one_more(d.path());
             let at = open_at_start(&db, &dir, captured, by_stamp).unwrap().unwrap();
             assert_eq!(at.last_log_id.unwrap().index, want, "{captured:?}");
             assert_eq!(count(&db), want as i64 - 1, "{captured:?}");
