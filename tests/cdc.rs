@@ -252,8 +252,9 @@ fn a_full_queue_drops_the_oldest_events_counts_them_and_writes_go_on() {
     assert!(dropped > 0, "{st}");
     assert!(st["queue"]["bytes"].as_u64() <= Some(8192), "{st}");
     assert_eq!(n.metric("raftlite_cdc_events_dropped_total"), dropped as f64);
-    let log = std::fs::read_to_string(&n.log).unwrap_or_default();
-    assert!(log.contains("CDC queue full"), "the drop is logged");
+    wait_for("the drop logged", WAIT, || {
+        std::fs::read_to_string(&n.log).ok().filter(|l| l.contains("CDC queue full")).map(|_| ())
+    });
     sink.set_status(200);
     wait_inserted(&sink, &[format!("099-{pad}")].into_iter().collect());
     let got = inserted(&sink);
@@ -386,6 +387,7 @@ fn an_https_endpoint_with_mutual_tls() {
     n.execute(json!(["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)", "INSERT INTO t (v) VALUES ('untrusted')"]));
     wait_for("failures counted", WAIT, || (cdc(&n)["failures"].as_u64() > Some(0)).then_some(()));
     assert!(!inserted(&sink).contains("untrusted"));
-    let log = std::fs::read_to_string(&n.log).unwrap_or_default();
-    assert!(log.contains("CDC: delivery failed"), "the failure is logged");
+    wait_for("the failure logged", WAIT, || {
+        std::fs::read_to_string(&n.log).ok().filter(|l| l.contains("CDC: delivery failed")).map(|_| ())
+    });
 }

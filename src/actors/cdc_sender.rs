@@ -167,20 +167,23 @@ async fn deliver(state: Arc<AppState>, cdc: Arc<Cdc>, client: Option<Outgoing>) 
             let _ = tokio::time::timeout(IDLE, cdc.queued.notified()).await;
             continue;
         }
-        let pending = || cdc.queue.stats.pending.load(Ordering::Relaxed) as usize;
-        if pending() == 0 {
+        // The count of undelivered groups says when a batch is full without reading the queue.
+        // It is a hint (groups pruned by the high-water mark or dropped from a full queue are not
+        // subtracted): the queue itself decides what is sent, and an empty read resets it.
+        let pending = &cdc.queue.stats.pending;
+        let waiting = || pending.load(Ordering::Relaxed) as usize;
+        if waiting() == 0 {
             let _ = tokio::time::timeout(IDLE, cdc.queued.notified()).await;
-            continue;
         }
-        // Let a batch that is not full fill for up to max_batch_delay (the count of undelivered
-        // groups says when it is full, without reading the queue).
+        // Let a batch that is not full fill for up to max_batch_delay.
         let deadline = tokio::time::Instant::now() + cfg.max_batch_delay;
-        while pending() < cfg.max_batch_size && tokio::time::Instant::now() < deadline {
+        while waiting() < cfg.max_batch_size && tokio::time::Instant::now() < deadline {
             let _ = tokio::time::timeout_at(deadline, cdc.queued.notified()).await;
         }
         let from = cdc.queue.done_through();
         let mut batch = read(&cdc, from, cfg.max_batch_size).await;
         if batch.is_empty() {
+            pending.store(0, Ordering::Relaxed);
             continue;
         }
         let mut attempt = 0u32;

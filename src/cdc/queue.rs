@@ -58,7 +58,8 @@ pub struct QueueStats {
     pub high_water_mark: AtomicU64,
     /// What this node delivered itself, as leader.
     pub delivered_index: AtomicU64,
-    /// Groups queued after what is known delivered: what a leader has still to send.
+    /// Groups queued after what is known delivered: what a leader has still to send (a hint
+    /// for batching; see `CdcSender`).
     pub pending: AtomicU64,
     /// The delivered index last written to the queue's file.
     delivered_saved: AtomicU64,
