@@ -230,17 +230,17 @@ impl Handler<ReplaceDb> for Applier {
         // Close the writer before the file under it changes.
         self.conn = None;
         let (path, dir) = (&self.path, &self.snap_dir);
-        if self.cdc.is_some() && snapshot {
-            tracing::warn!(
-                from = ?self.at.log_id.map(|l| l.index),
-                to = ?meta.last_log_id.map(|l| l.index),
-                "CDC: installing a snapshot; the changes of the entries it covers are not captured on this node"
-            );
-        }
         // The queue learns first (durably) that nothing below the new position is to be captured
         // here: after a crash it must not look behind the installed file.
         if let Some(cdc) = &self.cdc {
             let to = meta.last_log_id.map_or(0, |l| l.index);
+            if snapshot {
+                tracing::warn!(
+                    from = ?self.at.log_id.map(|l| l.index),
+                    to,
+                    "CDC: installing a snapshot; the changes of the entries it covers are not captured on this node"
+                );
+            }
             let marked = cdc.queue.captured_to(to).and_then(|()| cdc.queue.sync());
             guard(ctx, ACTOR, |_| marked.map_err(|e| Fault::Storage { actor: ACTOR, msg: e.to_string() }))?;
         }

@@ -38,8 +38,8 @@ pub struct CdcSender {
     cdc: Arc<Cdc>,
     client: Option<Outgoing>,
     task: Option<tokio::task::JoinHandle<()>>,
-    /// The last high-water mark proposed (or being proposed) by this node.
-    proposed: u64,
+    /// A high-water mark is being proposed (once it is applied here, the queue's own mark says
+    /// what was shared).
     proposing: bool,
 }
 
@@ -66,8 +66,7 @@ pub fn client_for(cdc: &crate::cdc::config::CdcConfig) -> Result<Option<Outgoing
 
 impl CdcSender {
     pub fn new(state: Arc<AppState>, cdc: Arc<Cdc>, client: Option<Outgoing>) -> CdcSender {
-        let proposed = cdc.queue.stats.high_water_mark.load(Ordering::Relaxed);
-        CdcSender { state, cdc, client, task: None, proposed, proposing: false }
+        CdcSender { state, cdc, client, task: None, proposing: false }
     }
 
     fn start_delivery(&mut self) {
@@ -119,18 +118,22 @@ impl CdcSender {
         let Some(core) = self.state.core.get() else { return };
         let delivered = self.cdc.queue.stats.delivered_index.load(Ordering::Relaxed);
         let shared = self.cdc.queue.stats.high_water_mark.load(Ordering::Relaxed);
-        if self.proposing || !core.is_leader() || delivered <= shared.max(self.proposed) {
+        if self.proposing || !core.is_leader() || delivered <= shared {
             return;
         }
         self.proposing = true;
         let consensus = core.consensus.clone();
-        let fut = async move { consensus.send(Propose(Command::CdcHighWater(delivered))).await };
-        ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
+        let fut = async move {
+            match consensus.send(Propose(Command::CdcHighWater(delivered))).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(|res, act, _| {
             act.proposing = false;
-            match res {
-                Ok(Ok(_)) => act.proposed = act.proposed.max(delivered),
-                Ok(Err(e)) => tracing::debug!(error = %e, "CDC: high-water mark not shared (retried next interval)"),
-                Err(e) => tracing::debug!(error = %e, "CDC: high-water mark not shared (retried next interval)"),
+            if let Err(error) = res {
+                tracing::debug!(%error, "CDC: high-water mark not shared (retried next interval)");
             }
         }));
     }

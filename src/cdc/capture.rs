@@ -15,8 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
-use crate::cdc::event::{Event, Group, Op};
-use crate::cdc::hook::Change;
+use crate::cdc::event::{Event, Group};
 
 /// What the hook keeps: the changes of the batch being applied.
 #[derive(Default)]
@@ -65,37 +64,7 @@ impl Capture {
     }
 
     /// Called by the hook for each row about to change.
-    pub fn record(&self, table: &str, change: Change) {
-        let table = table.to_string();
-        let event = match change {
-            Change::Insert { new_row_id, after } => Event {
-                op: Op::Insert,
-                table,
-                old_row_id: None,
-                new_row_id: Some(new_row_id),
-                before: None,
-                after,
-                columns: None,
-            },
-            Change::Delete { old_row_id, before } => Event {
-                op: Op::Delete,
-                table,
-                old_row_id: Some(old_row_id),
-                new_row_id: None,
-                before,
-                after: None,
-                columns: None,
-            },
-            Change::Update { old_row_id, new_row_id, before, after } => Event {
-                op: Op::Update,
-                table,
-                old_row_id: Some(old_row_id),
-                new_row_id: Some(new_row_id),
-                before,
-                after,
-                columns: None,
-            },
-        };
+    pub fn record(&self, event: Event) {
         let mut p = self.lock();
         let (index, ts) = (p.index, p.ts_ns);
         p.events.push((index, ts, event));

@@ -13,14 +13,8 @@ use rusqlite::ffi;
 use rusqlite::Connection;
 
 use crate::cdc::capture::Capture;
+use crate::cdc::event::{Event, Op};
 use crate::store::command::Value;
-
-/// A row about to change, as the hook sees it.
-pub enum Change {
-    Insert { new_row_id: i64, after: Option<Vec<Value>> },
-    Update { old_row_id: i64, new_row_id: i64, before: Option<Vec<Value>>, after: Option<Vec<Value>> },
-    Delete { old_row_id: i64, before: Option<Vec<Value>> },
-}
 
 /// Call `capture.record` for every row change on `conn`.
 ///
@@ -61,20 +55,18 @@ unsafe extern "C" fn on_preupdate(
         }
         let values = capture.wants_values();
         // SAFETY: inside the pre-update callback of `db`, as SQLite requires for these calls.
-        let change = unsafe {
+        let (op, old_row_id, new_row_id, before, after) = unsafe {
             match op {
-                ffi::SQLITE_INSERT => Change::Insert { new_row_id: key2, after: values.then(|| row(db, false)) },
-                ffi::SQLITE_DELETE => Change::Delete { old_row_id: key1, before: values.then(|| row(db, true)) },
-                ffi::SQLITE_UPDATE => Change::Update {
-                    old_row_id: key1,
-                    new_row_id: key2,
-                    before: values.then(|| row(db, true)),
-                    after: values.then(|| row(db, false)),
-                },
+                ffi::SQLITE_INSERT => (Op::Insert, None, Some(key2), None, values.then(|| row(db, false))),
+                ffi::SQLITE_DELETE => (Op::Delete, Some(key1), None, values.then(|| row(db, true)), None),
+                ffi::SQLITE_UPDATE => {
+                    (Op::Update, Some(key1), Some(key2), values.then(|| row(db, true)), values.then(|| row(db, false)))
+                }
                 _ => return,
             }
         };
-        capture.record(&table, change);
+        let table = table.into_owned();
+        capture.record(Event { op, table, old_row_id, new_row_id, before, after, columns: None });
     });
 }
 

@@ -140,8 +140,9 @@ impl Queue {
         self.stats.high_water_mark.load(Ordering::Relaxed).max(self.stats.delivered_index.load(Ordering::Relaxed))
     }
 
-    /// Queue a batch's groups and the high-water mark it carried, durably, in one transaction.
-    /// `through`: the last log index of the batch, recorded with it (`captured`).
+    /// Queue a batch's groups and the high-water mark it carried, in one transaction (not synced:
+    /// see the module comment). `through`: the last log index of the batch, recorded with it
+    /// (`captured`).
     pub fn append(&self, groups: &[Group], hwm: Option<u64>, through: u64) -> Result<(), QueueError> {
         let nothing_delivered =
             self.stats.delivered_index.load(Ordering::Relaxed) <= self.stats.delivered_saved.load(Ordering::Relaxed);
@@ -213,7 +214,7 @@ impl Queue {
         // The totals move with each change, under the lock: no scan of the queue per batch.
         let mut size =
             Size { depth: self.stats.depth.load(Ordering::Relaxed), bytes: self.stats.bytes.load(Ordering::Relaxed) };
-        let mut events = 0u64;
+        let (mut events, mut queued) = (0u64, 0u64);
         {
             let mut old =
                 tx.prepare_cached("SELECT length(json) FROM events WHERE idx = ?1").map_err(|e| self.err(e))?;
@@ -221,7 +222,7 @@ impl Queue {
                 .prepare_cached("INSERT OR REPLACE INTO events (idx, ts, n, json) VALUES (?1, ?2, ?3, ?4)")
                 .map_err(|e| self.err(e))?;
             for g in groups.iter().filter(|g| g.index > done) {
-                self.stats.pending.fetch_add(1, Ordering::Relaxed);
+                queued += 1;
                 // The same entry applied again after a crash replaces its earlier capture.
                 let replaced: Option<i64> =
                     old.query_row([g.index as i64], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
@@ -247,6 +248,7 @@ impl Queue {
             self.stats.captured_index.fetch_max(last.index, Ordering::Relaxed);
         }
         self.stats.events_captured.fetch_add(events, Ordering::Relaxed);
+        self.stats.pending.fetch_add(queued, Ordering::Relaxed);
         self.stats.depth.store(size.depth, Ordering::Relaxed);
         self.stats.bytes.store(size.bytes, Ordering::Relaxed);
         if let Some((first, last, n_groups, n_events)) = dropped {
@@ -269,19 +271,24 @@ impl Queue {
         if size.bytes <= self.max_bytes {
             return Ok(None);
         }
+        // Find where to cut first, then delete in one statement (never while the scan is open).
         let mut cut: Option<(u64, u64, u64, u64)> = None;
-        let mut st = c.prepare_cached("SELECT idx, n FROM events ORDER BY idx")?;
-        let mut del = c.prepare_cached("DELETE FROM events WHERE idx = ?1 RETURNING length(json)")?;
-        let mut rows = st.query([])?;
-        while size.bytes > self.max_bytes {
-            let Some(r) = rows.next()? else { break };
-            let (idx, n): (i64, i64) = (r.get(0)?, r.get(1)?);
-            let len: i64 = del.query_row([idx], |r| r.get(0))?;
-            size.remove(len);
-            let c = cut.get_or_insert((idx as u64, idx as u64, 0, 0));
-            c.1 = idx as u64;
-            c.2 += 1;
-            c.3 += n as u64;
+        let mut left = size.bytes;
+        {
+            let mut st = c.prepare_cached("SELECT idx, n, length(json) FROM events ORDER BY idx")?;
+            let mut rows = st.query([])?;
+            while left > self.max_bytes {
+                let Some(r) = rows.next()? else { break };
+                let (idx, n, len): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                left = left.saturating_sub(len.max(0) as u64);
+                let c = cut.get_or_insert((idx as u64, idx as u64, 0, 0));
+                c.1 = idx as u64;
+                c.2 += 1;
+                c.3 += n as u64;
+            }
+        }
+        if let Some((_, last, _, _)) = cut {
+            delete_through(c, last, size)?;
         }
         Ok(cut)
     }

@@ -79,7 +79,7 @@ fn apply_pass(
             continue;
         }
         if let EntryPayload::Normal(cmd) = &e.payload {
-            db.cdc_entry(index, commit_timestamp_ns(cmd));
+            db.cdc_entry(index, proposed_at_ms(cmd).saturating_mul(1_000_000));
         }
         let resp = match &e.payload {
             EntryPayload::Blank => Response { raft_index: index, ..Default::default() },
@@ -142,14 +142,14 @@ fn apply_pass(
     Pass::Done(out, last, membership)
 }
 
-/// When the leader proposed a command (Unix ns), the same on every replica: the commit time
-/// change data capture reports. 0 if the command carries none.
-fn commit_timestamp_ns(cmd: &Command) -> i64 {
+/// When the leader proposed a command (Unix ms; 0 if it carries none), the same on every
+/// replica: what `freshness_strict` reads compare and the commit time CDC reports.
+fn proposed_at_ms(cmd: &Command) -> i64 {
     let first = match cmd {
         Command::Batch(cmds) => cmds.first(),
         c => Some(c),
     };
-    first.and_then(parts_of).map_or(0, |(_, opts, _, _)| opts.proposed_at_ms.saturating_mul(1_000_000))
+    first.and_then(parts_of).map_or(0, |(_, opts, _, _)| opts.proposed_at_ms)
 }
 
 /// The statements, options, seed and mode of a command that runs SQL.
@@ -322,7 +322,7 @@ fn apply_batch(
     let (applied, membership) = (at.log_id, at.membership.clone());
     let changes_at_start = db.reported_changes();
     let mut timed_out: Vec<(usize, usize)> = Vec::new();
-    let cdc = db.cdc().cloned();
+    let cdc = hooks.cdc().cloned();
     loop {
         if let Some(cdc) = &cdc {
             cdc.capture.reset();
@@ -380,14 +380,9 @@ fn apply_batch(
                         if !matches!(cmd, Command::CdcHighWater(_)) {
                             stats.last_change_index.store(e.log_id.index, Ordering::Relaxed);
                         }
-                        let first = match cmd {
-                            Command::Batch(cmds) => cmds.first(),
-                            c => Some(c),
-                        };
-                        if let Some((_, opts, _, _)) = first.and_then(parts_of) {
-                            if opts.proposed_at_ms > 0 {
-                                stats.last_applied_proposed_ms.store(opts.proposed_at_ms, Ordering::Relaxed);
-                            }
+                        let proposed = proposed_at_ms(cmd);
+                        if proposed > 0 {
+                            stats.last_applied_proposed_ms.store(proposed, Ordering::Relaxed);
                         }
                     }
                     stats.applied_since_start.fetch_add(1, Ordering::Relaxed);

@@ -399,9 +399,7 @@ impl<'a> Db<'a> {
             match self.step(&mut stmt, st, mode, qualify) {
                 Ok(Ok(r)) => {
                     last = r;
-                    if let Some(cdc) = &self.hooks.cdc {
-                        self.internal(|c| cdc.capture.statement_done(c))?;
-                    }
+                    self.cdc_statement_done()?;
                 }
                 Ok(Err(refused)) => return Ok(refused),
                 Err(e) => {
@@ -410,8 +408,8 @@ impl<'a> Db<'a> {
                     // (it is 0 after a statement rollback).
                     if self.conn.changes() == 0 {
                         self.cdc_undo(mark);
-                    } else if let Some(cdc) = &self.hooks.cdc {
-                        let _ = self.internal(|c| cdc.capture.statement_done(c));
+                    } else {
+                        let _ = self.cdc_statement_done();
                     }
                     return Err(e);
                 }
@@ -429,44 +427,50 @@ impl<'a> Db<'a> {
         mode: Mode,
         qualify: bool,
     ) -> rusqlite::Result<Result<StmtResult, StmtResult>> {
-        {
-            bind(stmt, &st.params)?;
-            let as_rows = match mode {
-                Mode::Write => st.returning,
-                Mode::Query => {
-                    if !stmt.readonly() {
-                        return Ok(Err(err("attempt to change database via query operation")));
-                    }
-                    true
+        bind(stmt, &st.params)?;
+        let as_rows = match mode {
+            Mode::Write => st.returning,
+            Mode::Query => {
+                if !stmt.readonly() {
+                    return Ok(Err(err("attempt to change database via query operation")));
                 }
-                Mode::Request => stmt.readonly() || st.returning,
-            };
-            Ok(Ok(if as_rows {
-                StmtResult::Rows(collect_rows(stmt, qualify)?)
-            } else {
-                let (changes0, total0) = (self.conn.changes(), self.conn.total_changes());
-                let mut rows = stmt.raw_query();
-                while rows.next()?.is_some() {}
-                drop(rows);
-                // DDL leaves changes() as it was; DML sets it (to 0 too). raftlite's own
-                // statements in between must not show, so the client-visible value is carried in
-                // the hooks.
-                let (changes, total) = (self.conn.changes(), self.conn.total_changes());
-                if total != total0 || changes != changes0 {
-                    self.hooks.reported_changes.store(changes as i64, Ordering::Relaxed);
-                }
-                StmtResult::Write {
-                    last_insert_id: self.conn.last_insert_rowid(),
-                    rows_affected: self.hooks.reported_changes.load(Ordering::Relaxed),
-                    time: 0.0,
-                }
-            }))
-        }
+                true
+            }
+            Mode::Request => stmt.readonly() || st.returning,
+        };
+        Ok(Ok(if as_rows {
+            StmtResult::Rows(collect_rows(stmt, qualify)?)
+        } else {
+            let (changes0, total0) = (self.conn.changes(), self.conn.total_changes());
+            let mut rows = stmt.raw_query();
+            while rows.next()?.is_some() {}
+            drop(rows);
+            // DDL leaves changes() as it was; DML sets it (to 0 too). raftlite's own
+            // statements in between must not show, so the client-visible value is carried in
+            // the hooks.
+            let (changes, total) = (self.conn.changes(), self.conn.total_changes());
+            if total != total0 || changes != changes0 {
+                self.hooks.reported_changes.store(changes as i64, Ordering::Relaxed);
+            }
+            StmtResult::Write {
+                last_insert_id: self.conn.last_insert_rowid(),
+                rows_affected: self.hooks.reported_changes.load(Ordering::Relaxed),
+                time: 0.0,
+            }
+        }))
     }
 
     /// Where change data capture stands (0 without it).
     fn cdc_mark(&self) -> usize {
         self.hooks.cdc.as_ref().map_or(0, |c| c.capture.mark())
+    }
+
+    /// A statement finished: name the columns of what it captured.
+    fn cdc_statement_done(&self) -> rusqlite::Result<()> {
+        match &self.hooks.cdc {
+            Some(cdc) => self.internal(|c| cdc.capture.statement_done(c)),
+            None => Ok(()),
+        }
     }
 
     /// SQLite undid the changes made since `mark`.
@@ -481,11 +485,6 @@ impl<'a> Db<'a> {
         if let Some(c) = &self.hooks.cdc {
             c.capture.begin_entry(index, ts_ns);
         }
-    }
-
-    /// The change data capture of this connection, if any.
-    pub fn cdc(&self) -> Option<&Arc<Cdc>> {
-        self.hooks.cdc.as_ref()
     }
 
     /// Restore the seeded `random()` state for one log entry (see `register_seeded_functions`).

@@ -23,6 +23,14 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
+/// The leader has delivered every change it captured.
+fn delivered(leader: &Server) -> bool {
+    leader.get("/status").is_some_and(|st| {
+        let c = &st["cdc"];
+        c["delivered_index"].as_u64() >= c["queue"]["captured_index"].as_u64()
+    })
+}
+
 pub fn cdc_bench(args: &Args, tmp: &Path) {
     let rounds = 3;
     let sink = CdcSink::start("127.0.0.1").unwrap_or_else(|e| {
@@ -62,8 +70,9 @@ pub fn cdc_bench(args: &Args, tmp: &Path) {
                     rates.push(r.rate());
                     p50.push(r.ms(0.5));
                     if measure_lag {
-                        // Let the tail of the run arrive, then take every group of the run.
-                        std::thread::sleep(Duration::from_millis(500));
+                        // Once the run's tail has arrived, take every group of the run.
+                        let leader = &s[leader_index(s).unwrap_or(0)];
+                        wait_until("the run's changes delivered", Duration::from_secs(60), || delivered(leader));
                         for p in &sink.posts_from(seen) {
                             let at = p.at.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
                             for g in p.body["payload"].as_array().into_iter().flatten() {
@@ -93,13 +102,10 @@ pub fn cdc_bench(args: &Args, tmp: &Path) {
         }
         // Every write of the runs reached the sink: the leader's queue drains.
         let l = leader_index(&on).unwrap_or(0);
-        let drained = (0..100).any(|_| {
-            std::thread::sleep(Duration::from_millis(100));
-            on[l].get("/status").is_some_and(|st| st["cdc"]["queue"]["depth"] == 0)
-        });
+        let drained = raftlite::harness::poll_until(Duration::from_secs(10), || delivered(&on[l]));
         let st = on[l].get("/status").unwrap_or_default();
         println!(
-            "|  | {n} node(s): queue drained: {drained}; events sent {}, failures {}, dropped {} |||||||||",
+            "|  | {n} node(s): every captured change delivered: {drained}; events sent {}, failures {}, dropped {} |||||||||",
             st["cdc"]["events_sent"], st["cdc"]["failures"], st["cdc"]["queue"]["events_dropped"]
         );
     }
