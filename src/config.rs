@@ -40,7 +40,6 @@ fn unsupported_why(name: &str) -> &'static str {
             "Go runtime profiles do not exist for a Rust program; profile with perf (docs/PERFORMANCE.md)"
         }
         n if n.starts_with("disco-") => "discovery services are not built yet",
-        "extensions-path" => "loading SQLite extensions is not built yet",
         _ => "not built",
     }
 }
@@ -153,7 +152,7 @@ static FLAGS: &[FlagDef] = &[
         Str,
         "",
         "Comma-delimited list of paths to directories, zipfiles, or tar.gz files containing SQLite extensions",
-        false,
+        true,
     ),
     f("write-queue-capacity", Int, "1024", "Write queue capacity", true),
     f("write-queue-batch-size", Int, "128", "Write queue batch size", true),
@@ -535,6 +534,8 @@ pub struct Config {
     pub auto_backup: Option<PathBuf>,
     /// `-cdc-config`: a webhook URL, `stdout`, or a JSON file (src/cdc/config.rs).
     pub cdc_config: Option<String>,
+    /// `-extensions-path`: files, directories, zip and tar.gz archives of SQLite extensions.
+    pub extensions_path: Vec<String>,
     pub auto_restore: Option<PathBuf>,
     /// The credentials file (`-auth`); none: no authentication.
     pub auth: Option<PathBuf>,
@@ -740,6 +741,13 @@ impl Config {
             http_verify_common_name: Some(s.get("http-verify-common-name")).filter(|v| !v.is_empty()).map(String::from),
             auto_backup: path_of(&s, "auto-backup"),
             cdc_config: Some(s.get("cdc-config").to_string()).filter(|v| !v.is_empty()),
+            extensions_path: s
+                .get("extensions-path")
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect(),
             auto_restore: path_of(&s, "auto-restore"),
             node_cert: path_of(&s, "node-cert"),
             node_key: path_of(&s, "node-key"),

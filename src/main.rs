@@ -43,7 +43,12 @@ fn main() -> ExitCode {
         }
     };
     if cfg.show_version {
-        println!("raftlited {} (rqlite HTTP API compatible; sqlite {})", raftlite::http::VERSION, rusqlite::version());
+        println!(
+            "raftlited {} (commit {}; rqlite HTTP API compatible; sqlite {})",
+            raftlite::http::VERSION,
+            raftlite::http::COMMIT,
+            rusqlite::version()
+        );
         return ExitCode::SUCCESS;
     }
     raftlite::logging::init(&cfg.log_level, &cfg.raft_log_level, cfg.log_format == "json");

@@ -33,6 +33,8 @@ use crate::raft::parts::RaftParts;
 use crate::raft::sm_adapter::SnapshotStats;
 use crate::raft::{numeric_id, LogId, NodeInfo, Raft, SharedRaft};
 use crate::store::codec;
+use crate::store::db::ConnSettings;
+use crate::store::extensions::Extensions;
 use crate::store::log_db::{LogDb, KEY_PURGED};
 use crate::store::position::Meta;
 
@@ -62,6 +64,8 @@ pub enum StartError {
     AutoRestore(String),
     #[error("-cdc-config {0}")]
     Cdc(String),
+    #[error("{0}")]
+    Extensions(#[from] crate::store::extensions::ExtensionError),
 }
 
 /// `<data-dir>/node.json`: the node's identity, fixed for the life of the data directory.
@@ -114,9 +118,9 @@ fn check_identity(dir: &Path, node_id: &str) -> Result<(), StartError> {
 /// Open the database once before anything else does: a file SQLite cannot read as a database
 /// (or whose schema cannot be read) refuses to start, naming the file and what to do. A full `PRAGMA integrity_check` would cost a read of the whole file on every
 /// start; damage deeper in the file surfaces when a page is read, and stops the node then.
-fn check_database(path: &Path, fk: bool) -> Result<(), StartError> {
+fn check_database(path: &Path, settings: &ConnSettings) -> Result<(), StartError> {
     let check = || -> rusqlite::Result<()> {
-        let (conn, _hooks) = crate::store::db::open_writer(path, fk)?;
+        let (conn, _hooks) = crate::store::db::open_writer(path, settings)?;
         conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |_| Ok(()))
     };
     check().map_err(|e| damaged(format!("{}: {e}", path.display())))
@@ -318,6 +322,13 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     crate::http::backup::clean_scratch(&dir);
     let cdc =
         cdc_config.map(|c| crate::cdc::Cdc::open(c, &dir)).transpose().map_err(|e| StartError::Cdc(e.to_string()))?;
+    // SQLite extensions: unpacked into the data directory and loaded once here, so one that
+    // cannot load refuses to start with SQLite's error.
+    let extensions = Extensions::prepare(&cfg.extensions_path, &dir)?;
+    if !extensions.files.is_empty() {
+        tracing::info!(extensions = ?extensions.names(), "SQLite extensions loaded");
+    }
+    let conn_settings = ConnSettings { fk: cfg.fk, extensions: Arc::new(extensions) };
 
     // TCP_NODELAY on the listener is inherited by every accepted connection (Linux): a response
     // written in more than one piece must not wait for the client's delayed ACK (Nagle).
@@ -335,6 +346,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         t.watch();
     }
     let state = AppState::new(cfg.clone(), users, tls, node_tls);
+    let _ = state.extensions.set(conn_settings.extensions.names());
     let st = state.clone();
     // Keep the address: an actix actor stops once no `Addr` to it is left.
     let http_front = Supervisor::start(move |_| HttpFront::new(st, api, internode));
@@ -363,7 +375,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let (raft_dir, dbp, my_id) = (dir.join("raft"), dir.join("db.sqlite"), cfg.node_id.clone());
     let snap_dir = dir.join("snapshots");
     let sd = snap_dir.clone();
-    let fk = cfg.fk;
+    let settings = conn_settings.clone();
     let captured = cdc.as_ref().and_then(|c| c.queue.captured());
     let (last_log, recorded) = tokio::task::spawn_blocking(move || -> Result<_, StartError> {
         let log = LogDb::open(&lp)?;
@@ -386,7 +398,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
                 dbp.display(),
             )));
         }
-        check_database(&dbp, fk)?;
+        check_database(&dbp, &settings)?;
         crate::cluster::recovery::apply_peers_file(&raft_dir, &lp, &sd, &my_id).map_err(StartError::Raft)?;
         Ok((end, recorded))
     })
@@ -396,9 +408,10 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let db_path: PathBuf = dir.join("db.sqlite");
     let stats = Arc::new(ApplierStats::default());
     stats.replay_bound.store(last_log, Ordering::Relaxed);
-    let (p, sd, s, fk, at) = (db_path.clone(), snap_dir.clone(), stats.clone(), cfg.fk, recorded.clone());
+    let (p, sd, s, cs, at) =
+        (db_path.clone(), snap_dir.clone(), stats.clone(), conn_settings.clone(), recorded.clone());
     let c = cdc.clone();
-    let applier = start_on_own_thread(move |_| Applier::new(p, sd, fk, s, at, c)).map_err(StartError::Thread)?;
+    let applier = start_on_own_thread(move |_| Applier::new(p, sd, cs, s, at, c)).map_err(StartError::Thread)?;
     let applier_addr = applier.clone();
     let applied_index = recorded.as_ref().and_then(|m| m.last_log_id).map(|l| l.index).unwrap_or(0);
     stats.applied_at_start.store(applied_index, Ordering::Relaxed);
@@ -409,7 +422,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     tracing::info!(applied_index, log_entries_end = last_log, "database open");
 
     let (p, n) = (db_path.clone(), cfg.db_max_ro_conns.min(MAX_READERS));
-    let readers = Readers::start(p, fk, n).map_err(StartError::Thread)?;
+    let readers = Readers::start(p, conn_settings, n).map_err(StartError::Thread)?;
     let lp = log_path.clone();
     let log_store = start_on_own_thread(move |_| LogStore::new(lp)).map_err(StartError::Thread)?;
 

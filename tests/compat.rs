@@ -203,7 +203,6 @@ fn flags_that_cannot_be_honoured_refuse_to_start() {
         ("-trace-profile", "trace.out"),
         ("-raft-leader-lease-timeout", "500ms"),
         ("-disco-mode", "dns"),
-        ("-extensions-path", "ext"),
     ] {
         let arg = format!("{flag}={value}");
         let out = std::process::Command::new(bin)

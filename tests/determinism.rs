@@ -48,7 +48,7 @@ fn entries(log: &[(Statement, u64)]) -> Vec<Entry> {
 
 fn apply(log: &[(Statement, u64)]) -> Vec<StmtResult> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut c, h) = open_writer(&dir.path().join("db.sqlite"), false).expect("open");
+    let (mut c, h) = open_writer(&dir.path().join("db.sqlite"), &Default::default()).expect("open");
     let stats = ApplierStats::default();
     // In two batches, as a replica that applied part of the log, restarted and applied the rest.
     let all = entries(log);

@@ -37,7 +37,7 @@ impl StoreBuilder<TypeConfig, LogAdapter, SmAdapter, TempDir> for Builder {
         let log = Supervisor::start_in_arbiter(&arb, move |_| LogStore::new(log_path));
         let (p, snaps) = (db_path.clone(), dir.path().join("snapshots"));
         let applier = Supervisor::start_in_arbiter(&arb, move |_| {
-            Applier::new(p, snaps, false, Arc::new(ApplierStats::default()), None, None)
+            Applier::new(p, snaps, Default::default(), Arc::new(ApplierStats::default()), None, None)
         });
         let sm = SmAdapter::new(applier, None, db_path, dir.path().join("snapshots"), Default::default())
             .expect("snapshot dir");

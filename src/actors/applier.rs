@@ -28,7 +28,7 @@ const ACTOR: &str = "applier";
 pub struct Applier {
     path: PathBuf,
     snap_dir: PathBuf,
-    fk: bool,
+    settings: db::ConnSettings,
     conn: Option<(rusqlite::Connection, Hooks)>,
     stats: Arc<ApplierStats>,
     /// Where the database (main file and WAL) stands.
@@ -44,18 +44,18 @@ impl Applier {
     pub fn new(
         path: PathBuf,
         snap_dir: PathBuf,
-        fk: bool,
+        settings: db::ConnSettings,
         stats: Arc<ApplierStats>,
         at: Option<Meta>,
         cdc: Option<Arc<Cdc>>,
     ) -> Self {
         let at = at.map(|m| Applied { log_id: m.last_log_id, membership: m.last_membership }).unwrap_or_default();
-        Applier { path, snap_dir, fk, conn: None, stats, at, in_flight: None, cdc }
+        Applier { path, snap_dir, settings, conn: None, stats, at, in_flight: None, cdc }
     }
 
     /// Open the writer connection, with change data capture hooked on when configured.
     fn open_writer(&self) -> rusqlite::Result<(rusqlite::Connection, Hooks)> {
-        let (conn, hooks) = db::open_writer(&self.path, self.fk)?;
+        let (conn, hooks) = db::open_writer(&self.path, &self.settings)?;
         match &self.cdc {
             Some(cdc) => {
                 cdc.capture.install(&conn);

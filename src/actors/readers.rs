@@ -21,19 +21,19 @@ const ACTOR: &str = "readers";
 /// One read connection and the actor that owns it.
 pub struct Reader {
     path: PathBuf,
-    fk: bool,
+    settings: db::ConnSettings,
     conn: Option<(rusqlite::Connection, Hooks)>,
 }
 
 impl Reader {
-    fn new(path: PathBuf, fk: bool) -> Self {
-        Reader { path, fk, conn: None }
+    fn new(path: PathBuf, settings: db::ConnSettings) -> Self {
+        Reader { path, settings, conn: None }
     }
 
     fn open(&mut self) {
         let opened = guarded(ACTOR, || {
             let c = rusqlite::Connection::open_with_flags(&self.path, db::reader_flags())?;
-            let h = db::setup_reader(&c, self.fk)?;
+            let h = db::setup_reader(&c, &self.settings)?;
             Ok::<_, rusqlite::Error>((c, h))
         });
         match settle(ACTOR, opened) {
@@ -149,11 +149,11 @@ impl Drop for InFlight<'_> {
 
 impl Readers {
     /// Start `size` readers (at least one), each on its own thread.
-    pub fn start(path: PathBuf, fk: bool, size: usize) -> std::io::Result<Readers> {
+    pub fn start(path: PathBuf, settings: db::ConnSettings, size: usize) -> std::io::Result<Readers> {
         let mut members = Vec::with_capacity(size.max(1));
         for _ in 0..size.max(1) {
-            let p = path.clone();
-            members.push((start_on_own_thread(move |_| Reader::new(p, fk))?, AtomicUsize::new(0)));
+            let (p, settings) = (path.clone(), settings.clone());
+            members.push((start_on_own_thread(move |_| Reader::new(p, settings))?, AtomicUsize::new(0)));
         }
         Ok(Readers { members: Arc::new(members), next: Arc::new(AtomicUsize::new(0)) })
     }

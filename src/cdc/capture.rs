@@ -170,7 +170,7 @@ mod tests {
     fn captured(config: CdcConfig, entries: Vec<Entry>) -> Vec<J> {
         let dir = tempfile::tempdir().unwrap();
         let cdc = Cdc::open(config, dir.path()).unwrap();
-        let (mut c, hooks) = crate::store::db::open_writer(&dir.path().join("db.sqlite"), false).unwrap();
+        let (mut c, hooks) = crate::store::db::open_writer(&dir.path().join("db.sqlite"), &Default::default()).unwrap();
         cdc.capture.install(&c);
         let hooks = hooks.with_cdc(cdc.clone());
         let (stats, mut at) = (ApplierStats::default(), Applied::default());

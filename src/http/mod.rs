@@ -33,4 +33,4 @@ pub mod status;
 pub mod tls;
 
 pub use server::{resolve, serve};
-pub use state::{AppState, Core, VERSION};
+pub use state::{AppState, Core, COMMIT, VERSION};

@@ -21,6 +21,9 @@ use crate::raft::{NodeInfo, SharedRaft};
 /// Version stamped into `X-RQLITE-VERSION` and `/status`.
 pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
 
+/// The git commit this binary was built from (build.rs; "unknown" when that was not known).
+pub const COMMIT: &str = env!("RAFTLITE_COMMIT");
+
 /// The parts of a node that exist once the store is open.
 pub struct Core {
     pub consensus: Addr<Consensus>,
@@ -82,6 +85,8 @@ pub struct AppState {
     pub uploads: OnceLock<Arc<crate::autobackup::UploadStats>>,
     /// Change data capture, when `-cdc-config` is set.
     pub cdc: OnceLock<Arc<crate::cdc::Cdc>>,
+    /// The SQLite extensions every connection loads (`-extensions-path`), by file name.
+    pub extensions: OnceLock<Vec<String>>,
 }
 
 impl AppState {
@@ -105,6 +110,7 @@ impl AppState {
             restore_pending: std::sync::atomic::AtomicBool::new(false),
             uploads: OnceLock::new(),
             cdc: OnceLock::new(),
+            extensions: OnceLock::new(),
         })
     }
 

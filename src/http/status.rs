@@ -201,7 +201,7 @@ pub async fn status(state: &AppState, p: &Params) -> Result<J, Response> {
             "version": VERSION,
             "compiler": "rustc",
             "branch": "main",
-            "commit": option_env!("RAFTLITE_COMMIT").unwrap_or("unknown"),
+            "commit": super::state::COMMIT,
         },
         "http": {
             "bind_addr": state.cfg.http_addr,
@@ -237,7 +237,10 @@ pub async fn status(state: &AppState, p: &Params) -> Result<J, Response> {
             "tls": state.node_tls.is_some(),
             "mutual_tls": state.node_tls.as_ref().is_some_and(|t| t.mutual),
         },
-        "extensions": { "names": [] },
+        "extensions": {
+            "names": state.extensions.get().cloned().unwrap_or_default(),
+            "dir": state.cfg.data_dir.join(crate::store::extensions::DIR),
+        },
         "cmdline": state.cfg.cmdline,
     });
     let mut doc = doc;

@@ -16,6 +16,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::cdc::Cdc;
 use crate::store::command::{ExecOptions, Param, Rows, Statement, StmtResult, Value};
+use crate::store::extensions::Extensions;
 use crate::store::sql;
 
 const SAVEPOINT: &str = "_raftlite_tx";
@@ -162,8 +163,27 @@ impl Hooks {
     }
 }
 
+/// How the node sets up each connection it opens: foreign keys (`-fk`) and the SQLite extensions
+/// it loads (`-extensions-path`, store::extensions).
+#[derive(Clone, Debug, Default)]
+pub struct ConnSettings {
+    pub fk: bool,
+    pub extensions: Arc<Extensions>,
+}
+
+impl ConnSettings {
+    /// Load the node's extensions into `conn`.
+    fn load_extensions(&self, conn: &Connection) -> rusqlite::Result<()> {
+        self.extensions.load_into(conn).map_err(|e| {
+            rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR), Some(e.to_string()))
+        })
+    }
+}
+
 /// Prepare a freshly opened writer connection (WAL mode, no implicit checkpoints, hardening).
-pub fn setup_writer(conn: &Connection, fk: bool) -> rusqlite::Result<Hooks> {
+pub fn setup_writer(conn: &Connection, settings: &ConnSettings) -> rusqlite::Result<Hooks> {
+    let fk = settings.fk;
+    settings.load_extensions(conn)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // The Raft log is the source of truth: a power loss may roll back the last commits of this
     // file, together with their stamp (store::position), and they are applied again from the
@@ -188,7 +208,9 @@ pub fn reader_flags() -> OpenFlags {
 }
 
 /// Prepare a freshly opened read-only connection (`query_only`, hardening).
-pub fn setup_reader(conn: &Connection, fk: bool) -> rusqlite::Result<Hooks> {
+pub fn setup_reader(conn: &Connection, settings: &ConnSettings) -> rusqlite::Result<Hooks> {
+    let fk = settings.fk;
+    settings.load_extensions(conn)?;
     conn.pragma_update(None, "query_only", "ON")?;
     conn.pragma_update(None, "foreign_keys", if fk { "ON" } else { "OFF" })?;
     conn.busy_timeout(Duration::from_secs(5))?;
@@ -199,9 +221,9 @@ pub fn setup_reader(conn: &Connection, fk: bool) -> rusqlite::Result<Hooks> {
 }
 
 /// Open a writer connection synchronously (tests, tools).
-pub fn open_writer(path: &Path, fk: bool) -> rusqlite::Result<(Connection, Hooks)> {
+pub fn open_writer(path: &Path, settings: &ConnSettings) -> rusqlite::Result<(Connection, Hooks)> {
     let conn = Connection::open(path)?;
-    let hooks = setup_writer(&conn, fk)?;
+    let hooks = setup_writer(&conn, settings)?;
     Ok((conn, hooks))
 }
 
@@ -654,7 +676,7 @@ mod tests {
 
     fn writer() -> (tempfile::TempDir, Connection, Hooks) {
         let dir = tempfile::tempdir().unwrap();
-        let (c, h) = open_writer(&dir.path().join("db.sqlite"), false).unwrap();
+        let (c, h) = open_writer(&dir.path().join("db.sqlite"), &ConnSettings::default()).unwrap();
         (dir, c, h)
     }
 

@@ -6,6 +6,7 @@ pub mod codec;
 pub mod command;
 pub mod db;
 pub mod dump;
+pub mod extensions;
 pub mod log_db;
 pub mod position;
 pub mod snapshot_file;
