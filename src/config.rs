@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::cluster::discovery::{DiscoConfig, Mode as DiscoMode};
+
 #[derive(Debug, Error, PartialEq)]
 pub enum ConfigError {
     #[error("flag provided but not defined: -{0}")]
@@ -39,7 +41,7 @@ fn unsupported_why(name: &str) -> &'static str {
         "cpu-profile" | "mem-profile" | "trace-profile" => {
             "Go runtime profiles do not exist for a Rust program; profile with perf (docs/PERFORMANCE.md)"
         }
-        n if n.starts_with("disco-") => "discovery services are not built yet",
+        "disco-key" => "it names the key of consul-kv and etcd-kv discovery, which raftlite does not have (dns and dns-srv need no key)",
         _ => "not built",
     }
 }
@@ -117,9 +119,9 @@ static FLAGS: &[FlagDef] = &[
     f("join-as", Str, "", "Username in authentication file to join as", true),
     f("bootstrap-expect", Int, "0", "Minimum number of nodes required for a bootstrap", true),
     f("bootstrap-expect-timeout", Dur, "120s", "Maximum time for bootstrap process", true),
-    f("disco-mode", Str, "", "Choose clustering discovery mode", false),
+    f("disco-mode", Str, "", "Choose clustering discovery mode: dns or dns-srv (consul-kv and etcd-kv are not built)", true),
     f("disco-key", Str, "rqlite", "Key prefix for cluster discovery service", false),
-    f("disco-config", Str, "", "Set discovery config, or path to cluster discovery config file", false),
+    f("disco-config", Str, "", "Set discovery config, or path to cluster discovery config file", true),
     f("raft-non-voter", Bool, "false", "Configure as non-voting node", true),
     f("raft-cluster-remove-shutdown", Bool, "false", "Node removes itself from cluster on graceful shutdown", true),
     f("raft-shutdown-stepdown", Bool, "true", "If leader, stepdown before shutting down", true),
@@ -534,6 +536,8 @@ pub struct Config {
     pub auto_backup: Option<PathBuf>,
     /// `-cdc-config`: a webhook URL, `stdout`, or a JSON file (src/cdc/config.rs).
     pub cdc_config: Option<String>,
+    /// `-disco-mode dns|dns-srv` with its `-disco-config`.
+    pub disco: Option<DiscoConfig>,
     /// `-extensions-path`: files, directories, zip and tar.gz archives of SQLite extensions.
     pub extensions_path: Vec<String>,
     pub auto_restore: Option<PathBuf>,
@@ -616,6 +620,38 @@ impl Config {
         let election = s.dur("raft-election-timeout");
         if heartbeat.is_zero() || election.is_zero() {
             return Err(ConfigError::Invalid("Raft timeouts must be positive".into()));
+        }
+        let disco = match s.get("disco-mode") {
+            "" => None,
+            "dns" | "dns-srv" if !s.get("join").is_empty() => {
+                return Err(ConfigError::Invalid(
+                    "-disco-mode and -join cannot be used together: discovery finds the nodes to join".into(),
+                ))
+            }
+            "dns" | "dns-srv" if !s.bool("raft-non-voter") && s.int("bootstrap-expect") <= 0 => {
+                return Err(ConfigError::Invalid(
+                    "-disco-mode dns and dns-srv need -bootstrap-expect (how many nodes form the cluster)".into(),
+                ))
+            }
+            m @ ("dns" | "dns-srv") => {
+                let mode = if m == "dns" { DiscoMode::Dns } else { DiscoMode::DnsSrv };
+                Some(DiscoConfig::parse(mode, s.get("disco-config")).map_err(|e| ConfigError::Invalid(e.to_string()))?)
+            }
+            "consul-kv" | "etcd-kv" => return Err(ConfigError::Unsupported {
+                flag: "disco-mode".into(),
+                why:
+                    "consul-kv and etcd-kv discovery are not built; use dns or dns-srv with -bootstrap-expect, or -join",
+            }),
+            other => {
+                return Err(ConfigError::BadValue {
+                    flag: "disco-mode".into(),
+                    value: other.into(),
+                    reason: "want dns or dns-srv".into(),
+                })
+            }
+        };
+        if disco.is_none() && !s.get("disco-config").is_empty() {
+            return Err(ConfigError::Invalid("-disco-config needs -disco-mode".into()));
         }
         if s.bool("raft-non-voter") && s.int("bootstrap-expect") > 0 {
             return Err(ConfigError::Invalid("non-voters cannot use -bootstrap-expect".into()));
@@ -741,6 +777,7 @@ impl Config {
             http_verify_common_name: Some(s.get("http-verify-common-name")).filter(|v| !v.is_empty()).map(String::from),
             auto_backup: path_of(&s, "auto-backup"),
             cdc_config: Some(s.get("cdc-config").to_string()).filter(|v| !v.is_empty()),
+            disco,
             extensions_path: s
                 .get("extensions-path")
                 .split(',')

@@ -3,6 +3,7 @@
 //! or kill them by PID the same way, with the helpers here.
 
 pub mod cdc_sink;
+pub mod dns_server;
 
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};

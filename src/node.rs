@@ -25,7 +25,9 @@ use crate::actors::snapshotter::{SnapshotPolicy, Snapshotter, Upkeep};
 use crate::actors::supervise::start_on_own_thread;
 use crate::actors::write_queue::WriteQueue;
 use crate::cluster::client::{bind_ip, Peers};
-use crate::cluster::{join, JoinRequest};
+use crate::cluster::discovery::Discovery;
+use crate::cluster::join::{self, Targets};
+use crate::cluster::JoinRequest;
 use crate::config::Config;
 use crate::http::auth::Users;
 use crate::http::{self, AppState, Core};
@@ -206,6 +208,7 @@ async fn join_or_bootstrap(
     peers: &Arc<Peers>,
     node_id: u64,
     me: NodeInfo,
+    targets: Targets,
 ) -> Result<(), StartError> {
     let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
     let req = JoinRequest {
@@ -214,12 +217,11 @@ async fn join_or_bootstrap(
         api_addr: me.api_addr.clone(),
         voter: !cfg.non_voter,
     };
-    let targets: Vec<String> = cfg.join.iter().filter(|t| **t != cfg.raft_adv_addr).cloned().collect();
     if initialized {
         let m = raft.metrics().borrow().clone();
         let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
         let sole = voters == [node_id] && m.membership_config.membership().nodes().count() == 1;
-        if sole && !targets.is_empty() && cfg.bootstrap_expect == 0 {
+        if sole && targets.has_others(&cfg.raft_adv_addr) && cfg.bootstrap_expect == 0 {
             return Err(StartError::Raft(
                 "this node is the only member of its own cluster and cannot join another; wipe its data directory to join".into(),
             ));
@@ -227,7 +229,7 @@ async fn join_or_bootstrap(
         if sole {
             // The only voter needs no election timeout to know it will win.
             let _ = raft.trigger().elect().await;
-        } else if !targets.is_empty() {
+        } else if targets.has_others(&cfg.raft_adv_addr) {
             // Rejoining is idempotent; it also updates our address if it changed.
             let (p, t, a, i) = (peers.clone(), targets.clone(), cfg.join_attempts, cfg.join_interval);
             tokio::spawn(async move {
@@ -240,7 +242,7 @@ async fn join_or_bootstrap(
     }
     if cfg.bootstrap_expect > 0 {
         let (p, r, t, i, to) =
-            (peers.clone(), raft.clone(), cfg.join.clone(), cfg.join_interval, cfg.bootstrap_expect_timeout);
+            (peers.clone(), raft.clone(), targets.clone(), cfg.join_interval, cfg.bootstrap_expect_timeout);
         tokio::spawn(async move {
             if let Err(e) = join::bootstrap_expect(&p, &r, &t, &req, i, to).await {
                 tracing::error!(error = %e, "cannot form the cluster");
@@ -250,7 +252,7 @@ async fn join_or_bootstrap(
         });
         return Ok(());
     }
-    if !targets.is_empty() {
+    if targets.has_others(&cfg.raft_adv_addr) {
         let leader =
             join::join(peers, &targets, &req, cfg.join_attempts, cfg.join_interval).await.map_err(StartError::Raft)?;
         tracing::info!(via = %leader, "joined the cluster");
@@ -514,7 +516,16 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         let st = state.clone();
         Supervisor::start(move |_| CdcSender::new(st, cdc, cdc_client))
     });
-    join_or_bootstrap(&cfg, &raft.get(), &peers, node_id, me).await?;
+    let targets = match &cfg.disco {
+        Some(d) => {
+            let disco = Arc::new(Discovery::new(d.clone()).map_err(|e| StartError::Raft(e.to_string()))?);
+            let _ = state.disco.set(disco.clone());
+            tracing::info!(mode = d.mode.as_str(), name = %d.lookup_name(), "discovering the cluster through DNS");
+            Targets::Discovered(disco)
+        }
+        None => Targets::Fixed(cfg.join.clone()),
+    };
+    join_or_bootstrap(&cfg, &raft.get(), &peers, node_id, me, targets).await?;
     Ok(Node { state, consensus, http_front, raft, _uploader: uploader, _cdc_sender: cdc_sender })
 }
 

@@ -202,7 +202,7 @@ fn flags_that_cannot_be_honoured_refuse_to_start() {
         ("-mem-profile", "mem.prof"),
         ("-trace-profile", "trace.out"),
         ("-raft-leader-lease-timeout", "500ms"),
-        ("-disco-mode", "dns"),
+        ("-disco-mode", "consul-kv"),
     ] {
         let arg = format!("{flag}={value}");
         let out = std::process::Command::new(bin)

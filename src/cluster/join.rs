@@ -1,34 +1,74 @@
 //! The joining side of clustering (docs/API.md §11): `-join` with attempts, intervals and leader
-//! redirects, and `-bootstrap-expect` with notify.
+//! redirects, and `-bootstrap-expect` with notify. The nodes to contact are a fixed `-join` list
+//! or what DNS discovery finds, looked up again on every round (cluster::discovery).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::client::{CallError, Peers};
+use super::discovery::Discovery;
 use super::{ClusterReply, JoinRequest, NotifyRequest};
 use crate::raft::Raft;
 
 /// Most "not leader, try X" hops followed for one target.
 const MAX_REDIRECTS: usize = 10;
 
+/// The nodes a joining node contacts.
+#[derive(Clone)]
+pub enum Targets {
+    /// `-join`'s list (it may hold this node's own address: `-bootstrap-expect` notifies it too).
+    Fixed(Vec<String>),
+    /// `-disco-mode dns|dns-srv`.
+    Discovered(Arc<Discovery>),
+}
+
+impl Targets {
+    /// Whether there is any node other than `me` (a Raft address) to contact.
+    pub fn has_others(&self, me: &str) -> bool {
+        match self {
+            Targets::Fixed(t) => t.iter().any(|t| t != me),
+            Targets::Discovered(_) => true,
+        }
+    }
+
+    /// The addresses to contact now. A failed lookup is logged and gives none this round (the
+    /// caller's rounds retry it); the error is kept for the final message.
+    async fn now(&self, last_error: &mut String) -> Vec<String> {
+        match self {
+            Targets::Fixed(t) => t.clone(),
+            Targets::Discovered(d) => match d.lookup().await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "discovery found no nodes this round; retrying");
+                    *last_error = e.to_string();
+                    Vec::new()
+                }
+            },
+        }
+    }
+}
+
 /// Try to join through `targets`, up to `attempts` rounds `interval` apart. Returns the Raft
 /// address of the node that accepted the join.
 pub async fn join(
     peers: &Peers,
-    targets: &[String],
+    targets: &Targets,
     req: &JoinRequest,
     attempts: u32,
     interval: Duration,
 ) -> Result<String, String> {
-    for t in targets {
-        if peers.is_http_api(t).await {
-            return Err(format!(
-                "{t} is an HTTP API address; -join takes Raft addresses (the other node's -raft-addr)"
-            ));
+    if let Targets::Fixed(fixed) = targets {
+        for t in fixed {
+            if peers.is_http_api(t).await {
+                return Err(format!(
+                    "{t} is an HTTP API address; -join takes Raft addresses (the other node's -raft-addr)"
+                ));
+            }
         }
     }
     let mut last = String::from("no join targets");
     for round in 0..attempts {
-        for target in targets {
+        for target in targets.now(&mut last).await.iter().filter(|t| **t != req.raft_addr) {
             match join_one(peers, target, req).await {
                 Ok(addr) => return Ok(addr),
                 // TLS or credentials the target refuses: no later attempt can succeed.
@@ -73,17 +113,20 @@ async fn join_one(peers: &Peers, target: &str, req: &JoinRequest) -> Result<Stri
 pub async fn bootstrap_expect(
     peers: &Peers,
     raft: &Raft,
-    targets: &[String],
+    targets: &Targets,
     req: &JoinRequest,
     interval: Duration,
     timeout: Duration,
 ) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     let notify = NotifyRequest { id: req.id.clone(), raft_addr: req.raft_addr.clone(), api_addr: req.api_addr.clone() };
+    let mut lookup_error = String::new();
     while Instant::now() < deadline {
         if raft.is_initialized().await.unwrap_or(false) {
             return Ok(());
         }
+        lookup_error.clear();
+        let targets = targets.now(&mut lookup_error).await;
         for t in targets.iter().filter(|t| **t != req.raft_addr) {
             match join_one(peers, t, req).await {
                 Ok(_) => return Ok(()),
@@ -91,10 +134,11 @@ pub async fn bootstrap_expect(
                 Err(Failed::Retry(_)) => {}
             }
         }
-        for t in targets {
+        for t in &targets {
             let _ = peers.call::<_, ClusterReply>(t, "/cluster/notify", &notify, Duration::from_secs(5)).await;
         }
         tokio::time::sleep(interval.min(Duration::from_secs(1))).await;
     }
-    Err(format!("bootstrap-expect: cluster not formed within {timeout:?}"))
+    let why = if lookup_error.is_empty() { String::new() } else { format!(" (last discovery error: {lookup_error})") };
+    Err(format!("bootstrap-expect: cluster not formed within {timeout:?}{why}"))
 }

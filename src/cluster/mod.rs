@@ -4,6 +4,7 @@
 //! (bincode behind a version byte, size-limited decode).
 
 pub mod client;
+pub mod discovery;
 pub mod join;
 pub mod recovery;
 

@@ -87,6 +87,8 @@ pub struct AppState {
     pub cdc: OnceLock<Arc<crate::cdc::Cdc>>,
     /// The SQLite extensions every connection loads (`-extensions-path`), by file name.
     pub extensions: OnceLock<Vec<String>>,
+    /// DNS discovery, when `-disco-mode` is set.
+    pub disco: OnceLock<Arc<crate::cluster::discovery::Discovery>>,
 }
 
 impl AppState {
@@ -111,6 +113,7 @@ impl AppState {
             uploads: OnceLock::new(),
             cdc: OnceLock::new(),
             extensions: OnceLock::new(),
+            disco: OnceLock::new(),
         })
     }
 

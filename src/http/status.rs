@@ -264,6 +264,9 @@ pub async fn status(state: &AppState, p: &Params) -> Result<J, Response> {
     if let Some(c) = state.cdc.get() {
         doc["cdc"] = c.status(state.core.get().is_some_and(|core| core.is_leader()));
     }
+    if let Some(d) = state.disco.get() {
+        doc["disco"] = d.status();
+    }
     if state.cfg.auto_restore.is_some() {
         doc["auto_restore"] = json!({ "pending": state.restore_pending.load(Ordering::Relaxed) });
     }
