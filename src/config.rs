@@ -91,6 +91,13 @@ use Kind::*;
 static FLAGS: &[FlagDef] = &[
     f("config", Str, "", "TOML configuration file (raftlite)", true),
     f("version", Bool, "false", "Show version information and exit", true),
+    f(
+        "check-config",
+        Bool,
+        "false",
+        "Check the flags, RAFTLITE_* environment and config file as a start would, print the settings and exit (raftlite)",
+        true,
+    ),
     f("node-id", Str, "", "Unique ID for node. If not set, set to advertised Raft address", true),
     f("http-addr", Str, "localhost:4001", "HTTP server bind address", true),
     f("http-adv-addr", Str, "", "Advertised HTTP address. If not set, same as HTTP server bind address", true),
@@ -484,6 +491,11 @@ pub struct Config {
     pub fk: bool,
     pub db_max_ro_conns: usize,
     pub show_version: bool,
+    /// `-check-config`: validate, print [`Config::settings`], and exit.
+    pub check_only: bool,
+    /// Every setting given (flag, environment or file) with where it came from, for
+    /// `-check-config`: (name, value, source).
+    pub settings: Vec<(String, String, &'static str)>,
     pub metrics: bool,
     /// Raft addresses of nodes to join (`-join a,b,c`).
     pub join: Vec<String>,
@@ -746,6 +758,20 @@ impl Config {
             fk: s.bool("fk"),
             db_max_ro_conns: ro as usize,
             show_version: s.bool("version"),
+            check_only: s.bool("check-config"),
+            settings: s
+                .values
+                .iter()
+                .map(|(k, (v, src))| {
+                    let from = match src {
+                        Source::File => "config file",
+                        Source::Env => "environment",
+                        Source::Flag => "flag",
+                    };
+                    (k.clone(), v.clone(), from)
+                })
+                .chain(s.data_dir.iter().map(|(d, _)| ("data-dir".to_string(), d.clone(), "argument or file")))
+                .collect(),
             metrics: s.bool("metrics"),
             join: s.get("join").split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect(),
             join_attempts: s.int("join-attempts").max(1) as u32,

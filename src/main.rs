@@ -51,6 +51,17 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    if cfg.check_only {
+        // Everything a start checks before touching the disk has been checked: the flags, their
+        // values and combinations, the config file and -disco-config.
+        println!("raftlited: configuration OK");
+        println!("  node-id = {}", cfg.node_id);
+        println!("  data directory = {}", cfg.data_dir.display());
+        for (name, value, from) in cfg.settings.iter().filter(|(n, _, _)| n != "check-config" && n != "data-dir") {
+            println!("  {name} = {value:?} ({from})");
+        }
+        return ExitCode::SUCCESS;
+    }
     raftlite::logging::init(&cfg.log_level, &cfg.raft_log_level, cfg.log_format == "json");
     raftlite::logging::learn(&cfg.node_id);
     // Fault injection for tests: FAILPOINTS="name=action;..." (only with --features failpoints).
