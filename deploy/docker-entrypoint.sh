@@ -4,7 +4,7 @@
 # pass every argument through to raftlited as flags. A flag given as an argument, or as a
 # RAFTLITE_* variable, wins over these defaults.
 set -eu
-host="${RAFTLITE_ADV_HOST:-$(hostname)}"
+host="${RAFTLITE_ADV_HOST:-$(hostname 2>/dev/null || cat /etc/hostname)}"
 http_port="${RAFTLITE_HTTP_PORT:-4001}"
 raft_port="${RAFTLITE_RAFT_PORT:-4002}"
 export RAFTLITE_HTTP_ADDR="${RAFTLITE_HTTP_ADDR:-0.0.0.0:$http_port}"
