@@ -116,6 +116,14 @@ fn describe() {
     describe_gauge!("raftlite_raft_is_leader", "1 if this node is the leader");
     describe_counter!("raftlite_raft_leader_changes_total", "Times this node saw the leader change");
     describe_counter!("raftlite_raft_elections_started_total", "Elections this node started (became candidate)");
+    describe_counter!(
+        "raftlite_raft_prevotes_total",
+        "Pre-votes this node asked for before standing for election, by result (won: it stood; lost: it did not)"
+    );
+    describe_counter!(
+        "raftlite_disco_lookups_total",
+        "DNS discovery lookups (-disco-mode dns|dns-srv), by result (ok, error)"
+    );
     describe_gauge!("raftlite_raft_commit_index", "Highest log index known committed (applied on this node)");
     describe_gauge!("raftlite_raft_applied_index", "Last log index applied to the database");
     describe_gauge!("raftlite_raft_last_log_index", "Last log index in this node's log");
@@ -146,6 +154,9 @@ fn describe() {
     counter!("raftlite_http_forwarded_total").increment(0);
     counter!("raftlite_raft_leader_changes_total").increment(0);
     counter!("raftlite_raft_elections_started_total").increment(0);
+    for result in ["won", "lost"] {
+        counter!("raftlite_raft_prevotes_total", "result" => result).increment(0);
+    }
     counter!("raftlite_log_appends_total").increment(0);
     counter!("raftlite_applied_entries_total").increment(0);
     counter!("raftlite_internode_bytes_in_total").increment(0);

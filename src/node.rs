@@ -173,6 +173,13 @@ fn damaged(what: String) -> StartError {
     ))
 }
 
+/// The election timeout openraft runs with: `-raft-election-timeout`, at least the heartbeat
+/// timeout and 40 ms. It is also the leader lease.
+pub fn election_timeout(cfg: &Config) -> std::time::Duration {
+    let hb = cfg.raft_heartbeat_timeout.as_millis() as u64;
+    std::time::Duration::from_millis((cfg.raft_election_timeout.as_millis() as u64).max(hb).max(40))
+}
+
 /// openraft's configuration from rqlite's timing flags. hashicorp/raft's "heartbeat timeout" is
 /// how long a follower waits for its leader; the leader sends heartbeats ten times as often.
 /// openraft makes a follower wait out a leader lease (`election_timeout_max`) plus a random
@@ -180,8 +187,10 @@ fn damaged(what: String) -> StartError {
 /// election 1.5–2 × T after the leader's last heartbeat.
 pub fn raft_config(cfg: &Config) -> Result<openraft::Config, StartError> {
     let hb = cfg.raft_heartbeat_timeout.as_millis() as u64;
-    let el = (cfg.raft_election_timeout.as_millis() as u64).max(hb).max(40);
+    let el = election_timeout(cfg).as_millis() as u64;
     let c = openraft::Config {
+        // Followers stand for election only after a pre-vote (src/raft/prevote.rs).
+        enable_elect: false,
         cluster_name: "raftlite".into(),
         heartbeat_interval: (hb / 10).clamp(5, el / 4),
         election_timeout_min: el / 2,
@@ -526,6 +535,8 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         None => Targets::Fixed(cfg.join.clone()),
     };
     join_or_bootstrap(&cfg, &raft.get(), &peers, node_id, me, targets).await?;
+    // Elections: openraft's own timer is off; this stands for election after a pre-vote.
+    tokio::spawn(crate::raft::prevote::elector(raft.clone(), peers.clone(), node_id, election_timeout(&cfg)));
     Ok(Node { state, consensus, http_front, raft, _uploader: uploader, _cdc_sender: cdc_sender })
 }
 

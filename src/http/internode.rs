@@ -1,5 +1,5 @@
 //! The inter-node listener on `-raft-addr` (docs/DESIGN.md §8): Raft RPCs (`/raft/append`, `/raft/vote`,
-//! `/raft/snapshot`, `/raft/snapshot-gz`) and the cluster service (`/cluster/join`, `/cluster/notify`,
+//! `/raft/snapshot`, `/raft/snapshot-gz`, and the pre-vote `/raft/prevote`) and the cluster service (`/cluster/join`, `/cluster/notify`,
 //! `/cluster/remove`, `/cluster/removed`, `/cluster/meta`, `/cluster/elect`). Bodies are codec-encoded and capped;
 //! garbage gets a 400, never a crash.
 
@@ -102,6 +102,7 @@ async fn handle<B: Buf + Send>(
         path.as_str(),
         "/raft/append"
             | "/raft/vote"
+            | "/raft/prevote"
             | "/raft/snapshot"
             | "/raft/snapshot-gz"
             | "/cluster/join"
@@ -138,6 +139,11 @@ async fn handle<B: Buf + Send>(
                 encoded(&resp)
             }
             "/raft/vote" => encoded(&raft.vote(decode(&body)?).await),
+            "/raft/prevote" => {
+                let req: crate::raft::prevote::PreVoteRequest = decode(&body)?;
+                let lease = crate::node::election_timeout(&state.cfg);
+                encoded(&crate::raft::prevote::answer(raft, &req, lease).await)
+            }
             "/raft/snapshot" | "/raft/snapshot-gz" => {
                 let mut req: openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig> = decode(&body)?;
                 if path == "/raft/snapshot-gz" {
