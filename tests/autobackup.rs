@@ -7,17 +7,10 @@
 mod common;
 
 use std::io::Read;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-
-fn write_config(dir: &Path, name: &str, v: Value) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, v.to_string()).expect("write config");
-    p.display().to_string()
-}
 
 /// A counter of `/status`'s `auto_backups` section.
 fn uploads(n: &Node, key: &str) -> u64 {

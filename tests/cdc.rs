@@ -16,13 +16,6 @@ use raftlite::harness::cdc_sink::CdcSink;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn write_config(dir: &Path, name: &str, v: Value) -> String {
-    std::fs::create_dir_all(dir).expect("dir");
-    let p = dir.join(name);
-    std::fs::write(&p, v.to_string()).expect("write config");
-    p.display().to_string()
-}
-
 /// Quick delivery and retries, so the tests do not wait on the defaults.
 fn fast(endpoint: &str) -> Value {
     json!({

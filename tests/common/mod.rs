@@ -49,6 +49,15 @@ pub fn assert_refuses_to_start(dir: &Path, args: &[&str], want: &str) {
     assert!(log.contains(want), "{args:?}: {log}");
 }
 
+/// Write `v` as JSON to `dir/name` (creating `dir`) and return the path, for flags that take a
+/// configuration file (`-auto-backup`, `-cdc-config`).
+pub fn write_config(dir: &Path, name: &str, v: Value) -> String {
+    std::fs::create_dir_all(dir).expect("dir");
+    let p = dir.join(name);
+    std::fs::write(&p, v.to_string()).expect("write config");
+    p.display().to_string()
+}
+
 /// Poll `f` until it returns Some, or fail after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let mut out = None;
