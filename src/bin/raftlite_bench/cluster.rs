@@ -41,6 +41,24 @@ impl Server {
         serde_json::from_str(&body).ok()
     }
 
+    /// (resident, peak resident) memory of the process in bytes, from `/proc/<pid>/status`.
+    pub fn memory(&self) -> Option<(u64, u64)> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kb = |key: &str| -> Option<u64> {
+            let line = status.lines().find(|l| l.starts_with(key))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|k| k * 1024)
+        };
+        Some((kb("VmRSS:")?, kb("VmHWM:")?))
+    }
+
+    /// Start counting the peak resident memory afresh (`clear_refs` 5 resets `VmHWM`).
+    pub fn reset_peak_memory(&self) {
+        if let Some(c) = &self.child {
+            let _ = std::fs::write(format!("/proc/{}/clear_refs", c.id()), "5");
+        }
+    }
+
     pub fn leader(&self) -> Option<String> {
         self.get("/status?key=store.leader.node_id")?.as_str().filter(|s| !s.is_empty()).map(str::to_string)
     }

@@ -132,6 +132,29 @@ pub fn snapshot_bench(binary: &Path, dir: &Path, mb: u64, duration: Duration) {
         busy.ms(0.99) - quiet.ms(0.99)
     );
 
+    // Memory: at rest, and the peak under 16 clients, with this database and with an empty one;
+    // caches are bounded and snapshots and backups streamed, so neither may grow with the size.
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let memory = |s: &Server, what: &str| {
+        let (boot_peak, rest) = s.memory().map(|(r, h)| (h, r)).unwrap_or((0, 0));
+        s.reset_peak_memory();
+        let _ = bench_http(&s.url, 16, duration, Workload::Insert);
+        let (after, peak) = s.memory().unwrap_or((0, 0));
+        println!(
+            "memory ({what}): at rest {:.0} MiB; peak under 16 clients {:.0} MiB (after the run {:.0} MiB); peak before that, /boot and /db/backup included: {:.0} MiB",
+            mib(rest),
+            mib(peak),
+            mib(after),
+            mib(boot_peak)
+        );
+    };
+    memory(&node, &format!("{:.0} MB database", size as f64 / 1e6));
+    {
+        let empty = start_cluster(binary, &dir.join("memory-empty"), 1);
+        execute(&empty[0].url, "CREATE TABLE bench (id INTEGER PRIMARY KEY, c INTEGER, v TEXT)");
+        memory(&empty[0], "empty database");
+    }
+
     // Restart-to-ready at this size, and for an empty database.
     let restart = |s: &mut Server| {
         s.kill();
