@@ -138,6 +138,8 @@ pub fn main() {
     println!("| system | workload | clients | ops | errors | ops/s | p50 ms | p99 ms |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
     let mut rates: Vec<(String, usize, f64)> = Vec::new();
+    // Median latency (ms) of each run, keyed as `rates`.
+    let mut p50s: Vec<(String, usize, f64)> = Vec::new();
     let chart_runs: std::cell::RefCell<Vec<(String, usize, f64, f64)>> = Default::default();
     let print = |run: &Run, w: &str| {
         chart_runs.borrow_mut().push((format!("{} {w}", run.name), run.clients, run.rate(), run.ms(0.99)));
@@ -182,6 +184,7 @@ pub fn main() {
                     }
                 }
                 let key = if w == Workload::Insert { r.name.clone() } else { format!("{} {}", r.name, w.name()) };
+                p50s.push((key.clone(), c, r.ms(0.5)));
                 rates.push((key, c, r.rate()));
             }
         }
@@ -254,6 +257,7 @@ pub fn main() {
             }
         }
     }
+    targets(&rates, &p50s);
     if let Some(png) = &args.chart {
         chart(png, &chart_runs.borrow());
     }
@@ -287,6 +291,51 @@ pub fn main() {
         );
     }
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// The performance targets of round 2 (docs/PERFORMANCE.md), each a ratio within this run; a
+/// line is printed when the runs it needs were measured.
+fn targets(rates: &[(String, usize, f64)], p50s: &[(String, usize, f64)]) {
+    let get = |v: &[(String, usize, f64)], name: &str, c: usize| {
+        v.iter().find(|(n, cc, _)| n == name && *cc == c).map(|r| r.2)
+    };
+    let rate = |name: &str, c: usize| get(rates, name, c);
+    let mut lines = Vec::new();
+    // The floor of a durable write over HTTP: one no-op round trip plus one durable one-row
+    // transaction, each alone, back to back.
+    if let (Some(ins), Some(read), Some(sql)) =
+        (rate("raftlite 1 node", 1), rate("raftlite 1 node read none", 1), rate("standalone SQLite", 1))
+    {
+        let floor = 1.0 / (1.0 / read + 1.0 / sql);
+        lines.push(format!(
+            "1 node, 1 client: insert {ins:.0}/s against the floor {floor:.0}/s (read at none {read:.0}/s + SQLite FULL {sql:.0}/s, in series): {:.2}x (target >= 0.8)",
+            ins / floor
+        ));
+    }
+    if let (Some(ins), Some(read)) = (rate("raftlite 1 node", 16), rate("raftlite 1 node read none", 16)) {
+        lines.push(format!("1 node, 16 clients: insert / read at none = {:.2}x (target >= 0.6)", ins / read));
+    }
+    if let (Some(a), Some(b)) = (get(p50s, "raftlite 3 nodes", 1), get(p50s, "raftlite 1 node", 1)) {
+        lines.push(format!(
+            "3 nodes, 1 client: insert p50 {a:.2} ms against 1 node {b:.2} ms: {:.2}x (target <= 2)",
+            a / b
+        ));
+    }
+    if let (Some(a), Some(b)) = (rate("raftlite 3 nodes", 1), rate("dqlite-demo 3 nodes PUT", 1)) {
+        lines.push(format!("3 nodes, 1 client: insert / dqlite-demo PUT = {:.2}x (target >= 1.5)", a / b));
+    }
+    if let (Some(a), Some(b)) = (rate("raftlite 3 nodes", 16), rate("raftlite 1 node", 16)) {
+        lines.push(format!("3 nodes, 16 clients: insert / 1 node = {:.2}x (target >= 0.5)", a / b));
+    }
+    if let (Some(a), Some(b)) = (rate("raftlite 3 nodes", 16), rate("dqlite-demo 3 nodes PUT", 16)) {
+        lines.push(format!("3 nodes, 16 clients: insert / dqlite-demo PUT = {:.2}x (target >= 10)", a / b));
+    }
+    if !lines.is_empty() {
+        println!("\ntargets (docs/PERFORMANCE.md, round 2):");
+        for l in lines {
+            println!("  {l}");
+        }
+    }
 }
 
 pub fn tempdir_in(base: Option<&Path>) -> PathBuf {
