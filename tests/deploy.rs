@@ -2,9 +2,9 @@
 //! parsed out of the file and run through `raftlited -check-config` (the Docker and Kubernetes
 //! ones through the image's entry point script), so that a renamed or removed flag fails here
 //! instead of in someone's deployment. The files are also checked with the tools that run on
-//! this machine: `systemd-analyze verify` for the unit and `kubernetes-validate` for the
-//! manifests (`.ci/run` installs both). No container engine runs here (README "Deploying"), so
-//! the image itself is not built by the tests.
+//! this machine: `dockerfile-utils lint` for the Dockerfile, `systemd-analyze verify` for the
+//! unit and `kubernetes-validate` for the manifests (`.ci/run` installs all three). No container
+//! engine runs here (README "Deploying"), so the image itself is not built by the tests.
 
 mod common;
 
@@ -75,6 +75,15 @@ fn the_dockerfile_runs_raftlited_as_a_user_with_a_volume_and_a_readiness_check()
         assert!(d.contains(want), "Dockerfile lacks {want:?}");
     }
     assert_eq!(d.matches("\nFROM ").count() + usize::from(d.starts_with("FROM ")), 2, "multi-stage");
+    // A Dockerfile parser: unknown instructions, flags or values fail here, not in `docker build`.
+    let lint = root().join(".ci/node/node_modules/.bin/dockerfile-utils");
+    match Command::new(&lint).arg("lint").arg(root().join("Dockerfile")).output() {
+        Ok(out) => {
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success() && text.trim().is_empty(), "dockerfile-utils lint Dockerfile:\n{text}");
+        }
+        Err(_) => skip_unless_ci("dockerfile-utils is not installed (.ci/run installs it with npm into .ci/node)"),
+    }
     // With no arguments the entry point's defaults alone are a valid node.
     let out = entrypoint("docker run raftlite", &[], &[("RAFTLITE_ADV_HOST", "box1")]);
     assert!(out.contains("http-adv-addr = \"box1:4001\" (environment)"), "{out}");
