@@ -68,6 +68,8 @@ pub enum StartError {
     Cdc(String),
     #[error("{0}")]
     Extensions(#[from] crate::store::extensions::ExtensionError),
+    #[error("{0}")]
+    Discovery(#[from] crate::cluster::discovery::DiscoError),
 }
 
 /// `<data-dir>/node.json`: the node's identity, fixed for the life of the data directory.
@@ -527,7 +529,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     });
     let targets = match &cfg.disco {
         Some(d) => {
-            let disco = Arc::new(Discovery::new(d.clone()).map_err(|e| StartError::Raft(e.to_string()))?);
+            let disco = Arc::new(Discovery::new(d.clone())?);
             let _ = state.disco.set(disco.clone());
             tracing::info!(mode = d.mode.as_str(), name = %d.lookup_name(), "discovering the cluster through DNS");
             Targets::Discovered(disco)

@@ -37,8 +37,13 @@ fn bin_dir() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_raftlited")).parent().expect("bin dir").to_path_buf()
 }
 
+/// What a command printed, stdout then stderr.
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
 fn check_ok(what: &str, out: &Output) -> String {
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = text(out);
     assert!(out.status.success(), "{what}: raftlited -check-config refused it:\n{text}");
     assert!(text.contains("configuration OK"), "{what}: {text}");
     text
@@ -79,7 +84,7 @@ fn the_dockerfile_runs_raftlited_as_a_user_with_a_volume_and_a_readiness_check()
     let lint = root().join(".ci/node/node_modules/.bin/dockerfile-utils");
     match Command::new(&lint).arg("lint").arg(root().join("Dockerfile")).output() {
         Ok(out) => {
-            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            let text = text(&out);
             assert!(out.status.success() && text.trim().is_empty(), "dockerfile-utils lint Dockerfile:\n{text}");
         }
         Err(_) => skip_unless_ci("dockerfile-utils is not installed (.ci/run installs it with npm into .ci/node)"),
@@ -183,7 +188,7 @@ fn the_systemd_unit_is_sandboxed_verified_and_its_command_lines_accepted() {
     let copy = dir.path().join("raftlited.service");
     std::fs::write(&copy, unit.replace("/usr/local/bin/raftlited", bin)).expect("write unit");
     let out = Command::new("systemd-analyze").arg("verify").arg(&copy).output().expect("systemd-analyze");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = text(&out);
     assert!(out.status.success() && !text.contains("raftlited.service:"), "systemd-analyze verify: {text}");
 }
 
@@ -227,12 +232,7 @@ fn the_kubernetes_statefulset_discovers_its_pods_through_the_headless_service() 
         Ok(out) if String::from_utf8_lossy(&out.stderr).contains("No module named") => {
             skip_unless_ci("kubernetes-validate is not installed (PyPI kubernetes-validate)")
         }
-        Ok(out) => assert!(
-            out.status.success(),
-            "kubernetes-validate: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+        Ok(out) => assert!(out.status.success(), "kubernetes-validate: {}", text(&out)),
         Err(_) => skip_unless_ci("kubernetes-validate is not installed (PyPI kubernetes-validate)"),
     }
 }

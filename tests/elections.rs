@@ -30,8 +30,8 @@ fn a_follower_that_loses_its_leader_for_a_while_does_not_depose_it_when_it_hears
     let f = c.follower();
     assert_eq!(term(f), t0);
 
-    // The follower hears nothing over the Raft port (every request to it gets 503) for four
-    // election timeouts; its own calls still go out, so it asks for pre-votes and is refused.
+    // The follower hears nothing over the Raft port (every request to it gets 503) until it has
+    // been refused twice, and 2 s more; its own calls still go out, so it asks for pre-votes.
     set(f, "internode::receive=return");
     let lost = |n: &Node| n.metric_with("raftlite_raft_prevotes_total", &[("result", "lost")]);
     wait_for("the follower to be refused twice, or to stand", Duration::from_secs(30), || {

@@ -29,19 +29,16 @@ use serde::{Deserialize, Serialize};
 use super::{LogId, Raft, SharedRaft};
 use crate::cluster::client::{CallError, Peers};
 
-/// "Would you vote for me at term `term`?"
+/// "Would you vote for a candidate whose log ends at `last_log_id`?" (The term is not asked
+/// about: see [`answer`].)
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct PreVoteRequest {
-    pub candidate: u64,
-    pub term: u64,
     pub last_log_id: Option<LogId>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct PreVoteReply {
     pub granted: bool,
-    /// This node's term, for the candidate's log.
-    pub term: u64,
 }
 
 /// The voter's side: would this node vote for `req` now? `lease` is openraft's leader lease
@@ -56,12 +53,10 @@ pub async fn answer(raft: &Raft, req: &PreVoteRequest, lease: Duration) -> PreVo
         })
         .await
         .unwrap_or(true);
-    let term = raft.metrics().borrow().current_term;
     // No check of the term: a candidate behind in term but ahead in log must still get to stand
     // (its election then learns the higher term and the next one wins), or two such nodes could
     // refuse each other for ever.
-    let granted = !heard && req.last_log_id >= last_log;
-    PreVoteReply { granted, term }
+    PreVoteReply { granted: !heard && req.last_log_id >= last_log }
 }
 
 /// The candidate's side: run for as long as the node does, standing for election only when a
@@ -75,21 +70,25 @@ pub async fn elector(raft: SharedRaft, peers: Arc<Peers>, me: u64, election_time
     loop {
         tokio::time::sleep(tick).await;
         let r = raft.get();
-        let m = r.metrics().borrow().clone();
-        if m.running_state.is_err() {
-            continue;
-        }
-        let membership = m.membership_config.membership().clone();
+        // Only what is needed, without cloning the whole metrics every tick.
+        let (membership, term) = {
+            let m = r.metrics();
+            let m = m.borrow();
+            if m.running_state.is_err() || m.state == ServerState::Leader {
+                continue;
+            }
+            (m.membership_config.clone(), m.current_term)
+        };
+        let membership = membership.membership();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
-        if m.state == ServerState::Leader || !voters.contains(&me) {
+        if !voters.contains(&me) {
             continue;
         }
         let Some(before) = silent_since(&r, election_timeout, wait).await else { continue };
         if not_before.is_some_and(|t| tokio::time::Instant::now() < t) {
             continue;
         }
-        let req =
-            PreVoteRequest { candidate: me, term: m.current_term + 1, last_log_id: r.data_metrics().borrow().last_log };
+        let req = PreVoteRequest { last_log_id: r.data_metrics().borrow().last_log };
         let others: Vec<String> = membership
             .nodes()
             .filter(|(id, _)| **id != me && voters.contains(id))
@@ -102,12 +101,12 @@ pub async fn elector(raft: SharedRaft, peers: Arc<Peers>, me: u64, election_time
         // (or this node voted) meanwhile, the vote's time moved, and standing now would depose it.
         let still = silent_since(&r, election_timeout, Duration::ZERO).await;
         if won && still == Some(before) {
-            tracing::info!(term = req.term, voters = voters.len(), "pre-vote won; standing for election");
+            tracing::info!(term = term + 1, voters = voters.len(), "pre-vote won; standing for election");
             metrics::counter!("raftlite_raft_prevotes_total", "result" => "won").increment(1);
             not_before = None;
             let _ = r.trigger().elect().await;
         } else {
-            tracing::debug!(term = req.term, won, voters = voters.len(), "pre-vote lost; not standing");
+            tracing::debug!(term = term + 1, won, voters = voters.len(), "pre-vote lost; not standing");
             metrics::counter!("raftlite_raft_prevotes_total", "result" => "lost").increment(1);
             not_before = Some(tokio::time::Instant::now() + wait);
         }
