@@ -1,8 +1,8 @@
 //! The `Uploader` actor: automatic backups (`-auto-backup`, docs/API.md §16). Every `interval`,
 //! on the leader only, it uploads a consistent copy of the database (SQLite's backup API on a
-//! read-only connection: writes go on meanwhile), gzip-compressed unless `no_compress`, vacuumed
-//! with `vacuum`. A tick with no change since this node's last upload uploads nothing; the first
-//! tick after start or a leader change asks the store for the id of the backup it holds and
+//! read-only connection: writes go on meanwhile), vacuumed with `vacuum`, and gzip-compressed on
+//! its way to the store unless `no_compress`. A tick with no change since this node's last upload
+//! uploads nothing; the first tick after start or a leader change asks the store for the id of the backup it holds and
 //! skips when it is current. The id is the Raft index of the last change the database holds.
 //!
 //! The upload runs as a task of its own, one at a time, on a runtime of its own whose threads run
@@ -217,24 +217,15 @@ async fn upload(
         }
     }
     let started = Instant::now();
+    // The consistent copy is a local file first: the read transaction it needs then lasts as
+    // long as a local copy, not as long as the upload (a checkpoint at compaction waits for
+    // readers of older pages, and the applier waits for the checkpoint).
     let copy = Temp(scratch.join(format!("raftlite-auto-backup-{}.tmp", rand::random::<u64>())));
     let (d, o, vacuum) = (db.to_path_buf(), copy.0.clone(), cfg.vacuum);
     tokio::task::spawn_blocking(move || crate::http::backup::copy_database(&d, &o, vacuum))
         .await
         .map_err(|e| e.to_string())??;
-    let gz = Temp(copy.0.with_extension("gz.tmp"));
-    let file = if cfg.compress {
-        let (a, b) = (copy.0.clone(), gz.0.clone());
-        tokio::task::spawn_blocking(move || crate::http::backup::gzip(&a, &b))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("compress: {e}"))?;
-        &gz.0
-    } else {
-        &copy.0
-    };
-    let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-    let name = storage.upload(file, id, cfg.timestamp).await.map_err(|e| e.to_string())?;
+    let (name, bytes) = storage.upload(&copy.0, cfg.compress, id, cfg.timestamp).await.map_err(|e| e.to_string())?;
     Ok(Outcome::Uploaded(LastUpload {
         at: chrono::Utc::now(),
         bytes,

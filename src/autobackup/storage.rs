@@ -4,6 +4,12 @@
 //! that only appears when it completes (and is aborted on error). Each backup carries its id (the
 //! Raft index of the last change it holds), so a new leader can tell that the stored backup is
 //! already current.
+//!
+//! Compression is streamed: the consistent copy (a temporary file, so that the read transaction
+//! it needs lasts as long as a local copy, not as long as an upload; see
+//! src/actors/uploader.rs) is gzipped on its way into the partial file or the multipart upload,
+//! never into a second temporary file, so a backup writes one copy of the database to the node's
+//! disk.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -109,8 +115,15 @@ impl Storage {
         }
     }
 
-    /// Upload the file at `local` with `id`; the name it was stored under.
-    pub async fn upload(&self, local: &Path, id: &str, timestamp: bool) -> Result<String, StorageError> {
+    /// Upload the file at `local` with `id`, gzipped on the way when `gzip`: the name it was
+    /// stored under and the bytes stored.
+    pub async fn upload(
+        &self,
+        local: &Path,
+        gzip: bool,
+        id: &str,
+        timestamp: bool,
+    ) -> Result<(String, u64), StorageError> {
         match self {
             Storage::File { dir, name } => {
                 let final_name = stamped(name, timestamp);
@@ -118,20 +131,30 @@ impl Storage {
                 let tmp = dir.join(format!(".{final_name}.partial"));
                 tokio::fs::create_dir_all(dir).await.map_err(io)?;
                 let copied = async {
-                    tokio::fs::copy(local, &tmp).await?;
-                    tokio::fs::File::open(&tmp).await?.sync_all().await?;
+                    let (from, to) = (local.to_path_buf(), tmp.clone());
+                    let bytes = tokio::task::spawn_blocking(move || {
+                        let mut out = std::fs::File::create(&to)?;
+                        let n = stream(&from, gzip, &mut out)?;
+                        out.sync_all()?;
+                        Ok::<u64, std::io::Error>(n)
+                    })
+                    .await
+                    .map_err(std::io::Error::other)??;
                     tokio::fs::rename(&tmp, &dest).await?;
                     let meta = serde_json::json!({ "id": id, "name": final_name, "timestamp": chrono::Utc::now().to_rfc3339() });
                     let mtmp = dir.join(".METADATA.json.partial");
                     tokio::fs::write(&mtmp, meta.to_string()).await?;
                     tokio::fs::rename(&mtmp, dir.join("METADATA.json")).await?;
-                    tokio::fs::File::open(dir).await?.sync_all().await
+                    tokio::fs::File::open(dir).await?.sync_all().await?;
+                    Ok::<u64, std::io::Error>(bytes)
                 };
-                if let Err(e) = copied.await {
-                    let _ = tokio::fs::remove_file(&tmp).await;
-                    return Err(io(format!("{}: {e}", dest.display())));
+                match copied.await {
+                    Ok(bytes) => Ok((dest.display().to_string(), bytes)),
+                    Err(e) => {
+                        let _ = tokio::fs::remove_file(&tmp).await;
+                        Err(io(format!("{}: {e}", dest.display())))
+                    }
                 }
-                Ok(dest.display().to_string())
             }
             Storage::S3 { store, bucket, path } => {
                 let key = stamped(path, timestamp);
@@ -143,17 +166,33 @@ impl Storage {
                     16 << 20,
                 )
                 .with_attributes(attrs);
-                let mut f = tokio::fs::File::open(local).await.map_err(io)?;
-                if let Err(e) = tokio::io::copy(&mut f, &mut w).await {
-                    // Never leave a part-written object: abort the multipart upload.
-                    let _ = w.abort().await;
-                    return Err(StorageError::Store(e.to_string()));
+                // The file is read (and compressed) on a blocking thread and handed over in chunks.
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+                let from = local.to_path_buf();
+                let producer =
+                    tokio::task::spawn_blocking(move || stream(&from, gzip, &mut ChunkSender { tx, buf: Vec::new() }));
+                let mut sent = Ok(());
+                while let Some(chunk) = rx.recv().await {
+                    if let Err(e) = w.write_all(&chunk).await {
+                        sent = Err(e.to_string());
+                        break;
+                    }
                 }
+                drop(rx);
+                let read = producer.await.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()));
+                let bytes = match (sent, read) {
+                    (Ok(()), Ok(n)) => n,
+                    (Err(e), _) | (_, Err(e)) => {
+                        // Never leave a part-written object: abort the multipart upload.
+                        let _ = w.abort().await;
+                        return Err(StorageError::Store(e));
+                    }
+                };
                 // Completing the upload failed: the object never appears. The writer cannot be
                 // aborted once it is completing (object_store panics); the store discards the
                 // parts of an upload that is never completed (a bucket lifecycle rule on S3).
                 w.shutdown().await.map_err(|e| StorageError::Store(e.to_string()))?;
-                Ok(format!("s3://{bucket}/{key}"))
+                Ok((format!("s3://{bucket}/{key}"), bytes))
             }
         }
     }
@@ -180,5 +219,116 @@ impl Storage {
                 Ok(n)
             }
         }
+    }
+}
+
+/// Copy the file at `from` into `out`, gzipped (fast level, as `/db/backup?compress`) when
+/// `gzip`; the bytes written.
+fn stream(from: &Path, gzip: bool, out: &mut impl std::io::Write) -> std::io::Result<u64> {
+    let mut input = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(from)?);
+    let mut counted = Counted { inner: out, n: 0 };
+    if gzip {
+        let mut enc = flate2::write::GzEncoder::new(&mut counted, flate2::Compression::fast());
+        std::io::copy(&mut input, &mut enc)?;
+        enc.finish()?;
+    } else {
+        std::io::copy(&mut input, &mut counted)?;
+    }
+    std::io::Write::flush(&mut counted)?;
+    Ok(counted.n)
+}
+
+/// A writer that counts what passes through it.
+struct Counted<'a, W> {
+    inner: &'a mut W,
+    n: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Hands what is written to the upload, in chunks of [`CHUNK`] bytes (from a blocking thread).
+struct ChunkSender {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+const CHUNK: usize = 1 << 20;
+
+impl ChunkSender {
+    fn send(&mut self) -> std::io::Result<()> {
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        // The receiver is gone only when the upload failed; it reports why.
+        self.tx.blocking_send(chunk).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "upload stopped"))
+    }
+}
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(buf);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.send()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn streaming_counts_what_it_writes_and_gzip_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("db");
+        let data: Vec<u8> = (0..3 * CHUNK + 17).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&src, &data).unwrap();
+        let mut plain = Vec::new();
+        assert_eq!(stream(&src, false, &mut plain).unwrap(), data.len() as u64);
+        assert_eq!(plain, data);
+        let mut gz = Vec::new();
+        let n = stream(&src, true, &mut gz).unwrap();
+        assert_eq!(n, gz.len() as u64);
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+    }
+
+    #[test]
+    fn chunks_arrive_whole_and_in_order_and_a_gone_upload_stops_the_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("db");
+        let data: Vec<u8> = (0..2 * CHUNK + 5).map(|i| (i % 13) as u8).collect();
+        std::fs::write(&src, &data).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+        let n = stream(&src, false, &mut ChunkSender { tx, buf: Vec::new() }).unwrap();
+        assert_eq!(n, data.len() as u64);
+        let mut got = Vec::new();
+        while let Ok(chunk) = rx.try_recv() {
+            assert!(chunk.len() < 2 * CHUNK, "{}", chunk.len());
+            got.extend(chunk);
+        }
+        assert_eq!(got, data);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+        drop(rx);
+        let e = stream(&src, false, &mut ChunkSender { tx, buf: Vec::new() }).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe);
     }
 }

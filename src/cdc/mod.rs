@@ -58,9 +58,19 @@ impl Cdc {
         Ok(Arc::new(Cdc { config, capture, queue, sent: SendStats::default(), queued: tokio::sync::Notify::new() }))
     }
 
-    /// After a batch's commit: wake the sender.
-    pub fn committed(&self) {
-        self.queued.notify_one();
+    /// After a batch's commit that queued `queued` groups: wake the sender when it has
+    /// something to do, that is when the first group arrives (its `max_batch_delay` starts) or
+    /// when a batch is full. Not on every commit: at one group per write, a wake-up per write was
+    /// a context switch per write on the write path's cores. A wake-up given while the sender is
+    /// busy is kept (one permit) for its next wait, so none is lost.
+    pub fn committed(&self, queued: u64) {
+        if queued == 0 {
+            return;
+        }
+        let pending = self.queue.stats.pending.load(Ordering::Relaxed);
+        if pending <= queued || pending >= self.config.max_batch_size as u64 {
+            self.queued.notify_one();
+        }
     }
 
     /// `/status` `cdc`.

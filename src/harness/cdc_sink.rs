@@ -1,7 +1,8 @@
 //! A CDC endpoint for the tests and `raftlite-bench`: a small HTTP/1.1 (or HTTPS) server on
 //! loopback that records every POST with the time it arrived, answers with a status the caller
 //! sets (200, or 503 to play a failing endpoint), and can be taken down (listener and
-//! connections closed) and brought back up on the same address.
+//! connections closed) and brought back up on the same address. A benchmark can run its threads
+//! at the lowest CPU priority, standing in for a consumer on another machine.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -29,6 +30,8 @@ struct Inner {
     posts: Mutex<Vec<Raw>>,
     status: AtomicU16,
     down: AtomicBool,
+    /// Serve at nice 19.
+    low_priority: AtomicBool,
 }
 
 pub struct CdcSink {
@@ -52,6 +55,12 @@ impl CdcSink {
         let mut sink = CdcSink { addr, inner, accept: None, tls };
         sink.up()?;
         Ok(sink)
+    }
+
+    /// From now on, serve new connections at the lowest CPU priority (nice 19), as a consumer on
+    /// another machine would cost the nodes nothing.
+    pub fn set_low_priority(&self) {
+        self.inner.low_priority.store(true, Ordering::Relaxed);
     }
 
     pub fn url(&self) -> String {
@@ -117,11 +126,16 @@ impl CdcSink {
                 let Ok(conn) = conn else { continue };
                 let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
                 let (inner, tls) = (inner.clone(), tls.clone());
-                std::thread::spawn(move || match tls {
-                    None => serve(conn, &inner),
-                    Some(config) => {
-                        if let Ok(server) = rustls::ServerConnection::new(config) {
-                            serve(rustls::StreamOwned::new(server, conn), &inner)
+                std::thread::spawn(move || {
+                    if inner.low_priority.load(Ordering::Relaxed) {
+                        lower_this_thread();
+                    }
+                    match tls {
+                        None => serve(conn, &inner),
+                        Some(config) => {
+                            if let Ok(server) = rustls::ServerConnection::new(config) {
+                                serve(rustls::StreamOwned::new(server, conn), &inner)
+                            }
                         }
                     }
                 });
@@ -135,6 +149,13 @@ impl Drop for CdcSink {
     fn drop(&mut self) {
         self.down();
     }
+}
+
+/// Lower the calling thread's CPU priority to nice 19 (Linux applies `setpriority` to one
+/// thread).
+fn lower_this_thread() {
+    // SAFETY: setpriority has no memory-safety preconditions; failure only leaves the priority.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
 }
 
 /// Serve one keep-alive connection until the peer closes it or the sink goes down.

@@ -345,24 +345,28 @@ fn apply_batch(
                     }
                     // The batch's row changes are queued before it commits, so that the queue is
                     // never behind the database (src/cdc/queue.rs, invariant 7).
+                    let mut queued = 0;
                     if let Some(cdc) = &cdc {
                         let groups = cdc.capture.take();
                         let hwm = high_water_mark(&entries, applied);
                         let through = last.map_or(0, |l| l.index);
-                        cdc.queue.append(&groups, hwm, through).map_err(|e| storage_error(&e.to_string()))?;
+                        queued = cdc.queue.append(&groups, hwm, through).map_err(|e| storage_error(&e.to_string()))?;
                     }
                     // The stamp commits with the effects (invariant 2, `store::position`).
                     if let Some(l) = last.filter(|_| last != applied) {
                         db.internal(|c| position::set_stamp(c, l.index))?;
                     }
-                    db.internal(|c| c.execute_batch("COMMIT"))
+                    db.internal(|c| c.execute_batch("COMMIT")).map(|_| queued)
                 })();
-                if let Err(e) = result {
-                    let _ = db.internal(|c| c.execute_batch("ROLLBACK"));
-                    return Err(e);
-                }
+                let queued = match result {
+                    Ok(queued) => queued,
+                    Err(e) => {
+                        let _ = db.internal(|c| c.execute_batch("ROLLBACK"));
+                        return Err(e);
+                    }
+                };
                 if let Some(cdc) = &cdc {
-                    cdc.committed();
+                    cdc.committed(queued);
                 }
                 // Committed: the position moves with it, before anything else can fail
                 // (invariant 2).

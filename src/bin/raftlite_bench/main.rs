@@ -8,7 +8,7 @@
 //! cargo build --release && target/release/raftlite-bench --duration 10s --clients 1,16 --nodes 1,3 --failover 10
 //! cargo build --release && target/release/raftlite-bench --tls --duration 5s --clients 1,16
 //! cargo build --release && target/release/raftlite-bench --nodes 0 --auto-backup 1000 --duration 5s
-//! cargo build --release && target/release/raftlite-bench --cdc --duration 5s --clients 1,16 --nodes 1,3
+//! cargo build --release && target/release/raftlite-bench --cdc --duration 3s --clients 1,16 --nodes 1,3 --rounds 7
 //! ```
 
 mod autobackup;
@@ -59,10 +59,15 @@ pub struct Args {
     pub tls: bool,
     /// Measure what change data capture costs instead (writes with and without, delivery lag).
     pub cdc: bool,
+    /// Alternating rounds of `--cdc` and `--auto-backup` (each a run without and one with);
+    /// `None`: each bench's own default.
+    pub rounds: Option<usize>,
+    /// `--cdc`: the endpoint's threads at nice 19 (a consumer elsewhere).
+    pub cdc_sink_niced: bool,
 }
 
 pub fn usage() -> ! {
-    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--workloads insert,bulk,queued,read-none,read-weak,read-linearizable,mix] [--failover N] [--snapshots MB] [--auto-backup MB] [--metrics-overhead ROUNDS] [--plot FILE.png] [--json FILE] [--chart FILE.png] [--dir DIR] [--no-baselines] [--tls] [--cdc]");
+    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--workloads insert,bulk,queued,read-none,read-weak,read-linearizable,mix] [--failover N] [--snapshots MB] [--auto-backup MB] [--metrics-overhead ROUNDS] [--plot FILE.png] [--json FILE] [--chart FILE.png] [--dir DIR] [--no-baselines] [--tls] [--cdc] [--rounds N] [--cdc-sink-niced]");
     std::process::exit(2)
 }
 
@@ -85,6 +90,8 @@ pub fn parse_args() -> Args {
         baselines: true,
         tls: false,
         cdc: false,
+        rounds: None,
+        cdc_sink_niced: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -105,6 +112,8 @@ pub fn parse_args() -> Args {
             "no-baselines" => a.baselines = false,
             "tls" => a.tls = true,
             "cdc" => a.cdc = true,
+            "cdc-sink-niced" => a.cdc_sink_niced = true,
+            "rounds" => a.rounds = Some(val().parse::<usize>().unwrap_or_else(|_| usage()).max(1)),
             "workloads" => {
                 a.workloads = val().split(',').map(|w| Workload::parse(w).unwrap_or_else(|| usage())).collect()
             }
@@ -271,7 +280,7 @@ pub fn main() {
         snapshot_bench(&args.binary, &tmp, args.snapshots_mb, args.duration);
     }
     if args.auto_backup_mb > 0 {
-        autobackup::backup_bench(&args.binary, &tmp, args.auto_backup_mb, args.duration);
+        autobackup::backup_bench(&args.binary, &tmp, args.auto_backup_mb, args.duration, args.rounds.unwrap_or(5));
     }
     if args.failover > 0 {
         let mut times = failover(&args.binary, &tmp.join("failover"), args.failover);
