@@ -7,7 +7,7 @@
 //! ```text
 //! cargo build --release && target/release/raftlite-bench --duration 10s --clients 1,16 --nodes 1,3 --failover 10
 //! cargo build --release && target/release/raftlite-bench --tls --duration 5s --clients 1,16
-//! cargo build --release && target/release/raftlite-bench --nodes 0 --auto-backup 1000 --duration 5s
+//! cargo build --release && target/release/raftlite-bench --nodes 0 --auto-backup 1000 --duration 3s --rounds 9
 //! cargo build --release && target/release/raftlite-bench --cdc --duration 3s --clients 1,16 --nodes 1,3 --rounds 7
 //! ```
 
