@@ -137,6 +137,10 @@ fn describe() {
     describe_histogram!("raftlite_apply_seconds", Unit::Seconds, "Time to apply one batch of entries");
     describe_counter!("raftlite_applied_entries_total", "Log entries applied since start");
     describe_counter!("raftlite_snapshots_total", "Snapshots (compactions) recorded");
+    describe_counter!(
+        "raftlite_checkpoint_retries_total",
+        "Compaction checkpoints that readers of older pages kept from finishing, tried again"
+    );
     describe_counter!("raftlite_snapshot_copies_total", "Database copies made to send to followers");
     describe_counter!("raftlite_restores_total", "Snapshots installed from a leader");
     describe_counter!("raftlite_restores_failed_total", "Snapshots rejected on install");
@@ -181,6 +185,7 @@ fn describe() {
         "raftlite_restores_total",
         "raftlite_restores_failed_total",
         "raftlite_snapshots_total",
+        "raftlite_checkpoint_retries_total",
         "raftlite_snapshot_copies_total",
         "raftlite_snapshot_sent_bytes_total",
         "raftlite_snapshot_sent_wire_bytes_total",

@@ -1,5 +1,6 @@
 //! Snapshots and log compaction through real processes: the log stays bounded, a node that joins
-//! after compaction installs exactly one snapshot, and a node killed while installing recovers.
+//! after compaction installs exactly one snapshot, a node killed while installing recovers, and a
+//! long reader delays a compaction without holding writes behind it.
 
 mod common;
 
@@ -133,4 +134,55 @@ fn a_large_wal_triggers_a_snapshot() {
     wait_for("a snapshot for the WAL size", Duration::from_secs(30), || {
         (n.status()["store"]["num_snapshots"].as_u64()? >= 1).then_some(())
     });
+}
+
+/// A reader on an old snapshot of the database (here another process's read transaction, as a
+/// long query or a backup's copy would hold) keeps the compaction's checkpoint from finishing.
+/// The checkpoint gives up after a short wait and is tried again, so writes go on meanwhile;
+/// once the reader ends, the compaction completes and records its position.
+#[test]
+fn a_long_reader_delays_compaction_without_holding_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = Node::start(&dir.path().join("data"), &[]);
+    n.execute(json!(["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"]));
+    for i in 0..20 {
+        assert_eq!(n.execute(json!([["INSERT INTO t(v) VALUES(?)", format!("before {i}")]])).status, 200);
+    }
+    let reader =
+        rusqlite::Connection::open_with_flags(n.dir.join("db.sqlite"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the database read-only");
+    reader.execute_batch("BEGIN").expect("begin");
+    let seen: i64 = reader.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).expect("read");
+    assert_eq!(seen, 20);
+    // Newer frames than the reader's snapshot: the checkpoint must wait for it to copy them.
+    assert_eq!(n.execute(json!([["INSERT INTO t(v) VALUES(?)", "after the reader began"]])).status, 200);
+    let url = n.url("/snapshot");
+    let snapshot = std::thread::spawn(move || {
+        let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(90)).build().expect("client");
+        c.post(url).send().map(|r| r.status().as_u16()).map_err(|e| e.to_string())
+    });
+    wait_for("the checkpoint tried again", Duration::from_secs(30), || {
+        (n.metric("raftlite_checkpoint_retries_total") >= 2.0).then_some(())
+    });
+    // The applier is free between tries: writes keep their usual pace, far below the 5 s a
+    // checkpoint waiting for the reader used to hold them.
+    for i in 0..20 {
+        let started = std::time::Instant::now();
+        assert_eq!(n.execute(json!([["INSERT INTO t(v) VALUES(?)", format!("during {i}")]])).status, 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a write waited {:?} behind the checkpoint",
+            started.elapsed()
+        );
+    }
+    assert!(
+        n.dir.join("snapshots").join("checkpointing.json").exists(),
+        "the marker stays until a checkpoint completes"
+    );
+    reader.execute_batch("COMMIT").expect("end the read");
+    drop(reader);
+    assert_eq!(snapshot.join().expect("thread"), Ok(200));
+    assert!(!n.dir.join("snapshots").join("checkpointing.json").exists());
+    assert_eq!(n.metric("raftlite_raft_rebuilds_total"), 0.0, "the snapshot never failed");
+    assert_eq!(n.rows("SELECT COUNT(*) FROM t"), vec![json!([41])]);
 }

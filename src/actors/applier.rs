@@ -164,10 +164,17 @@ pub struct AppliedState;
 
 /// Compaction: checkpoint the WAL into the main file (syncing both) and record the position it
 /// now holds, which the log may be purged up to (docs/DESIGN.md §5, invariant 4; §6). Cost: the
-/// WAL written since the last checkpoint, not the database. Returns the recorded position.
+/// WAL written since the last checkpoint, not the database. Returns the recorded position, or
+/// `None` when readers of older pages kept the checkpoint from finishing within
+/// [`CHECKPOINT_WAIT`] (the caller tries again later; the marker stays meanwhile).
 #[derive(Message)]
-#[rtype(result = "Result<Meta, Fault>")]
+#[rtype(result = "Result<Option<Meta>, Fault>")]
 pub struct Compact;
+
+/// How long a compaction's checkpoint waits for readers of older pages. The applier, and every
+/// write behind it, waits with it; a long query or an automatic backup's copy could otherwise
+/// hold writes for the whole busy timeout at each compaction.
+pub const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Replace the database with a verified file (in the data directory; consumed) and reopen. The
 /// file holds the state at `at` (a snapshot install), or at the current position when `None`
@@ -206,7 +213,7 @@ impl Handler<AppliedState> for Applier {
 }
 
 impl Handler<Compact> for Applier {
-    type Result = Result<Meta, Fault>;
+    type Result = Result<Option<Meta>, Fault>;
     fn handle(&mut self, _msg: Compact, ctx: &mut Context<Self>) -> Self::Result {
         self.settle();
         let (meta, dir) = (self.meta(), self.snap_dir.clone());
@@ -216,8 +223,16 @@ impl Handler<Compact> for Applier {
             let synced = cdc.queue.sync().map_err(|e| Fault::Storage { actor: ACTOR, msg: e.to_string() });
             guard(ctx, ACTOR, |_| synced)?;
         }
-        self.with_conn(ctx, |c, h| Db::new(c, h).internal(|c| position::checkpoint(c, &dir, &meta)))?;
-        Ok(meta)
+        self.with_conn(ctx, |c, h| {
+            c.busy_timeout(CHECKPOINT_WAIT)?;
+            let done = match Db::new(c, h).internal(|c| position::checkpoint(c, &dir, &meta)) {
+                Ok(()) => Ok(Some(meta)),
+                Err(position::CheckpointError::Incomplete) => Ok(None),
+                Err(e) => Err(e),
+            };
+            c.busy_timeout(db::BUSY_TIMEOUT)?;
+            done
+        })
     }
 }
 

@@ -218,8 +218,8 @@ async fn upload(
     }
     let started = Instant::now();
     // The consistent copy is a local file first: the read transaction it needs then lasts as
-    // long as a local copy, not as long as the upload (a checkpoint at compaction waits for
-    // readers of older pages, and the applier waits for the checkpoint).
+    // long as a local copy, not as long as the upload (no compaction can complete while it
+    // lasts: docs/DESIGN.md §6).
     let copy = Temp(scratch.join(format!("raftlite-auto-backup-{}.tmp", rand::random::<u64>())));
     let (d, o, vacuum) = (db.to_path_buf(), copy.0.clone(), cfg.vacuum);
     tokio::task::spawn_blocking(move || crate::http::backup::copy_database(&d, &o, vacuum))

@@ -69,6 +69,11 @@ fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
     StorageIOError::new(ErrorSubject::StateMachine, verb, any_err(e)).into()
 }
 
+/// How long a compaction keeps trying a checkpoint that readers keep from finishing, and how
+/// often (each try waits for them at most `applier::CHECKPOINT_WAIT`).
+const CHECKPOINT_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(120);
+const CHECKPOINT_RETRY_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 fn snap_err(e: impl std::fmt::Display) -> StorageError {
     StorageIOError::write_snapshot(None, any_err(e)).into()
 }
@@ -163,7 +168,24 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
         fail::fail_point!("snapshot::build", |_| Err(snap_err("failpoint snapshot::build")));
         let stats = self.sm.stats.clone();
         let _recording = stats.recording.lock().await;
-        let meta = self.sm.applier.send(Compact).await.map_err(snap_err)?.map_err(snap_err)?;
+        // Readers of older pages can keep a checkpoint from finishing; it is tried again, the
+        // applier free for writes in between, for up to CHECKPOINT_RETRY_FOR. Only then does the
+        // snapshot fail (and openraft's core with it: Raft is rebuilt).
+        let give_up = std::time::Instant::now() + CHECKPOINT_RETRY_FOR;
+        let meta = loop {
+            match self.sm.applier.send(Compact).await.map_err(snap_err)?.map_err(snap_err)? {
+                Some(meta) => break meta,
+                None if std::time::Instant::now() < give_up => {
+                    metrics::counter!("raftlite_checkpoint_retries_total").increment(1);
+                    tokio::time::sleep(CHECKPOINT_RETRY_EVERY).await;
+                }
+                None => {
+                    return Err(snap_err(format!(
+                        "readers kept the checkpoint from copying the whole WAL for {CHECKPOINT_RETRY_FOR:?}"
+                    )))
+                }
+            }
+        };
         // Copies made for an older snapshot are of no more use.
         remove_copies(&self.sm.snap_dir, None);
         drop(_recording);

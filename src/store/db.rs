@@ -194,13 +194,16 @@ pub fn setup_writer(conn: &Connection, settings: &ConnSettings) -> rusqlite::Res
     // writes, which is what `-raft-snap-wal-size` means to measure.
     conn.pragma_update(None, "journal_size_limit", 1 << 20)?;
     conn.pragma_update(None, "foreign_keys", if fk { "ON" } else { "OFF" })?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     crate::store::position::no_implicit_checkpoints(conn)?;
     let hooks = Hooks { epoch: Some(Instant::now()), ..Hooks::default() };
     harden(conn, &hooks)?;
     register_seeded_functions(conn)?;
     Ok(hooks)
 }
+
+/// How long a connection waits for a lock another holds.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Flags for read-only connections.
 pub fn reader_flags() -> OpenFlags {
@@ -213,7 +216,7 @@ pub fn setup_reader(conn: &Connection, settings: &ConnSettings) -> rusqlite::Res
     settings.load_extensions(conn)?;
     conn.pragma_update(None, "query_only", "ON")?;
     conn.pragma_update(None, "foreign_keys", if fk { "ON" } else { "OFF" })?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     crate::store::position::no_implicit_checkpoints(conn)?;
     let hooks = Hooks { epoch: Some(Instant::now()), ..Hooks::default() };
     harden(conn, &hooks)?;
