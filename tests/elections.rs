@@ -12,11 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn set(n: &Node, spec: &str) {
-    let r = n.post("/debug/failpoints", "text/plain", spec.to_string());
-    assert_eq!(r.status, 200, "{}", r.body);
-}
-
 fn term(n: &Node) -> u64 {
     n.status()["store"]["raft"]["term"].as_u64().expect("term")
 }
@@ -32,7 +27,7 @@ fn a_follower_that_loses_its_leader_for_a_while_does_not_depose_it_when_it_hears
 
     // The follower hears nothing over the Raft port (every request to it gets 503) until it has
     // been refused twice, and 2 s more; its own calls still go out, so it asks for pre-votes.
-    set(f, "internode::receive=return");
+    f.failpoint("internode::receive=return");
     let lost = |n: &Node| n.metric_with("raftlite_raft_prevotes_total", &[("result", "lost")]);
     wait_for("the follower to be refused twice, or to stand", Duration::from_secs(30), || {
         (lost(f) >= 2.0 || term(f) > t0).then_some(())
@@ -44,7 +39,7 @@ fn a_follower_that_loses_its_leader_for_a_while_does_not_depose_it_when_it_hears
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(term(f), t0, "the cut-off follower raised its term");
-    set(f, "internode::receive=off");
+    f.failpoint("internode::receive=off");
 
     // It catches up under the same leader and term; nobody stood for election.
     let want = l.rows("SELECT count(*) FROM t");

@@ -7,11 +7,6 @@ mod common;
 
 use common::*;
 
-fn set(n: &Node, spec: &str) {
-    let r = n.post("/debug/failpoints", "text/plain", spec.to_string());
-    assert_eq!(r.status, 200, "{}", r.body);
-}
-
 fn restarts(n: &Node, actor: &str) -> u64 {
     n.status()["actors"]["restarts"][actor].as_u64().unwrap_or(0)
 }
@@ -28,7 +23,7 @@ fn applier_panic_restarts_the_applier_alone() {
         }
     }
     // The next batch panics just before its COMMIT.
-    set(&n, "applier::before_commit=1*panic");
+    n.failpoint("applier::before_commit=1*panic");
     let r = n.execute(json!([["INSERT INTO t VALUES(?)", 100]]));
     if r.status == 200 && r.body.contains("rows_affected") {
         acked.push(100);
@@ -60,7 +55,7 @@ fn reader_and_http_panics_are_contained() {
     let n = Node::start(&dir.path().join("data"), &[]);
     n.execute(json!(["CREATE TABLE t (v)", "INSERT INTO t VALUES(1)"]));
     // A panic in the read pool fails that read, restarts the pool, and the next read works.
-    set(&n, "readers::query=1*panic");
+    n.failpoint("readers::query=1*panic");
     let r = n.query("SELECT COUNT(*) FROM t", "");
     assert!(r.body.contains("error") || r.status >= 500, "{} {}", r.status, r.body);
     wait_for("the read pool back", std::time::Duration::from_secs(10), || {
@@ -71,7 +66,7 @@ fn reader_and_http_panics_are_contained() {
         (restarts(&n, "readers") == 1).then_some(())
     });
     // A panic in an HTTP handler is a 500 for that request only.
-    set(&n, "http::handler=1*panic");
+    n.failpoint("http::handler=1*panic");
     let r = n.query("SELECT 1", "");
     assert_eq!((r.status, r.body.as_str()), (500, "internal error\n"));
     assert_eq!(n.rows("SELECT COUNT(*) FROM t"), vec![json!([1])]);
@@ -151,7 +146,7 @@ fn persistent_log_failure_ends_in_a_fatal_exit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut n = Node::start(&dir.path().join("data"), &[]);
     n.execute(json!(["CREATE TABLE t (v INTEGER)"]));
-    set(&n, "log_store::append_before_fsync=panic");
+    n.failpoint("log_store::append_before_fsync=panic");
     let r = n.execute(json!([["INSERT INTO t VALUES(1)"]]));
     assert_eq!(r.status, 503, "{}", r.body);
     // Every write that reaches the rebuilt Raft fails the same way, until the node gives up.
@@ -181,7 +176,7 @@ fn log_store_failure_rebuilds_raft_and_loses_nothing() {
     for i in 0..5 {
         assert_eq!(n.execute(json!([["INSERT INTO t VALUES(?)", i]])).status, 200);
     }
-    set(&n, "log_store::append_after_fsync=1*panic");
+    n.failpoint("log_store::append_after_fsync=1*panic");
     let r = n.execute(json!([["INSERT INTO t VALUES(100)"]]));
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.body.contains("raft stopped"), "{}", r.body);
@@ -237,7 +232,7 @@ fn consensus_snapshotter_membership_and_http_front_restart_alone() {
         r
     };
 
-    set(&n, "consensus::propose=1*panic");
+    n.failpoint("consensus::propose=1*panic");
     let r = write(&n, 1);
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.body.contains("consensus restarting"), "{}", r.body);
@@ -245,7 +240,7 @@ fn consensus_snapshotter_membership_and_http_front_restart_alone() {
     assert_eq!(restarts(&n, "consensus"), 1);
 
     // The snapshot policy keeps working after its actor restarts: the log is compacted.
-    set(&n, "snapshotter::tick=1*panic");
+    n.failpoint("snapshotter::tick=1*panic");
     wait_for("the snapshotter restarted", std::time::Duration::from_secs(10), || {
         (restarts(&n, "snapshotter") == 1).then_some(())
     });
@@ -258,7 +253,7 @@ fn consensus_snapshotter_membership_and_http_front_restart_alone() {
 
     // A failed snapshot build (this request's, or the policy's if it came first) stops Raft,
     // which is rebuilt; the next snapshot works.
-    set(&n, "snapshot::build=1*return");
+    n.failpoint("snapshot::build=1*return");
     write(&n, 70);
     let r = n.post("/snapshot", "text/plain", "");
     let log = || std::fs::read_to_string(&n.log).unwrap_or_default();
@@ -269,7 +264,7 @@ fn consensus_snapshotter_membership_and_http_front_restart_alone() {
     });
     assert!(log().contains("failpoint snapshot::build"));
 
-    set(&n, "membership::change=1*panic");
+    n.failpoint("membership::change=1*panic");
     let r = n.delete("/remove", r#"{"id":"nope"}"#);
     assert!(r.status >= 500, "{} {}", r.status, r.body);
     assert_eq!(restarts(&n, "membership"), 1);
@@ -277,7 +272,7 @@ fn consensus_snapshotter_membership_and_http_front_restart_alone() {
     assert!(!r.body.contains("panicked"), "{}", r.body);
 
     // The HTTP front restarts and serves the same listeners again; a new connection works.
-    set(&n, "http_front::check=1*panic");
+    n.failpoint("http_front::check=1*panic");
     wait_for("the HTTP front restarted", std::time::Duration::from_secs(10), || {
         (restarts(&n, "http_front") == 1).then_some(())
     });
@@ -313,7 +308,7 @@ fn write_queue_panic_restarts_it_alone_and_keeps_queued_writes() {
         assert_eq!(r.status, 200, "{}", r.body);
         acked.push(v);
     }
-    set(&n, "write_queue::enqueue=1*panic");
+    n.failpoint("write_queue::enqueue=1*panic");
     let r = n.execute_q("queue", json!([["INSERT INTO t VALUES(?)", 100]]));
     assert_eq!(r.status, 503, "the request the queue failed on is refused, not acknowledged: {}", r.body);
     wait_for("the write queue restarted", std::time::Duration::from_secs(10), || {
@@ -344,7 +339,7 @@ fn consensus_restart_does_not_count_leader_changes_twice() {
     let leader_id = c.wait_leader().id.clone();
     let a = c.nodes.iter().find(|n| n.id != leader_id).expect("a follower");
     for round in 1..=3 {
-        set(a, "consensus::propose=1*panic");
+        a.failpoint("consensus::propose=1*panic");
         let r = a.execute(json!(["CREATE TABLE IF NOT EXISTS t (v)"]));
         assert_eq!(r.status, 503, "{}", r.body);
         wait_for("consensus restarted", std::time::Duration::from_secs(10), || {
@@ -378,7 +373,7 @@ fn an_incomplete_checkpoint_is_tried_again_while_writes_go_on_then_completes() {
     for i in 0..10 {
         assert_eq!(n.execute(json!([["INSERT INTO t VALUES(?)", i]])).status, 200);
     }
-    set(&n, "checkpoint::copy=return");
+    n.failpoint("checkpoint::copy=return");
     let url = n.url("/snapshot");
     let snapshot = std::thread::spawn(move || {
         let c = reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(90)).build();
@@ -390,7 +385,7 @@ fn an_incomplete_checkpoint_is_tried_again_while_writes_go_on_then_completes() {
     });
     assert!(marker.exists(), "an incomplete checkpoint must leave its marker");
     assert_eq!(n.execute(json!([["INSERT INTO t VALUES(?)", 10]])).status, 200, "writes go on meanwhile");
-    set(&n, "checkpoint::copy=off");
+    n.failpoint("checkpoint::copy=off");
     assert_eq!(snapshot.join().expect("thread"), Ok(200));
     assert!(!marker.exists());
     assert_eq!(n.metric("raftlite_raft_rebuilds_total"), 0.0);

@@ -62,11 +62,6 @@ const CASES: &[Case] = &[
     case("http_front::check", "1*panic", false, Drive::Writes, Some("http_front")),
 ];
 
-fn set(n: &Node, spec: &str) {
-    let r = n.post("/debug/failpoints", "text/plain", spec.to_string());
-    assert_eq!(r.status, 200, "{}", r.body);
-}
-
 fn restarts(n: &Node, actor: &str) -> u64 {
     n.status()["actors"]["restarts"][actor].as_u64().unwrap_or(0)
 }
@@ -107,7 +102,7 @@ fn every_failpoint_on_a_three_node_cluster() {
         let before = k.restarts.map(|a| restarts(target, a)).unwrap_or(0);
         let role = if k.on_leader { "leader" } else { "follower" };
         println!("{}={} on the {role} (node {})", k.point, k.action, target.id);
-        set(target, &format!("{}={}", k.point, k.action));
+        target.failpoint(&format!("{}={}", k.point, k.action));
         match k.drive {
             Drive::Writes => {}
             Drive::Batches => {
@@ -143,7 +138,7 @@ fn every_failpoint_on_a_three_node_cluster() {
                 (restarts(target, actor) > before).then_some(())
             });
         }
-        set(target, &format!("{}=off", k.point));
+        target.failpoint(&format!("{}=off", k.point));
         // Whole again: a write is acknowledged, every node is ready and holds the same rows.
         wait_for(&format!("a write after {}", k.point), Duration::from_secs(30), || {
             next += 1;
@@ -173,7 +168,7 @@ fn every_failpoint_on_a_three_node_cluster() {
 fn membership_panic_during_a_join_is_retried() {
     let mut c = Cluster::start(2, &[]);
     let leader = c.wait_leader().id.clone();
-    set(c.node(&leader), "membership::change=1*panic");
+    c.node(&leader).failpoint("membership::change=1*panic");
     let dir = c.dir().join("n3");
     let first = c.node(&leader).raft.clone();
     let mut n3 = Node::new("3", &dir, "127.0.0.13", &["-join", &first, "-join-interval", "200ms"]);
@@ -222,7 +217,7 @@ fn restored(c: &Cluster, id: &str) {
 #[test]
 fn snapshot_send_and_install_failures_are_retried() {
     let (mut c, l, f) = follower_behind_a_compaction();
-    set(c.node(&l), "snapshot::send=1*return");
+    c.node(&l).failpoint("snapshot::send=1*return");
     let n = c.node_mut(&f);
     n.env.push(("FAILPOINTS".into(), "snapshot::install=1*return".into()));
     n.spawn();

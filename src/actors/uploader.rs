@@ -2,8 +2,8 @@
 //! on the leader only, it uploads a consistent copy of the database (SQLite's backup API on a
 //! read-only connection: writes go on meanwhile), vacuumed with `vacuum`, and gzip-compressed on
 //! its way to the store unless `no_compress`. A tick with no change since this node's last upload
-//! uploads nothing; the first tick after start or a leader change asks the store for the id of the backup it holds and
-//! skips when it is current. The id is the Raft index of the last change the database holds.
+//! uploads nothing; the first tick after start or a leader change asks the store for the id of
+//! the backup it holds and skips when it is current. The id is the Raft index of the last change the database holds.
 //!
 //! The upload runs as a task of its own, one at a time, on a runtime of its own whose threads run
 //! at a lower CPU priority (nice 10): a slow or failing store never blocks writes or the actor,
@@ -41,10 +41,11 @@ pub struct Uploader {
     runtime: Option<tokio::runtime::Runtime>,
 }
 
-/// Lower the calling thread's CPU priority (Linux applies `setpriority` to one thread).
-fn lower_priority() {
+/// Set the calling thread's nice value (Linux applies `setpriority` to one thread): the backup
+/// threads here, and the benchmark's stand-in for a consumer elsewhere (src/harness/cdc_sink.rs).
+pub fn set_thread_nice(nice: i32) {
     // SAFETY: setpriority has no memory-safety preconditions; failure only leaves the priority.
-    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
 }
 
 impl Uploader {
@@ -53,7 +54,7 @@ impl Uploader {
             .worker_threads(1)
             .max_blocking_threads(2)
             .thread_name("auto-backup")
-            .on_thread_start(lower_priority)
+            .on_thread_start(|| set_thread_nice(10))
             .enable_all()
             .build()
             .inspect_err(

@@ -128,7 +128,7 @@ impl CdcSink {
                 let (inner, tls) = (inner.clone(), tls.clone());
                 std::thread::spawn(move || {
                     if inner.low_priority.load(Ordering::Relaxed) {
-                        lower_this_thread();
+                        crate::actors::uploader::set_thread_nice(19);
                     }
                     match tls {
                         None => serve(conn, &inner),
@@ -149,13 +149,6 @@ impl Drop for CdcSink {
     fn drop(&mut self) {
         self.down();
     }
-}
-
-/// Lower the calling thread's CPU priority to nice 19 (Linux applies `setpriority` to one
-/// thread).
-fn lower_this_thread() {
-    // SAFETY: setpriority has no memory-safety preconditions; failure only leaves the priority.
-    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
 }
 
 /// Serve one keep-alive connection until the peer closes it or the sink goes down.

@@ -1,7 +1,8 @@
-//! The inter-node listener on `-raft-addr` (docs/DESIGN.md §8): Raft RPCs (`/raft/append`, `/raft/vote`,
-//! `/raft/snapshot`, `/raft/snapshot-gz`, and the pre-vote `/raft/prevote`) and the cluster service (`/cluster/join`, `/cluster/notify`,
-//! `/cluster/remove`, `/cluster/removed`, `/cluster/meta`, `/cluster/elect`). Bodies are codec-encoded and capped;
-//! garbage gets a 400, never a crash.
+//! The inter-node listener on `-raft-addr` (docs/DESIGN.md §8): Raft RPCs (`/raft/append`,
+//! `/raft/vote`, `/raft/snapshot`, `/raft/snapshot-gz`, and the pre-vote `/raft/prevote`) and the
+//! cluster service (`/cluster/join`, `/cluster/notify`, `/cluster/remove`, `/cluster/removed`,
+//! `/cluster/meta`, `/cluster/elect`). Bodies are codec-encoded and capped; garbage gets a 400,
+//! never a crash.
 
 use std::sync::Arc;
 

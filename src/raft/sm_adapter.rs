@@ -170,7 +170,9 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
         let _recording = stats.recording.lock().await;
         // Readers of older pages can keep a checkpoint from finishing; it is tried again, the
         // applier free for writes in between, for up to CHECKPOINT_RETRY_FOR. Only then does the
-        // snapshot fail (and openraft's core with it: Raft is rebuilt).
+        // snapshot fail (and openraft's core with it: Raft is rebuilt). `_recording` is held
+        // across the tries on purpose: between them the main file is part-way (its marker says
+        // so), and no copy of it may be made for a follower.
         let give_up = std::time::Instant::now() + CHECKPOINT_RETRY_FOR;
         let meta = loop {
             match self.sm.applier.send(Compact).await.map_err(snap_err)?.map_err(snap_err)? {

@@ -255,6 +255,12 @@ impl Node {
         Resp { status: r.status().as_u16(), headers: r.headers().clone(), body: r.text().unwrap_or_default() }
     }
 
+    /// Configure failpoints on the node (`name=actions`; a build with `--features failpoints`).
+    pub fn failpoint(&self, spec: &str) {
+        let r = self.post("/debug/failpoints", "text/plain", spec.to_string());
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+
     pub fn request(&self, method: &str, path: &str) -> Resp {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let r = self.client.request(m, self.url(path)).send().expect("request");

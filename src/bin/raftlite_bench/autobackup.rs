@@ -20,11 +20,6 @@ impl Drop for Moto {
     }
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
 pub fn backup_bench(binary: &Path, dir: &Path, mb: u64, duration: Duration, rounds: usize) {
     let mbs = |bytes: u64, secs: f64| bytes as f64 / 1e6 / secs.max(1e-9);
     println!("\n## Automatic backup of a {mb} MB database to a local S3 server (moto)\n");
@@ -133,9 +128,7 @@ pub fn backup_bench(binary: &Path, dir: &Path, mb: u64, duration: Duration, roun
     println!("write p99 ms without auto-backup, per round: {}", fmt(&quiet));
     println!("write p99 ms while uploading ({uploads}), per round: {}", fmt(&busy));
     // Each run during an upload against the run without just before it.
-    let mut ratios: Vec<f64> = busy.iter().zip(&quiet).map(|(b, q)| b / q.max(1e-9)).collect();
-    let ratio = median(&mut ratios);
-    let (lo, hi) = (ratios.first().copied().unwrap_or(0.0), ratios.last().copied().unwrap_or(0.0));
+    let (ratio, lo, hi) = paired_ratios(&busy, &quiet);
     let (q, b) = (median(&mut quiet), median(&mut busy));
     println!("median p99: {q:.2} ms without, {b:.2} ms with");
     println!(

@@ -3,19 +3,15 @@
 //! `raftlite::harness::cdc_sink`), default batching (10 groups, 200 ms). The insert workload runs
 //! against both in alternating rounds (`--rounds`, 3 by default); reported are the medians of
 //! ops/s, the median of each round's on/off ratio with the lowest and highest (so that a shift in
-//! the machine's load during the run shows as spread, not as cost), and the delivery lag of every group received during the measured CDC runs: from the entry's commit
-//! timestamp (the leader's clock when it proposed it) to the sink's receipt.
+//! the machine's load during the run shows as spread, not as cost), and the delivery lag of every
+//! group received during the measured CDC runs: from the entry's commit timestamp (the leader's
+//! clock when it proposed it) to the sink's receipt.
 
 use std::time::UNIX_EPOCH;
 
 use raftlite::harness::cdc_sink::CdcSink;
 
 use super::*;
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
@@ -96,9 +92,7 @@ pub fn cdc_bench(args: &Args, tmp: &Path) {
             }
             lags.sort_by(|a, b| a.total_cmp(b));
             // Each on run against the off run just before it.
-            let mut ratios: Vec<f64> = on_rates.iter().zip(&off_rates).map(|(on, off)| on / off.max(1e-9)).collect();
-            let ratio = median(&mut ratios);
-            let (lo, hi) = (ratios.first().copied().unwrap_or(0.0), ratios.last().copied().unwrap_or(0.0));
+            let (ratio, lo, hi) = paired_ratios(&on_rates, &off_rates);
             let (a, b) = (median(&mut off_rates), median(&mut on_rates));
             println!(
                 "| {n} | {c} | {a:.0} | {b:.0} | {ratio:.2} ({lo:.2}–{hi:.2}) | {:.2} | {:.2} | {:.1} | {:.1} | {} |",

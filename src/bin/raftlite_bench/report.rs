@@ -1,7 +1,22 @@
 //! Pictures: the bar chart of every run beside the baselines (`--chart`), and the 3-node run
-//! with a snapshot, a leader kill and a restart plotted over time (`--plot`).
+//! with a snapshot, a leader kill and a restart plotted over time (`--plot`); and the medians the
+//! benches report.
 
 use super::*;
+
+/// The median of `v` (sorted in place; 0 when empty).
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Rounds that alternate a run without something and one with it: each round's with/without
+/// ratio, as (median, lowest, highest), so that a drift in the machine's load shows as spread.
+pub fn paired_ratios(with: &[f64], without: &[f64]) -> (f64, f64, f64) {
+    let mut ratios: Vec<f64> = with.iter().zip(without).map(|(w, o)| w / o.max(1e-9)).collect();
+    let m = median(&mut ratios);
+    (m, ratios.first().copied().unwrap_or(0.0), ratios.last().copied().unwrap_or(0.0))
+}
 
 /// A 3-node cluster under a steady write load for 40 s, with a snapshot at 10 s, the leader
 /// SIGKILLed at 20 s and restarted at 30 s; `/metrics` of every node sampled every 500 ms; the

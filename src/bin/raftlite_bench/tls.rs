@@ -178,8 +178,3 @@ pub fn tls_bench(args: &Args, tmp: &Path) {
         );
     }
 }
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
