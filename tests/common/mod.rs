@@ -24,6 +24,17 @@ pub fn free_port_on(ip: &str) -> u16 {
     addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).expect("port")
 }
 
+/// The harness's HTTP client. A pooled connection is not reused after 500 ms idle: a node may
+/// close idle keep-alive connections after `-http-header-timeout` (1 s in some tests), and a
+/// request sent on a connection the node has just closed fails (`IncompleteMessage`; a CI run
+/// of `tests/limits.rs` met it).
+fn client_builder() -> reqwest::blocking::ClientBuilder {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_millis(500))
+}
+
 /// `ip:port` with a free port.
 pub fn free_addr(ip: &str) -> String {
     harness::free_addr(ip).expect("free port")
@@ -114,11 +125,7 @@ impl Node {
             env: Vec::new(),
             log: dir.with_extension("log"),
             child: None,
-            client: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("client"),
+            client: client_builder().build().expect("client"),
         }
     }
 
@@ -129,12 +136,7 @@ impl Node {
             reqwest::header::AUTHORIZATION,
             raftlite::http::auth::basic_header(user, password).parse().expect("header"),
         );
-        self.client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .default_headers(h)
-            .build()
-            .expect("client");
+        self.client = client_builder().default_headers(h).build().expect("client");
         self
     }
 
