@@ -2,7 +2,9 @@
 //! directory, and an S3-compatible server (moto's server mode, started here on loopback):
 //! backup then restore into a fresh node with identical rows, no upload when nothing changed, a
 //! new leader carrying on, the store going away and coming back, wrong credentials, timestamped
-//! and uncompressed names, and a damaged backup refused with the node left empty.
+//! and uncompressed names, and a damaged backup refused with the node left empty. Google Cloud
+//! Storage against a GCS server in the test (tests/common/gcs.rs): multipart uploads, the id in
+//! the object's metadata, restore, a damaged object, a wrong key.
 
 mod common;
 
@@ -336,4 +338,99 @@ fn s3_with_wrong_credentials_fails_clearly_and_writes_go_on() {
     // A restore with the wrong secret refuses to start, with the store's reason.
     let rbad = write_config(dir.path(), "rbad.json", json!({"version": 1, "type": "s3", "sub": sub("wrong")}));
     assert_refuses_to_start(&dir.path().join("r"), &["-auto-restore", &rbad], "SignatureDoesNotMatch");
+}
+
+/// The `sub` of a GCS configuration against the test store, with the key file `key`.
+fn gcs_sub(store: &gcs::FakeGcs, key: &std::path::Path, name: &str) -> Value {
+    json!({"project_id": "test-project", "bucket": "backups", "name": name,
+           "credentials_path": key.display().to_string(), "endpoint": store.url()})
+}
+
+#[test]
+fn gcs_backups_go_multipart_restore_a_new_node_and_refuse_a_wrong_key() {
+    let store = gcs::FakeGcs::start("backups");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = gcs::key_file(dir.path(), "account.json", &gcs::account_key());
+    let cfg = write_config(
+        dir.path(),
+        "backup.json",
+        json!({"version": 1, "type": "gcs", "interval": "300ms", "no_compress": true,
+               "sub": gcs_sub(&store, &key, "cluster/db.sqlite")}),
+    );
+    let mut a = Node::start(&dir.path().join("a"), &["-auto-backup", &cfg]);
+    // Over 16 MiB uncompressed, so the upload is a multipart one.
+    a.execute(json!(["CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)"]));
+    for _ in 0..18 {
+        assert_eq!(a.execute(json!(["INSERT INTO t(v) VALUES(zeroblob(1048576))"])).status, 200);
+    }
+    fill(&a, 5);
+    let want = digest(&a);
+    // Wait for an upload of everything: a tick that skips comes after it.
+    wait_uploads(&a, "num_uploads_ok", 1);
+    let skipped = uploads(&a, "num_uploads_skipped");
+    wait_uploads(&a, "num_uploads_skipped", skipped + 1);
+    let id = a.status()["auto_backups"]["last_upload_id"].as_str().expect("id").to_string();
+    let gcs::Object { data, meta, .. } = store.object("cluster/db.sqlite").expect("the backup object");
+    assert!(data.len() > 16 << 20 && data.starts_with(b"SQLite format 3\0"), "{} bytes", data.len());
+    assert!(store.multipart_completed() >= 1, "not a multipart upload");
+    assert_eq!(store.open_uploads(), 0, "a multipart upload was left open");
+    assert_eq!(meta, vec![("raftlite-id".to_string(), id.clone())]);
+    // Restarted, the node finds the stored backup current and uploads nothing.
+    a.restart();
+    wait_uploads(&a, "num_uploads_skipped_id", 1);
+    assert_eq!(uploads(&a, "num_uploads_ok"), 0, "uploaded again after a restart");
+
+    // A new node restores it.
+    let rcfg = write_config(
+        dir.path(),
+        "restore.json",
+        json!({"version": 1, "type": "gcs", "sub": gcs_sub(&store, &key, "cluster/db.sqlite")}),
+    );
+    let b = Node::start(&dir.path().join("b"), &["-auto-restore", &rcfg]);
+    assert_eq!(digest(&b), want);
+    drop(b);
+
+    // A damaged object is refused, the node left without a database.
+    store.put("cluster/bad.sqlite", data[..data.len() / 2].to_vec());
+    let bad = write_config(
+        dir.path(),
+        "bad.json",
+        json!({"version": 1, "type": "gcs", "sub": gcs_sub(&store, &key, "cluster/bad.sqlite")}),
+    );
+    assert_refuses_to_start(&dir.path().join("c"), &["-auto-restore", &bad], "not a usable backup");
+    assert!(!dir.path().join("c").join("db.sqlite").exists(), "a database was made from a damaged backup");
+
+    // Another key for the same account: refused by the store, counted, and writes go on.
+    let wrong = gcs::key_file(dir.path(), "wrong.json", &gcs::other_key());
+    let wcfg = write_config(
+        dir.path(),
+        "wrong-backup.json",
+        json!({"version": 1, "type": "gcs", "interval": "200ms", "sub": gcs_sub(&store, &wrong, "other/db.gz")}),
+    );
+    let w = Node::start(&dir.path().join("w"), &["-auto-backup", &wcfg]);
+    fill(&w, 3);
+    wait_uploads(&w, "num_uploads_fail", 1);
+    assert_eq!(uploads(&w, "num_uploads_ok"), 0);
+    assert!(store.refused() >= 1);
+    assert!(store.object("other/db.gz").is_none());
+    fill(&w, 3);
+    assert_eq!(w.rows("SELECT COUNT(*) FROM t"), vec![json!([6])]);
+    let log = std::fs::read_to_string(&w.log).unwrap_or_default();
+    assert!(log.contains("backup upload failed") && log.contains("401"), "{log}");
+    let rwrong = write_config(
+        dir.path(),
+        "wrong-restore.json",
+        json!({"version": 1, "type": "gcs", "sub": gcs_sub(&store, &wrong, "cluster/db.sqlite")}),
+    );
+    assert_refuses_to_start(&dir.path().join("r"), &["-auto-restore", &rwrong], "401");
+
+    // A key file that is not one refuses to start, naming the key.
+    std::fs::write(dir.path().join("junk.json"), "{}").expect("write");
+    let junk = write_config(
+        dir.path(),
+        "junk-backup.json",
+        json!({"version": 1, "type": "gcs",
+               "sub": gcs_sub(&store, &dir.path().join("junk.json"), "x")}),
+    );
+    assert_refuses_to_start(&dir.path().join("j"), &["-auto-backup", &junk], "sub.credentials_path");
 }

@@ -24,6 +24,7 @@ pub enum Target {
         name: String,
     },
     S3(S3),
+    Gcs(Gcs),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -35,6 +36,22 @@ pub struct S3 {
     pub path: String,
     pub endpoint: Option<String>,
     pub force_path_style: bool,
+}
+
+/// Google Cloud Storage, reached with a service account's key file (its JSON, as the Cloud
+/// console gives it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gcs {
+    /// The project the bucket belongs to. Not sent (a bucket name is global); kept for rqlite's
+    /// file format and for logs.
+    pub project_id: String,
+    pub bucket: String,
+    /// The object's name in the bucket.
+    pub name: String,
+    pub credentials_path: PathBuf,
+    /// Another GCS endpoint than `https://storage.googleapis.com` (a private endpoint, or an
+    /// emulator).
+    pub endpoint: Option<String>,
 }
 
 /// `-auto-backup`.
@@ -168,11 +185,33 @@ fn target(
             force_path_style: sub.get("force_path_style").and_then(|v| v.as_bool()).unwrap_or(false),
         })),
         Some("gcs") => {
-            Err(key_err("type", "gcs is not supported by raftlite; use s3 (Google Cloud Storage speaks it)"))
+            let gcs = Gcs {
+                project_id: need("project_id")?,
+                bucket: need("bucket")?,
+                name: need("name")?.trim_start_matches('/').to_string(),
+                credentials_path: PathBuf::from(need("credentials_path")?),
+                endpoint: s("endpoint"),
+            };
+            service_account(&gcs.credentials_path).map_err(|reason| key_err("sub.credentials_path", &reason))?;
+            Ok(Target::Gcs(gcs))
         }
-        Some(other) => Err(key_err("type", &format!("unknown type {other:?}: file or s3"))),
-        None => Err(key_err("type", "missing: file or s3")),
+        Some(other) => Err(key_err("type", &format!("unknown type {other:?}: file, s3 or gcs"))),
+        None => Err(key_err("type", "missing: file, s3 or gcs")),
     }
+}
+
+/// Check that `path` is a service account's key file, so that a wrong path or file refuses to
+/// start with the key named, not at the first upload.
+fn service_account(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not a JSON key file: {e}", path.display()))?;
+    for field in ["client_email", "private_key", "private_key_id"] {
+        if !v.get(field).is_some_and(|f| f.is_string()) {
+            return Err(format!("{}: not a service account's key file: no {field}", path.display()));
+        }
+    }
+    Ok(())
 }
 
 impl BackupConfig {
@@ -245,6 +284,33 @@ mod tests {
             assert!(e.contains(want), "{text}: {e}");
         }
         assert!(BackupConfig::load(Path::new("/nonexistent/auto-backup.json")).is_err());
+
+        // gcs: the key file is read when the configuration is.
+        let (d, _) = write("{}");
+        let key = d.path().join("key.json");
+        std::fs::write(&key, r#"{"client_email":"a@p.iam","private_key":"-----BEGIN","private_key_id":"1"}"#).unwrap();
+        let gcs = |creds: &str| {
+            format!(
+                r#"{{"type":"gcs","sub":{{"project_id":"p","bucket":"b","name":"/db.gz","credentials_path":"{creds}"}}}}"#
+            )
+        };
+        let (_d, p) = write(&gcs(&key.display().to_string()));
+        match BackupConfig::load(&p).unwrap().target {
+            Target::Gcs(g) => {
+                assert_eq!((g.bucket.as_str(), g.name.as_str(), g.endpoint), ("b", "db.gz", None));
+                assert_eq!(g.credentials_path, key);
+            }
+            other => panic!("{other:?}"),
+        }
+        let (_d, p) = write(&gcs("/nonexistent/key.json"));
+        let e = BackupConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("sub.credentials_path: /nonexistent/key.json"), "{e}");
+        std::fs::write(&key, r#"{"client_email":"a@p.iam"}"#).unwrap();
+        let (_d, p) = write(&gcs(&key.display().to_string()));
+        let e = BackupConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("not a service account's key file: no private_key"), "{e}");
+        let (_d, p) = write(r#"{"type":"gcs","sub":{"project_id":"p","name":"n","credentials_path":"/x"}}"#);
+        assert!(BackupConfig::load(&p).unwrap_err().to_string().contains("sub.bucket: missing"));
         assert_eq!(expand_env("a$NOPE_RAFTLITE_X-b $ c"), "a-b $ c");
     }
 }

@@ -5,8 +5,8 @@
 //! (src/actors/uploader.rs).
 
 pub mod config;
+pub mod object_http;
 pub mod restore;
-pub mod s3;
 pub mod storage;
 
 use std::sync::atomic::AtomicU64;

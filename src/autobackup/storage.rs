@@ -1,9 +1,10 @@
 //! Where backups are kept: a file in a directory (with `METADATA.json` beside it) or an object in
-//! an S3-compatible store (object_store). Either way a new backup replaces the old one only once
-//! it is complete: a file is written beside and renamed over; an S3 upload is a multipart upload
-//! that only appears when it completes (and is aborted on error). Each backup carries its id (the
-//! Raft index of the last change it holds), so a new leader can tell that the stored backup is
-//! already current.
+//! an S3-compatible store or Google Cloud Storage (object_store). Either way a new backup
+//! replaces the old one only once it is complete: a file is written beside and renamed over; an
+//! object is a multipart upload (or, under 16 MiB, a single PUT) that only appears when it
+//! completes (and is aborted on error). Each backup carries its id (the Raft index of the last
+//! change it holds; object metadata `raftlite-id`), so a new leader can tell that the stored
+//! backup is already current.
 //!
 //! Compression is streamed: the consistent copy (a temporary file, so that the read transaction
 //! it needs lasts as long as a local copy, not as long as an upload; see
@@ -28,13 +29,39 @@ pub enum StorageError {
     Store(String),
 }
 
-/// The metadata key of a backup's id (`x-amz-meta-raftlite-id` on S3).
+/// The metadata key of a backup's id (`x-amz-meta-raftlite-id` on S3, `x-goog-meta-raftlite-id`
+/// on GCS).
 const ID_KEY: &str = "raftlite-id";
 
 #[derive(Clone, Debug)]
 pub enum Storage {
-    File { dir: PathBuf, name: String },
-    S3 { store: Arc<dyn ObjectStore>, bucket: String, path: String },
+    File {
+        dir: PathBuf,
+        name: String,
+    },
+    /// An object store: `scheme` (`s3`, `gs`) and `bucket` name it in logs and `/status`.
+    Object {
+        store: Arc<dyn ObjectStore>,
+        scheme: &'static str,
+        bucket: String,
+        path: String,
+    },
+}
+
+/// A plain-HTTP client for `http://` endpoints (a system without CA certificates may have no
+/// store that needs TLS), the system's CAs otherwise.
+fn connector(endpoint: Option<&str>) -> Result<(super::object_http::Connector, bool), StorageError> {
+    let plain = endpoint.is_some_and(|e| e.starts_with("http://"));
+    let c = if plain { super::object_http::Connector::plain() } else { super::object_http::Connector::new() };
+    Ok((c.map_err(StorageError::Store)?, plain))
+}
+
+fn retries() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(30),
+        ..Default::default()
+    }
 }
 
 /// The file name with `YYYYMMDDHHMMSS_` before the last path element, when `timestamp`.
@@ -58,9 +85,7 @@ impl Storage {
         match target {
             Target::File { dir, name } => Ok(Storage::File { dir: dir.clone(), name: name.clone() }),
             Target::S3(s) => {
-                let plain = s.endpoint.as_deref().is_some_and(|e| e.starts_with("http://"));
-                let connector = if plain { super::s3::Connector::plain() } else { super::s3::Connector::new() }
-                    .map_err(StorageError::Store)?;
+                let (connector, plain) = connector(s.endpoint.as_deref())?;
                 let mut b = object_store::aws::AmazonS3Builder::new()
                     .with_access_key_id(&s.access_key_id)
                     .with_secret_access_key(&s.secret_access_key)
@@ -68,16 +93,38 @@ impl Storage {
                     .with_bucket_name(&s.bucket)
                     .with_virtual_hosted_style_request(!s.force_path_style)
                     .with_http_connector(connector)
-                    .with_retry(object_store::RetryConfig {
-                        max_retries: 3,
-                        retry_timeout: std::time::Duration::from_secs(30),
-                        ..Default::default()
-                    });
+                    .with_retry(retries());
                 if let Some(e) = &s.endpoint {
                     b = b.with_endpoint(e).with_allow_http(plain);
                 }
                 let store = b.build().map_err(|e| StorageError::Store(e.to_string()))?;
-                Ok(Storage::S3 { store: Arc::new(store), bucket: s.bucket.clone(), path: s.path.clone() })
+                Ok(Storage::Object {
+                    store: Arc::new(store),
+                    scheme: "s3",
+                    bucket: s.bucket.clone(),
+                    path: s.path.clone(),
+                })
+            }
+            Target::Gcs(g) => {
+                // The service account's key signs a JWT that is sent as the bearer token (no
+                // token exchange: GCS accepts self-signed JWTs for its own scope).
+                let (connector, plain) = connector(g.endpoint.as_deref())?;
+                let mut b = object_store::gcp::GoogleCloudStorageBuilder::new()
+                    .with_bucket_name(&g.bucket)
+                    .with_service_account_path(g.credentials_path.display().to_string())
+                    .with_http_connector(connector)
+                    .with_client_options(object_store::ClientOptions::new().with_allow_http(plain))
+                    .with_retry(retries());
+                if let Some(e) = &g.endpoint {
+                    b = b.with_base_url(e.trim_end_matches('/'));
+                }
+                let store = b.build().map_err(|e| StorageError::Store(e.to_string()))?;
+                Ok(Storage::Object {
+                    store: Arc::new(store),
+                    scheme: "gs",
+                    bucket: g.bucket.clone(),
+                    path: g.name.clone(),
+                })
             }
         }
     }
@@ -86,7 +133,7 @@ impl Storage {
     pub fn describe(&self) -> String {
         match self {
             Storage::File { dir, name } => dir.join(name).display().to_string(),
-            Storage::S3 { bucket, path, .. } => format!("s3://{bucket}/{path}"),
+            Storage::Object { scheme, bucket, path, .. } => format!("{scheme}://{bucket}/{path}"),
         }
     }
 
@@ -104,7 +151,7 @@ impl Storage {
                     Err(e) => Err(io(e)),
                 }
             }
-            Storage::S3 { store, path, .. } => {
+            Storage::Object { store, path, .. } => {
                 let opts = GetOptions { head: true, ..Default::default() };
                 match store.get_opts(&ObjectPath::from(path.as_str()), opts).await {
                     Ok(r) => Ok(r.attributes.get(&Attribute::Metadata(ID_KEY.into())).map(|v| v.to_string())),
@@ -156,7 +203,7 @@ impl Storage {
                     }
                 }
             }
-            Storage::S3 { store, bucket, path } => {
+            Storage::Object { store, scheme, bucket, path } => {
                 let key = stamped(path, timestamp);
                 let mut attrs = Attributes::new();
                 attrs.insert(Attribute::Metadata(ID_KEY.into()), AttributeValue::from(id.to_string()));
@@ -192,7 +239,7 @@ impl Storage {
                 // aborted once it is completing (object_store panics); the store discards the
                 // parts of an upload that is never completed (a bucket lifecycle rule on S3).
                 w.shutdown().await.map_err(|e| StorageError::Store(e.to_string()))?;
-                Ok((format!("s3://{bucket}/{key}"), bytes))
+                Ok((format!("{scheme}://{bucket}/{key}"), bytes))
             }
         }
     }
@@ -201,7 +248,7 @@ impl Storage {
     pub async fn download(&self, dest: &Path) -> Result<u64, StorageError> {
         match self {
             Storage::File { dir, name } => tokio::fs::copy(dir.join(name), dest).await.map_err(io),
-            Storage::S3 { store, path, .. } => {
+            Storage::Object { store, path, .. } => {
                 use futures::StreamExt;
                 let r = store
                     .get(&ObjectPath::from(path.as_str()))

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+pub mod gcs;
 pub mod tls;
 
 pub use raftlite::harness;
