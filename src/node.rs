@@ -199,7 +199,10 @@ pub fn raft_config(cfg: &Config) -> Result<openraft::Config, StartError> {
         election_timeout_max: el,
         // The Snapshotter actor decides when (entries, WAL size, every -raft-snap-int).
         snapshot_policy: openraft::SnapshotPolicy::Never,
-        max_in_snapshot_log_to_keep: cfg.raft_snap / 4,
+        // With CDC the Snapshotter purges the log itself, never past an entry whose changes are
+        // still to be delivered (`Cdc::purge_bound`): openraft's own purge after a snapshot
+        // would not know that bound.
+        max_in_snapshot_log_to_keep: if cfg.cdc_config.is_some() { u64::MAX } else { keep_entries(cfg) },
         max_payload_entries: 512,
         // One snapshot chunk per RPC; the first read of a snapshot makes the copy, which for a
         // large database takes longer than openraft's 200 ms default.
@@ -209,6 +212,11 @@ pub fn raft_config(cfg: &Config) -> Result<openraft::Config, StartError> {
         ..Default::default()
     };
     c.validate().map_err(|e| StartError::Raft(e.to_string()))
+}
+
+/// How many entries the log keeps behind a snapshot (for followers a little behind).
+pub fn keep_entries(cfg: &Config) -> u64 {
+    cfg.raft_snap / 4
 }
 
 /// Bring the node into a cluster: bootstrap a new single-node cluster, join one (`-join`), or
@@ -477,8 +485,12 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let apply_timeout = cfg.raft_apply_timeout;
     let group_commit = GroupCommit { in_flight: cfg.group_commit_in_flight, max_batch: cfg.group_commit_max_batch };
     let consensus = Supervisor::start(move |_| Consensus::new(r, parts, apply_timeout, group_commit));
-    let policy =
-        SnapshotPolicy { every: cfg.raft_snap_int, max_entries: cfg.raft_snap, max_wal: cfg.raft_snap_wal_size };
+    let policy = SnapshotPolicy {
+        every: cfg.raft_snap_int,
+        max_entries: cfg.raft_snap,
+        max_wal: cfg.raft_snap_wal_size,
+        keep_entries: keep_entries(&cfg),
+    };
     let upkeep = Upkeep { vacuum_every: cfg.auto_vacuum_int, optimize_every: cfg.auto_optimize_int };
     let (r, a, c, rd, ss, wal) = (
         raft.clone(),
@@ -488,7 +500,8 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         snap_stats.clone(),
         db_path.with_extension("sqlite-wal"),
     );
-    let snapshotter = Supervisor::start(move |_| Snapshotter::new(r, a, c, rd, ss, wal, policy, upkeep));
+    let cd = cdc.clone();
+    let snapshotter = Supervisor::start(move |_| Snapshotter::new(r, a, c, rd, ss, wal, policy, upkeep, cd.clone()));
     let write_queue = WriteQueue::start(&cfg, consensus.clone(), peers.clone());
     let core = Core {
         consensus: consensus.clone(),

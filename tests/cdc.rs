@@ -1,8 +1,9 @@
 //! Change data capture (`-cdc-config`) end to end: real nodes, a real HTTP endpoint (the test
 //! sink in `raftlite::harness::cdc_sink`), and the stdout sink. Every committed change arrives at
 //! least once and in index order; nothing rolled back ever arrives; the endpoint going away, a
-//! node restarted with events still queued, and the leader killed mid-stream lose nothing; a full
-//! queue drops the oldest events and says so.
+//! node restarted with events still queued, the leader killed mid-stream, and a follower left
+//! behind while snapshots are taken lose nothing; a full queue drops the oldest events and says
+//! so.
 
 mod common;
 
@@ -313,6 +314,54 @@ fn three_nodes_deliver_every_committed_change_across_a_leader_kill() {
         let st = cdc(c.node(&old));
         (st["high_water_mark"].as_u64() >= Some(max) && st["queue"]["depth"] == 0).then_some(())
     });
+}
+
+#[test]
+fn a_follower_left_behind_catches_up_from_the_log_and_captures_every_change() {
+    // Nothing is delivered while the endpoint fails, so the log must keep every entry from the
+    // first undelivered one, however often snapshots are taken: a follower that was down catches
+    // up from the log, capturing each change, instead of installing a snapshot that skips them.
+    let sink = CdcSink::start("127.0.0.1").expect("sink");
+    sink.set_status(503);
+    let cfg_dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(cfg_dir.path(), "cdc.json", fast(&sink.url()));
+    let mut c = Cluster::start(3, &["-cdc-config", &cfg, "-raft-snap", "16", "-raft-snap-int", "100ms"]);
+    let leader = c.wait_leader().id.clone();
+    assert_eq!(c.node(&leader).execute(json!(["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"])).status, 200);
+    let behind = c.nodes.iter().find(|n| n.id != leader).expect("a follower").id.clone();
+    c.node_mut(&behind).kill();
+    let mut want = BTreeSet::new();
+    for i in 0..80 {
+        let v = format!("r-{i}");
+        assert_eq!(c.node(&leader).execute(json!([["INSERT INTO t (v) VALUES (?)", &v]])).status, 200);
+        want.insert(v);
+    }
+    let raft = |n: &Node, key: &str| n.status()["store"]["raft"][key].as_u64().unwrap_or(0);
+    wait_for("snapshots on the leader", WAIT, || (raft(c.node(&leader), "last_snapshot_index") >= 70).then_some(()));
+    // Also an operator's compaction that asks to keep no log at all.
+    assert_eq!(c.node(&leader).post("/snapshot?trailing_logs=0", "application/json", "").status, 200);
+    // The inserts follow a dozen entries at most (membership changes, the CREATE TABLE).
+    let purged = raft(c.node(&leader), "purged_index");
+    assert!(purged < 20, "the log was purged to {purged}, past undelivered changes");
+
+    c.node_mut(&behind).spawn();
+    c.node(&behind).wait_ready();
+    let leader_depth = cdc(c.node(&leader))["queue"]["depth"].as_u64().unwrap_or(0);
+    assert!(leader_depth >= 80, "{leader_depth}");
+    wait_for("the follower's queue caught up", WAIT, || {
+        (cdc(c.node(&behind))["queue"]["depth"].as_u64() == Some(leader_depth)).then_some(())
+    });
+    let log = std::fs::read_to_string(&c.node(&behind).log).unwrap_or_default();
+    assert!(!log.contains("installing a snapshot"), "the follower installed a snapshot");
+
+    // Once delivered, the log is purged behind snapshots again.
+    sink.set_status(200);
+    wait_inserted(&sink, &want);
+    let before = raft(c.node(&leader), "last_snapshot_index");
+    for i in 80..120 {
+        assert_eq!(c.node(&leader).execute(json!([["INSERT INTO t (v) VALUES (?)", format!("r-{i}")]])).status, 200);
+    }
+    wait_for("the log purged after delivery", WAIT, || (raft(c.node(&leader), "purged_index") > before).then_some(()));
 }
 
 #[test]

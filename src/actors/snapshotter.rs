@@ -10,6 +10,10 @@
 //! `PRAGMA optimize=0x10002` decides from the tables' contents alone (not from this connection's
 //! query history), so `sqlite_stat1` is the same everywhere.
 //!
+//! With CDC it also purges the log behind snapshots itself (openraft's own purge is off then):
+//! keeping `keep_entries` entries, as openraft would, and never an entry whose changes are still
+//! to be delivered (`Cdc::purge_bound`).
+//!
 //! It also adopts an uploaded database (`/boot`): the file replaces the database under the same
 //! lock that snapshot builds and installs take (`SnapshotStats::recording`), so a boot cannot
 //! interleave with a snapshot recording the position of the database it replaces.
@@ -24,6 +28,7 @@ use crate::actors::applier::{Applier, ReplaceDb};
 use crate::actors::consensus::{Consensus, Propose};
 use crate::actors::readers::Readers;
 use crate::actors::supervise::{guard, note_restart, trip, Fault};
+use crate::cdc::Cdc;
 use crate::raft::sm_adapter::SnapshotStats;
 use crate::raft::SharedRaft;
 use crate::store::command::{Command, ExecOptions, Statement};
@@ -42,6 +47,8 @@ pub struct Snapshotter {
     every: Duration,
     max_entries: u64,
     max_wal: u64,
+    keep_entries: u64,
+    cdc: Option<Arc<Cdc>>,
 }
 
 /// How often the leader proposes upkeep (zero: never): `-auto-vacuum-int`, `-auto-optimize-int`.
@@ -61,6 +68,8 @@ pub struct SnapshotPolicy {
     pub every: Duration,
     pub max_entries: u64,
     pub max_wal: u64,
+    /// Entries the log keeps behind a snapshot.
+    pub keep_entries: u64,
 }
 
 impl Snapshotter {
@@ -74,9 +83,34 @@ impl Snapshotter {
         wal_path: PathBuf,
         policy: SnapshotPolicy,
         upkeep: Upkeep,
+        cdc: Option<Arc<Cdc>>,
     ) -> Self {
-        let SnapshotPolicy { every, max_entries, max_wal } = policy;
-        Snapshotter { raft, applier, consensus, upkeep, readers, snap_stats, wal_path, every, max_entries, max_wal }
+        let SnapshotPolicy { every, max_entries, max_wal, keep_entries } = policy;
+        Snapshotter {
+            raft,
+            applier,
+            consensus,
+            upkeep,
+            readers,
+            snap_stats,
+            wal_path,
+            every,
+            max_entries,
+            max_wal,
+            keep_entries,
+            cdc,
+        }
+    }
+
+    /// With CDC: how far the log may be purged now, when that is past what is purged.
+    fn purge_to(&self) -> Result<Option<u64>, Fault> {
+        let Some(cdc) = &self.cdc else { return Ok(None) };
+        let m = self.raft.get().metrics().borrow().clone();
+        let Some(snapshot) = m.snapshot.map(|s| s.index) else { return Ok(None) };
+        let bound = cdc.purge_bound().map_err(|e| Fault::Storage { actor: ACTOR, msg: e.to_string() })?;
+        let upto = snapshot.saturating_sub(self.keep_entries).min(bound);
+        let purged = m.purged.map(|p| p.index);
+        Ok((Some(upto) > purged && upto > 0).then_some(upto))
     }
 
     /// On the leader, propose `sql` through the log (upkeep); elsewhere nothing.
@@ -158,6 +192,17 @@ impl Handler<Tick> for Snapshotter {
             trip(ACTOR, "snapshotter::tick")?;
             Ok(self.due())
         });
+        if let Ok(Some(upto)) = guard(ctx, ACTOR, |_| self.purge_to()) {
+            let raft = self.raft.get();
+            ctx.spawn(
+                async move {
+                    if let Err(e) = raft.trigger().purge_log(upto).await {
+                        tracing::warn!(error = %e, upto, "cannot purge the log");
+                    }
+                }
+                .into_actor(self),
+            );
+        }
         if let Ok(Some(why)) = due {
             tracing::debug!(reason = %why, "snapshot due");
             let raft = self.raft.get();

@@ -73,6 +73,15 @@ impl Cdc {
         }
     }
 
+    /// The highest log index that may be purged from the Raft log: the entry before the first
+    /// one whose changes are queued and undelivered (no bound when none is). A follower that
+    /// falls behind then catches up from the log, capturing every change, instead of installing
+    /// a snapshot, which skips the changes of the entries it covers (docs/DESIGN.md §9b). The
+    /// queue's own bound (`max_queue_bytes`) bounds what the log keeps for it.
+    pub fn purge_bound(&self) -> Result<u64, QueueError> {
+        Ok(self.queue.first_undelivered()?.map_or(u64::MAX, |i| i.saturating_sub(1)))
+    }
+
     /// `/status` `cdc`.
     pub fn status(&self, leader: bool) -> serde_json::Value {
         let q = &self.queue.stats;

@@ -340,6 +340,17 @@ impl Queue {
         Ok(cut)
     }
 
+    /// The lowest index whose group is queued and not yet delivered (`None`: none is). The Raft
+    /// log keeps that entry and every later one (`Cdc::purge_bound`).
+    pub fn first_undelivered(&self) -> Result<Option<u64>, QueueError> {
+        let c = self.lock();
+        let after = self.done_through() as i64;
+        let first: Option<i64> = c
+            .query_row("SELECT MIN(idx) FROM events WHERE idx > ?1", [after], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        Ok(first.map(|i| i as u64))
+    }
+
     /// Up to `limit` groups after `after`, in index order.
     pub fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Queued>, QueueError> {
         let c = self.lock();
@@ -470,6 +481,21 @@ mod tests {
 
     /// `captured` is kept in the rows while they hold it and in `meta` once they cannot: after a
     /// batch without changes, and once the queue empties. `delivered` is saved lazily.
+    #[test]
+    fn the_first_undelivered_group_follows_deliveries_and_the_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("queue.sqlite"), 1 << 20).unwrap();
+        assert_eq!(q.first_undelivered().unwrap(), None);
+        q.append(&[group(3, 1), group(5, 1), group(9, 1)], None, 9).unwrap();
+        assert_eq!(q.first_undelivered().unwrap(), Some(3));
+        // Delivered by this node: still in the file until the next append, but not undelivered.
+        q.delivered(5, 2);
+        assert_eq!(q.first_undelivered().unwrap(), Some(9));
+        // The shared mark, carried by a batch.
+        q.append(&[], Some(9), 10).unwrap();
+        assert_eq!(q.first_undelivered().unwrap(), None);
+    }
+
     #[test]
     fn captured_survives_reopening_wherever_it_is_kept() {
         let dir = tempfile::tempdir().unwrap();
