@@ -185,3 +185,40 @@ fn boot_a_large_file_and_user_snapshots() {
     assert_eq!(n.rows("SELECT COUNT(*) FROM big"), vec![json!([105001])]);
     assert_eq!(n.status()["store"]["num_restores_start_skipped"], 1);
 }
+
+/// `/boot` replaces the database outside the log, so the log before it must go: a node that
+/// joins afterwards gets the booted database as a snapshot, not a replay of the entries before
+/// the boot onto an empty database.
+#[test]
+fn a_node_that_joins_after_a_boot_gets_the_booted_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = Node::start(&dir.path().join("n1"), &[]);
+    assert_eq!(n.execute(json!(["CREATE TABLE before_boot (x)"])).status, 200);
+    let file = dir.path().join("boot.sqlite");
+    {
+        let c = rusqlite::Connection::open(&file).expect("open");
+        c.execute_batch(
+            "CREATE TABLE booted (id INTEGER PRIMARY KEY, v TEXT);
+             WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 1000)
+             INSERT INTO booted(v) SELECT 'row ' || x FROM c;",
+        )
+        .expect("fill");
+    }
+    let r = n.post("/boot", "application/octet-stream", std::fs::read(&file).expect("file"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let raft = n.status()["store"]["raft"].clone();
+    assert!(raft["purged_index"].as_u64() >= raft["last_snapshot_index"].as_u64(), "{raft}");
+
+    let mut m = Node::new("2", &dir.path().join("n2"), "127.0.0.2", &["-join", &n.raft]);
+    m.spawn();
+    m.wait_ready();
+    let tables = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name";
+    wait_for("the booted database on the new node", Duration::from_secs(60), || {
+        (m.rows("SELECT COUNT(*) FROM booted") == vec![json!([1000])]).then_some(())
+    });
+    assert_eq!(m.rows(tables), n.rows(tables));
+    assert_eq!(n.execute(json!(["INSERT INTO booted(v) VALUES('after')"])).status, 200);
+    wait_for("the write on both", Duration::from_secs(30), || {
+        (m.rows("SELECT COUNT(*) FROM booted") == vec![json!([1001])]).then_some(())
+    });
+}

@@ -256,12 +256,37 @@ pub async fn boot<B: Buf + Send>(state: &AppState, body: BodyStream<B>) -> Respo
         Ok(Err(e)) => return text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         Err(e) => return text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
-    // A no-op through the log marks the new state, and a snapshot records it.
+    // A no-op through the log marks the new state, a snapshot records it, and the log up to it
+    // is purged: its entries do not make this database, so a node that joins later must get it
+    // as a snapshot, never replay them onto an empty one (rqlite's boot truncates its log too).
     let noop = Command::Execute { stmts: Vec::new(), opts: ExecOptions::default(), seed: 0 };
-    let _ = core.consensus.send(Propose(noop)).await;
-    let _ = core.raft.get().trigger().snapshot().await;
+    if let Err(e) = record_boot(core, noop).await {
+        return text(state, StatusCode::INTERNAL_SERVER_ERROR, &format!("booted, but {e}"));
+    }
     tracing::info!(bytes = written, took = ?started.elapsed(), "booted from an uploaded database");
     empty(state, StatusCode::OK)
+}
+
+/// After `/boot`: propose `noop`, snapshot at it, and purge the log through it.
+async fn record_boot(core: &crate::http::state::Core, noop: Command) -> Result<(), String> {
+    match core.consensus.send(Propose(noop)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(format!("the log did not take the boot's marker: {e}")),
+        Err(e) => return Err(format!("the log did not take the boot's marker: {e}")),
+    }
+    let target = core.metrics().last_applied.map(|l| l.index).unwrap_or(0);
+    let raft = core.raft.get();
+    raft.trigger().snapshot().await.map_err(|e| format!("no snapshot was taken: {e}"))?;
+    raft.wait(Some(Duration::from_secs(60)))
+        .metrics(|m| m.snapshot.is_some_and(|s| s.index >= target), "boot snapshot")
+        .await
+        .map_err(|e| format!("no snapshot was taken: {e}"))?;
+    raft.trigger().purge_log(target).await.map_err(|e| format!("the log was not purged: {e}"))?;
+    raft.wait(Some(Duration::from_secs(60)))
+        .metrics(|m| m.purged.is_some_and(|p| p.index >= target), "boot purge")
+        .await
+        .map_err(|e| format!("the log was not purged: {e}"))?;
+    Ok(())
 }
 
 /// Stream the body to `path`; a body that stalls for `stall` is answered 408.
