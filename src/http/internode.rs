@@ -146,7 +146,8 @@ async fn handle<B: Buf + Send>(
                 encoded(&crate::raft::prevote::answer(raft, &req, lease).await)
             }
             "/raft/snapshot" | "/raft/snapshot-gz" => {
-                let mut req: openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig> = decode(&body)?;
+                let mut req: openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig> =
+                    decode::<crate::raft::network::SnapshotChunk>(&body)?.into();
                 if path == "/raft/snapshot-gz" {
                     req.data = crate::raft::network::gunzip(&req.data)
                         .map_err(|e| reply(StatusCode::BAD_REQUEST, e.to_string().into_bytes()))?;
