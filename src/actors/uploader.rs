@@ -3,7 +3,8 @@
 //! read-only connection: writes go on meanwhile), vacuumed with `vacuum`, and gzip-compressed on
 //! its way to the store unless `no_compress`. A tick with no change since this node's last upload
 //! uploads nothing; the first tick after start or a leader change asks the store for the id of
-//! the backup it holds and skips when it is current. The id is the Raft index of the last change the database holds.
+//! the backup it holds and skips when it is current. The id is the Raft index of the last change
+//! the database holds.
 //!
 //! The upload runs as a task of its own, one at a time, on a runtime of its own whose threads run
 //! at a lower CPU priority (nice 10): a slow or failing store never blocks writes or the actor,

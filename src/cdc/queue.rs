@@ -479,8 +479,6 @@ mod tests {
         assert_eq!(Queue::open(&path, 1 << 20).unwrap().captured(), Some(9));
     }
 
-    /// `captured` is kept in the rows while they hold it and in `meta` once they cannot: after a
-    /// batch without changes, and once the queue empties. `delivered` is saved lazily.
     #[test]
     fn the_first_undelivered_group_follows_deliveries_and_the_mark() {
         let dir = tempfile::tempdir().unwrap();
@@ -496,6 +494,8 @@ mod tests {
         assert_eq!(q.first_undelivered().unwrap(), None);
     }
 
+    /// `captured` is kept in the rows while they hold it and in `meta` once they cannot: after a
+    /// batch without changes, and once the queue empties. `delivered` is saved lazily.
     #[test]
     fn captured_survives_reopening_wherever_it_is_kept() {
         let dir = tempfile::tempdir().unwrap();

@@ -275,18 +275,25 @@ async fn record_boot(core: &crate::http::state::Core, noop: Command) -> Result<(
         Err(e) => return Err(format!("the log did not take the boot's marker: {e}")),
     }
     let target = core.metrics().last_applied.map(|l| l.index).unwrap_or(0);
+    snapshot_through(core, target).await.map_err(|e| format!("no snapshot was taken: {e}"))?;
     let raft = core.raft.get();
-    raft.trigger().snapshot().await.map_err(|e| format!("no snapshot was taken: {e}"))?;
-    raft.wait(Some(Duration::from_secs(60)))
-        .metrics(|m| m.snapshot.is_some_and(|s| s.index >= target), "boot snapshot")
-        .await
-        .map_err(|e| format!("no snapshot was taken: {e}"))?;
     raft.trigger().purge_log(target).await.map_err(|e| format!("the log was not purged: {e}"))?;
     raft.wait(Some(Duration::from_secs(60)))
         .metrics(|m| m.purged.is_some_and(|p| p.index >= target), "boot purge")
         .await
         .map_err(|e| format!("the log was not purged: {e}"))?;
     Ok(())
+}
+
+/// Ask openraft for a snapshot and wait (up to a minute) until one covers `target`.
+async fn snapshot_through(core: &crate::http::state::Core, target: u64) -> Result<(), String> {
+    let raft = core.raft.get();
+    raft.trigger().snapshot().await.map_err(|e| e.to_string())?;
+    raft.wait(Some(Duration::from_secs(60)))
+        .metrics(|m| m.snapshot.is_some_and(|s| s.index >= target), "snapshot")
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Stream the body to `path`; a body that stalls for `stall` is answered 408.
@@ -334,18 +341,9 @@ pub async fn snapshot(state: &AppState, p: &Params) -> Response {
     if applied.is_none() || m.snapshot.map(|s| s.index) == applied {
         return empty(state, StatusCode::NO_CONTENT);
     }
-    if let Err(e) = core.raft.get().trigger().snapshot().await {
-        return text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
-    }
     let target = applied.unwrap_or(0);
-    let done = core
-        .raft
-        .get()
-        .wait(Some(Duration::from_secs(60)))
-        .metrics(|m| m.snapshot.map(|s| s.index >= target).unwrap_or(false), "snapshot")
-        .await;
-    if let Err(e) = done {
-        return text(state, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+    if let Err(e) = snapshot_through(core, target).await {
+        return text(state, StatusCode::INTERNAL_SERVER_ERROR, &e);
     }
     if let Some(keep) = p.get("trailing_logs").and_then(|t| t.parse::<u64>().ok()) {
         // With CDC, never past an entry whose changes are still to be delivered.
