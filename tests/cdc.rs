@@ -338,8 +338,17 @@ fn a_follower_left_behind_catches_up_from_the_log_and_captures_every_change() {
     }
     let raft = |n: &Node, key: &str| n.status()["store"]["raft"][key].as_u64().unwrap_or(0);
     wait_for("snapshots on the leader", WAIT, || (raft(c.node(&leader), "last_snapshot_index") >= 70).then_some(()));
-    // Also an operator's compaction that asks to keep no log at all.
-    assert_eq!(c.node(&leader).post("/snapshot?trailing_logs=0", "application/json", "").status, 200);
+    // Also an operator's compaction that asks to keep no log at all. A write first, so that there
+    // is something to compact: the policy may have just snapshotted everything (204), and then
+    // the request does not purge; so until one is taken (200).
+    let mut extra = 1000;
+    wait_for("an operator's snapshot", WAIT, || {
+        extra += 1;
+        let v = format!("r-{extra}");
+        assert_eq!(c.node(&leader).execute(json!([["INSERT INTO t (v) VALUES (?)", &v]])).status, 200);
+        want.insert(v);
+        (c.node(&leader).post("/snapshot?trailing_logs=0", "application/json", "").status == 200).then_some(())
+    });
     // The inserts follow a dozen entries at most (membership changes, the CREATE TABLE).
     let purged = raft(c.node(&leader), "purged_index");
     assert!(purged < 20, "the log was purged to {purged}, past undelivered changes");
@@ -347,7 +356,7 @@ fn a_follower_left_behind_catches_up_from_the_log_and_captures_every_change() {
     c.node_mut(&behind).spawn();
     c.node(&behind).wait_ready();
     let leader_depth = cdc(c.node(&leader))["queue"]["depth"].as_u64().unwrap_or(0);
-    assert!(leader_depth >= 80, "{leader_depth}");
+    assert!(leader_depth >= 81, "{leader_depth}");
     wait_for("the follower's queue caught up", WAIT, || {
         (cdc(c.node(&behind))["queue"]["depth"].as_u64() == Some(leader_depth)).then_some(())
     });
