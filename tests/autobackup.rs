@@ -106,12 +106,13 @@ fn file_backups_skip_when_unchanged_and_restore_a_new_node() {
     let d = Node::start(&dir.path().join("d"), &["-auto-restore", &cont]);
     assert!(d.rows("SELECT name FROM sqlite_master").is_empty());
 
-    // Timestamped, uncompressed names.
+    // Timestamped, uncompressed names; vacuumed; held to 20 kB/s.
     let stamped = dir.path().join("stamped");
     let tcfg = write_config(
         dir.path(),
         "stamped.json",
         json!({"version": 1, "type": "file", "interval": "200ms", "timestamp": true, "no_compress": true,
+               "vacuum": true, "max_mb_per_sec": 0.02,
                "sub": {"dir": stamped.display().to_string(), "name": "db.sqlite"}}),
     );
     let e = Node::start(&dir.path().join("e"), &["-auto-backup", &tcfg]);
@@ -124,6 +125,16 @@ fn file_backups_skip_when_unchanged_and_restore_a_new_node() {
         });
     let head = std::fs::read(stamped.join(&name)).expect("backup");
     assert!(head.starts_with(b"SQLite format 3\0"), "{name} is compressed");
+    let copy = rusqlite::Connection::open(stamped.join(&name)).expect("open the backup");
+    let count: i64 = copy.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).expect("rows");
+    assert!(count >= 1, "{count} rows in {name}");
+    let integrity: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("check");
+    assert_eq!(integrity, "ok");
+    // The rate limit held: the upload took at least its bytes at 20 kB/s.
+    wait_uploads(&e, "num_uploads_ok", 1);
+    let last = &e.status()["auto_backups"];
+    let (bytes, secs) = (last["last_upload_bytes"].as_f64().unwrap_or(0.0), last["last_upload_seconds"].as_f64());
+    assert!(bytes > 0.0 && secs.unwrap_or(0.0) >= bytes / 20_000.0, "{bytes} bytes in {secs:?} s");
 
     // Bad configuration refuses to start, naming the key.
     let rel = write_config(dir.path(), "rel.json", json!({"type": "file", "sub": {"dir": "relative", "name": "x"}}));

@@ -140,12 +140,11 @@ impl Handler<Tick> for Uploader {
         }
         self.stats.in_progress.store(true, Ordering::Relaxed);
         let ask_store = self.uploaded.is_none() && !self.cfg.timestamp;
-        let (storage, cfg, db) = (self.storage.clone(), self.cfg.clone(), core.db_path.clone());
-        let scratch = self.state.cfg.data_dir.clone();
+        let (storage, cfg, state) = (self.storage.clone(), self.cfg.clone(), self.state.clone());
         let me = ctx.address();
         let task = async move {
             // A panic in the upload must not leave the actor waiting for an answer for ever.
-            let run = std::panic::AssertUnwindSafe(upload(&storage, &cfg, &db, &scratch, &id, ask_store));
+            let run = std::panic::AssertUnwindSafe(upload(&state, &storage, &cfg, change, ask_store));
             let r = futures::FutureExt::catch_unwind(run).await.unwrap_or_else(|_| Err("the upload panicked".into()));
             me.do_send(Done(r));
         };
@@ -204,13 +203,13 @@ impl Drop for Temp {
 }
 
 async fn upload(
+    state: &AppState,
     storage: &Storage,
     cfg: &BackupConfig,
-    db: &std::path::Path,
-    scratch: &std::path::Path,
-    id: &str,
+    change: u64,
     ask_store: bool,
 ) -> Result<Outcome, String> {
+    let id = change.to_string();
     if ask_store {
         if let Some(stored) = storage.stored_id().await.map_err(|e| e.to_string())? {
             if stored == id {
@@ -219,19 +218,18 @@ async fn upload(
         }
     }
     let started = Instant::now();
-    // The consistent copy is a local file first: the read transaction it needs then lasts as
-    // long as a local copy, not as long as the upload (no compaction can complete while it
-    // lasts: docs/DESIGN.md §6).
-    let copy = Temp(scratch.join(format!("raftlite-auto-backup-{}.tmp", rand::random::<u64>())));
-    let (d, o, vacuum) = (db.to_path_buf(), copy.0.clone(), cfg.vacuum);
-    tokio::task::spawn_blocking(move || crate::http::backup::copy_database(&d, &o, vacuum))
-        .await
-        .map_err(|e| e.to_string())??;
-    let (name, bytes) = storage.upload(&copy.0, cfg.compress, id, cfg.timestamp).await.map_err(|e| e.to_string())?;
+    // The consistent copy is a local file first: the main file can be copied only while no
+    // checkpoint runs, and a copy made with the backup API holds a read transaction that keeps
+    // compactions from completing (docs/DESIGN.md §6); either lasts as long as a local copy,
+    // not as long as the upload.
+    let copy = Temp(state.cfg.data_dir.join(format!("raftlite-auto-backup-{}.tmp", rand::random::<u64>())));
+    crate::http::backup::copy_database(state, change, &copy.0, cfg.vacuum).await?;
+    let (name, bytes) =
+        storage.upload(&copy.0, cfg.compress, &id, cfg.timestamp, cfg.max_rate).await.map_err(|e| e.to_string())?;
     Ok(Outcome::Uploaded(LastUpload {
         at: chrono::Utc::now(),
         bytes,
-        id: id.to_string(),
+        id,
         name,
         took: started.elapsed().max(Duration::from_micros(1)),
     }))

@@ -63,7 +63,16 @@ pub struct BackupConfig {
     pub timestamp: bool,
     pub compress: bool,
     pub vacuum: bool,
+    /// At most this many bytes of the database are read for the upload per second, on average
+    /// (`max_mb_per_sec`; `None`: no limit).
+    pub max_rate: Option<u64>,
 }
+
+/// `max_mb_per_sec` when the file does not set it. An upload at full speed takes whatever CPU
+/// the machine has (reading, signing and sending every byte) and moves a write's p99 by several
+/// times on two cores; at this rate it stays within 10% (docs/PERFORMANCE.md), and a 10 GB
+/// database still goes up in under four minutes.
+pub const DEFAULT_MAX_MB_PER_SEC: f64 = 50.0;
 
 /// `-auto-restore`.
 #[derive(Clone, Debug, PartialEq)]
@@ -87,6 +96,7 @@ struct Raw {
     no_compress: bool,
     #[serde(default)]
     vacuum: bool,
+    max_mb_per_sec: Option<f64>,
     #[serde(default)]
     continue_on_failure: bool,
     sub: Option<serde_json::Map<String, serde_json::Value>>,
@@ -222,12 +232,18 @@ impl BackupConfig {
         if interval.is_zero() {
             return Err(ConfigError::Key { file, key: "interval".into(), reason: "must be positive".into() });
         }
+        let mb = raw.max_mb_per_sec.unwrap_or(DEFAULT_MAX_MB_PER_SEC);
+        if !mb.is_finite() || mb < 0.0 {
+            let reason = "must be a number of megabytes per second, 0 for no limit".into();
+            return Err(ConfigError::Key { file, key: "max_mb_per_sec".into(), reason });
+        }
         Ok(BackupConfig {
             target: target(&file, raw.kind.as_deref(), raw.sub.as_ref())?,
             interval,
             timestamp: raw.timestamp,
             compress: !raw.no_compress,
             vacuum: raw.vacuum,
+            max_rate: (mb > 0.0).then(|| ((mb * 1e6) as u64).max(1)),
         })
     }
 }
@@ -264,6 +280,7 @@ mod tests {
         let c = BackupConfig::load(&p).unwrap();
         assert_eq!(c.interval, Duration::from_secs(30));
         assert!(c.compress);
+        assert_eq!(c.max_rate, Some(50_000_000));
         match c.target {
             Target::S3(s) => {
                 assert_eq!(s.secret_access_key, "s3cr3t");
@@ -278,12 +295,18 @@ mod tests {
             (r#"{"type":"file","sub":{"dir":"relative","name":"x"}}"#, "sub.dir: must be an absolute path"),
             (r#"{"type":"file","interval":"soon","sub":{"dir":"/tmp","name":"x"}}"#, "interval"),
             (r#"{"type":"file","colour":"red","sub":{"dir":"/tmp","name":"x"}}"#, "unknown field"),
+            (r#"{"type":"file","max_mb_per_sec":-1,"sub":{"dir":"/tmp","name":"x"}}"#, "max_mb_per_sec: must be"),
         ] {
             let (_d, p) = write(text);
             let e = BackupConfig::load(&p).unwrap_err().to_string();
             assert!(e.contains(want), "{text}: {e}");
         }
         assert!(BackupConfig::load(Path::new("/nonexistent/auto-backup.json")).is_err());
+        for (mb, want) in [("0", None), ("2.5", Some(2_500_000))] {
+            let (_d, p) =
+                write(&format!(r#"{{"type":"file","max_mb_per_sec":{mb},"sub":{{"dir":"/tmp","name":"x"}}}}"#));
+            assert_eq!(BackupConfig::load(&p).unwrap().max_rate, want);
+        }
 
         // gcs: the key file is read when the configuration is.
         let (d, _) = write("{}");

@@ -170,6 +170,7 @@ impl Storage {
         gzip: bool,
         id: &str,
         timestamp: bool,
+        rate: Option<u64>,
     ) -> Result<(String, u64), StorageError> {
         match self {
             Storage::File { dir, name } => {
@@ -181,7 +182,7 @@ impl Storage {
                     let (from, to) = (local.to_path_buf(), tmp.clone());
                     let bytes = tokio::task::spawn_blocking(move || {
                         let mut out = std::fs::File::create(&to)?;
-                        let n = stream(&from, gzip, &mut out)?;
+                        let n = stream(&from, gzip, rate, &mut out)?;
                         out.sync_all()?;
                         Ok::<u64, std::io::Error>(n)
                     })
@@ -216,8 +217,9 @@ impl Storage {
                 // The file is read (and compressed) on a blocking thread and handed over in chunks.
                 let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
                 let from = local.to_path_buf();
-                let producer =
-                    tokio::task::spawn_blocking(move || stream(&from, gzip, &mut ChunkSender { tx, buf: Vec::new() }));
+                let producer = tokio::task::spawn_blocking(move || {
+                    stream(&from, gzip, rate, &mut ChunkSender { tx, buf: Vec::new() })
+                });
                 let mut sent = Ok(());
                 while let Some(chunk) = rx.recv().await {
                     if let Err(e) = w.write_all(&chunk).await {
@@ -271,8 +273,9 @@ impl Storage {
 
 /// Copy the file at `from` into `out`, gzipped (fast level, as `/db/backup?compress`) when
 /// `gzip`; the bytes written.
-fn stream(from: &Path, gzip: bool, out: &mut impl std::io::Write) -> std::io::Result<u64> {
-    let mut input = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(from)?);
+fn stream(from: &Path, gzip: bool, rate: Option<u64>, out: &mut impl std::io::Write) -> std::io::Result<u64> {
+    let paced = Paced { inner: std::fs::File::open(from)?, rate, started: std::time::Instant::now(), n: 0 };
+    let mut input = std::io::BufReader::with_capacity(1 << 20, paced);
     let mut counted = Counted { inner: out, n: 0 };
     if gzip {
         let mut enc = flate2::write::GzEncoder::new(&mut counted, flate2::Compression::fast());
@@ -283,6 +286,29 @@ fn stream(from: &Path, gzip: bool, out: &mut impl std::io::Write) -> std::io::Re
     }
     std::io::Write::flush(&mut counted)?;
     Ok(counted.n)
+}
+
+/// A reader held to `rate` bytes per second on average (`None`: as fast as it goes), so that an
+/// upload leaves the CPU and the disk to the node's writes (`max_mb_per_sec`, docs/API.md §16).
+struct Paced<R> {
+    inner: R,
+    rate: Option<u64>,
+    started: std::time::Instant,
+    n: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Paced<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(rate) = self.rate {
+            let due = std::time::Duration::from_secs_f64(self.n as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let k = self.inner.read(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
 }
 
 /// A writer that counts what passes through it.
@@ -342,16 +368,30 @@ mod tests {
     use std::io::Read;
 
     #[test]
+    fn a_paced_stream_reads_no_faster_than_its_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("db");
+        let data: Vec<u8> = (0..3 * CHUNK).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&src, &data).unwrap();
+        // 3 MiB at 10 MB/s: the last MiB cannot be read before ~0.21 s.
+        let started = std::time::Instant::now();
+        let mut out = Vec::new();
+        assert_eq!(stream(&src, false, Some(10_000_000), &mut out).unwrap(), data.len() as u64);
+        assert_eq!(out, data);
+        assert!(started.elapsed() >= std::time::Duration::from_millis(200), "{:?}", started.elapsed());
+    }
+
+    #[test]
     fn streaming_counts_what_it_writes_and_gzip_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("db");
         let data: Vec<u8> = (0..3 * CHUNK + 17).map(|i| (i % 251) as u8).collect();
         std::fs::write(&src, &data).unwrap();
         let mut plain = Vec::new();
-        assert_eq!(stream(&src, false, &mut plain).unwrap(), data.len() as u64);
+        assert_eq!(stream(&src, false, None, &mut plain).unwrap(), data.len() as u64);
         assert_eq!(plain, data);
         let mut gz = Vec::new();
-        let n = stream(&src, true, &mut gz).unwrap();
+        let n = stream(&src, true, None, &mut gz).unwrap();
         assert_eq!(n, gz.len() as u64);
         let mut back = Vec::new();
         flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut back).unwrap();
@@ -365,7 +405,7 @@ mod tests {
         let data: Vec<u8> = (0..2 * CHUNK + 5).map(|i| (i % 13) as u8).collect();
         std::fs::write(&src, &data).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
-        let n = stream(&src, false, &mut ChunkSender { tx, buf: Vec::new() }).unwrap();
+        let n = stream(&src, false, None, &mut ChunkSender { tx, buf: Vec::new() }).unwrap();
         assert_eq!(n, data.len() as u64);
         let mut got = Vec::new();
         while let Ok(chunk) = rx.try_recv() {
@@ -375,7 +415,7 @@ mod tests {
         assert_eq!(got, data);
         let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
         drop(rx);
-        let e = stream(&src, false, &mut ChunkSender { tx, buf: Vec::new() }).unwrap_err();
+        let e = stream(&src, false, None, &mut ChunkSender { tx, buf: Vec::new() }).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe);
     }
 }

@@ -123,13 +123,46 @@ pub(crate) async fn backup(state: &AppState, p: &Params, fwd: &Fwd) -> Response 
     r.unwrap_or_else(|e| text(state, StatusCode::INTERNAL_SERVER_ERROR, &e))
 }
 
-/// A consistent copy of the database at `db` in `out` (SQLite's backup API on a read-only
-/// connection of its own: writes go on meanwhile), vacuumed if asked (automatic backups). Blocks:
-/// run it where blocking is allowed.
-pub(crate) fn copy_database(db: &Path, out: &Path, vacuum: bool) -> Result<(), String> {
-    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| e.to_string())?;
-    make_backup(&c, out, "binary", None, vacuum)
+/// A consistent copy in `out` of the database holding at least every change through `target`,
+/// vacuumed if asked (automatic backups). The cheap way first: a snapshot through `target` (a
+/// checkpoint of the WAL written since the last one), after which the main file holds exactly
+/// that snapshot and is copied as a plain file (in the kernel; a reflink on filesystems that
+/// have them) under the lock every checkpoint takes, while writes go on into the WAL. Where no
+/// snapshot can be taken in time (readers holding the checkpoint back, say) the copy goes
+/// through SQLite's backup API instead, page by page: about three times the CPU, no checkpoint.
+pub(crate) async fn copy_database(state: &AppState, target: u64, out: &Path, vacuum: bool) -> Result<(), String> {
+    let core = state.core.get().ok_or("store not open")?;
+    let dir = state.cfg.data_dir.join("snapshots");
+    let (db, o) = (core.db_path.clone(), out.to_path_buf());
+    let copied = async {
+        snapshot_through(core, target).await?;
+        let _recording = core.snap_stats.recording.lock().await;
+        let (db, o) = (db.clone(), o.clone());
+        tokio::task::spawn_blocking(move || crate::store::snapshot_file::copy_recorded(&db, &dir, &o, target))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    };
+    let blocking = match copied.await {
+        Ok(()) if vacuum => Box::new(move || vacuum_copy(&o)) as Box<dyn FnOnce() -> Result<(), String> + Send>,
+        Ok(()) => return Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&o);
+            tracing::info!(error = %e, "backup: no snapshot to copy; copying through SQLite's backup API");
+            Box::new(move || {
+                let c = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .map_err(|e| e.to_string())?;
+                make_backup(&c, &o, "binary", None, vacuum)
+            })
+        }
+    };
+    tokio::task::spawn_blocking(blocking).await.map_err(|e| e.to_string())?
+}
+
+/// `VACUUM` a copy that is read once and removed (so without journal or fsync).
+fn vacuum_copy(path: &Path) -> Result<(), String> {
+    let c = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
+    c.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; VACUUM;").map_err(|e| e.to_string())
 }
 
 /// Write a backup of the database open on `src` to `out`: a SQL dump (`sql`), or a copy made
@@ -285,9 +318,13 @@ async fn record_boot(core: &crate::http::state::Core, noop: Command) -> Result<(
     Ok(())
 }
 
-/// Ask openraft for a snapshot and wait (up to a minute) until one covers `target`.
+/// Ask openraft for a snapshot, unless one already covers `target`, and wait (up to a minute)
+/// until one does.
 async fn snapshot_through(core: &crate::http::state::Core, target: u64) -> Result<(), String> {
     let raft = core.raft.get();
+    if core.metrics().snapshot.is_some_and(|s| s.index >= target) {
+        return Ok(());
+    }
     raft.trigger().snapshot().await.map_err(|e| e.to_string())?;
     raft.wait(Some(Duration::from_secs(60)))
         .metrics(|m| m.snapshot.is_some_and(|s| s.index >= target), "snapshot")

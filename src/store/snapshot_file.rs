@@ -226,6 +226,22 @@ pub fn make_copy(db: &Path, dir: &Path, dest: &Path) -> io::Result<std::fs::File
     r
 }
 
+/// Copy `db`'s main file to `dest` as a plain file when the recorded snapshot covers index
+/// `through` (automatic backups): the main file then holds every change through it. The caller
+/// holds the lock every checkpoint takes (`SnapshotStats::recording`), so the file does not move
+/// under the copy.
+pub fn copy_recorded(db: &Path, dir: &Path, dest: &Path, through: u64) -> io::Result<()> {
+    if crate::store::position::checkpoint_in_progress(dir) {
+        return Err(io::Error::other("the last checkpoint did not finish"));
+    }
+    let recorded = crate::store::position::read_current(dir)?.and_then(|m| m.last_log_id).map(|l| l.index);
+    if recorded.is_none_or(|i| i < through) {
+        return Err(io::Error::other(format!("the recorded snapshot ({recorded:?}) does not cover {through}")));
+    }
+    std::fs::copy(db, dest)?;
+    Ok(())
+}
+
 /// Copy the database open on `src` into `dst` with SQLite's backup API.
 pub fn backup_from(src: &rusqlite::Connection, dst: &mut rusqlite::Connection) -> io::Result<()> {
     let e = |e: rusqlite::Error| io::Error::other(e.to_string());
@@ -293,6 +309,36 @@ pub fn verify_and_strip(path: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+    /// An automatic backup copies the main file only when the recorded snapshot holds every
+    /// change it must, and never while a checkpoint is half done.
+    #[test]
+    fn copy_recorded_copies_only_a_snapshot_that_covers_the_index() {
+        let d = tempfile::tempdir().unwrap();
+        let (db, dir, out) = (d.path().join("db.sqlite"), d.path().join("snapshots"), d.path().join("out.sqlite"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES(42);").unwrap();
+        let e = copy_recorded(&db, &dir, &out, 1).unwrap_err().to_string();
+        assert!(e.contains("(None) does not cover 1"), "{e}");
+        let applied = Some(openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 5));
+        let meta = crate::store::position::Meta {
+            last_log_id: applied,
+            last_membership: Default::default(),
+            snapshot_id: crate::store::position::snapshot_id(applied),
+        };
+        crate::store::position::checkpoint(&c, &dir, &meta).unwrap();
+        let e = copy_recorded(&db, &dir, &out, 6).unwrap_err().to_string();
+        assert!(e.contains("does not cover 6"), "{e}");
+        copy_recorded(&db, &dir, &out, 5).unwrap();
+        // The row was in the WAL; the checkpoint put it in the main file, and so in the copy.
+        let r = rusqlite::Connection::open(&out).unwrap();
+        assert_eq!(r.query_row("SELECT x FROM t", [], |r| r.get::<_, i64>(0)).unwrap(), 42);
+        std::fs::write(dir.join("checkpointing.json"), "{}").unwrap();
+        assert!(crate::store::position::checkpoint_in_progress(&dir));
+        let e = copy_recorded(&db, &dir, &out, 5).unwrap_err().to_string();
+        assert!(e.contains("did not finish"), "{e}");
+    }
 
     #[tokio::test]
     async fn lazy_copy_round_trips_and_corruption_is_caught() {

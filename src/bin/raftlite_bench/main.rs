@@ -17,6 +17,7 @@ mod cdc;
 mod cluster;
 mod load;
 mod report;
+mod s3_sink;
 mod scenarios;
 mod tls;
 mod workload;
