@@ -167,22 +167,8 @@ fn serve(conn: impl Read + Write, inner: &Inner) {
             }
             Err(_) => return,
         }
-        let mut length = 0usize;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-        }
+        let Some(headers) = read_headers(&mut reader) else { return };
+        let length = header(&headers, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0usize);
         let mut body = vec![0; length];
         if reader.read_exact(&mut body).is_err() || inner.down.load(Ordering::Relaxed) {
             return;
@@ -199,4 +185,28 @@ fn serve(conn: impl Read + Write, inner: &Inner) {
             return;
         }
     }
+}
+
+/// Read an HTTP/1.1 request's header lines, up to the blank line: (name, value) pairs. `None`
+/// when the connection ends first. Shared with the bench's S3 sink.
+pub fn read_headers(reader: &mut impl BufRead) -> Option<Vec<(String, String)>> {
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            return Some(headers);
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+}
+
+/// The value of header `name` (any case).
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }

@@ -11,6 +11,8 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use raftlite::harness::cdc_sink::{header, read_headers};
+
 pub struct S3Sink {
     pub endpoint: String,
     /// Bytes of request bodies received.
@@ -51,25 +53,12 @@ fn serve(conn: TcpStream, received: &AtomicU64) {
         }
         let mut words = line.split_whitespace();
         let (method, target) = (words.next().unwrap_or("").to_string(), words.next().unwrap_or("").to_string());
-        let mut length = 0u64;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                match k.trim().to_ascii_lowercase().as_str() {
-                    "content-length" => length = v.trim().parse().unwrap_or(0),
-                    // Chunked bodies are not spoken here.
-                    "transfer-encoding" => return,
-                    _ => {}
-                }
-            }
+        let Some(headers) = read_headers(&mut reader) else { return };
+        // Chunked bodies are not spoken here.
+        if header(&headers, "transfer-encoding").is_some() {
+            return;
         }
+        let length: u64 = header(&headers, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
         let mut left = length;
         while left > 0 {
             let want = body.len().min(left as usize);
