@@ -1,7 +1,7 @@
 //! The `Uploader` actor: automatic backups (`-auto-backup`, docs/API.md §16). Every `interval`,
-//! on the leader only, it uploads a consistent copy of the database (SQLite's backup API on a
-//! read-only connection: writes go on meanwhile), vacuumed with `vacuum`, and gzip-compressed on
-//! its way to the store unless `no_compress`. A tick with no change since this node's last upload
+//! on the leader only, it uploads a consistent copy of the database (the main file after a
+//! snapshot, `http::backup::copy_database`: writes go on meanwhile), vacuumed with `vacuum`, read
+//! at most at `max_mb_per_sec`, and gzip-compressed on its way to the store unless `no_compress`. A tick with no change since this node's last upload
 //! uploads nothing; the first tick after start or a leader change asks the store for the id of
 //! the backup it holds and skips when it is current. The id is the Raft index of the last change
 //! the database holds.

@@ -132,31 +132,38 @@ pub(crate) async fn backup(state: &AppState, p: &Params, fwd: &Fwd) -> Response 
 /// through SQLite's backup API instead, page by page: about three times the CPU, no checkpoint.
 pub(crate) async fn copy_database(state: &AppState, target: u64, out: &Path, vacuum: bool) -> Result<(), String> {
     let core = state.core.get().ok_or("store not open")?;
-    let dir = state.cfg.data_dir.join("snapshots");
     let (db, o) = (core.db_path.clone(), out.to_path_buf());
-    let copied = async {
-        snapshot_through(core, target).await?;
-        let _recording = core.snap_stats.recording.lock().await;
-        let (db, o) = (db.clone(), o.clone());
-        tokio::task::spawn_blocking(move || crate::store::snapshot_file::copy_recorded(&db, &dir, &o, target))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
-    };
-    let blocking = match copied.await {
-        Ok(()) if vacuum => Box::new(move || vacuum_copy(&o)) as Box<dyn FnOnce() -> Result<(), String> + Send>,
-        Ok(()) => return Ok(()),
+    match copy_at_snapshot(state, core, target, out).await {
+        Ok(()) if !vacuum => Ok(()),
+        Ok(()) => tokio::task::spawn_blocking(move || vacuum_copy(&o)).await.map_err(|e| e.to_string())?,
         Err(e) => {
             let _ = std::fs::remove_file(&o);
             tracing::info!(error = %e, "backup: no snapshot to copy; copying through SQLite's backup API");
-            Box::new(move || {
+            tokio::task::spawn_blocking(move || {
                 let c = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
                     .map_err(|e| e.to_string())?;
                 make_backup(&c, &o, "binary", None, vacuum)
             })
+            .await
+            .map_err(|e| e.to_string())?
         }
-    };
-    tokio::task::spawn_blocking(blocking).await.map_err(|e| e.to_string())?
+    }
+}
+
+/// A snapshot through `target`, then a plain copy of the main file, which holds exactly it.
+async fn copy_at_snapshot(
+    state: &AppState,
+    core: &crate::http::state::Core,
+    target: u64,
+    out: &Path,
+) -> Result<(), String> {
+    snapshot_through(core, target).await?;
+    let _recording = core.snap_stats.recording.lock().await;
+    let (db, dir, o) = (core.db_path.clone(), state.cfg.data_dir.join("snapshots"), out.to_path_buf());
+    tokio::task::spawn_blocking(move || crate::store::snapshot_file::copy_recorded(&db, &dir, &o, target))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 /// `VACUUM` a copy that is read once and removed (so without journal or fsync).

@@ -67,10 +67,8 @@ impl SnapshotFile {
                     return Ok(f);
                 }
                 if held.is_some() {
-                    if crate::store::position::checkpoint_in_progress(&dir) {
-                        return Err(io::Error::other("the last checkpoint did not finish; ask again"));
-                    }
-                    let current = crate::store::position::read_current(&dir)?.map(|m| m.snapshot_id);
+                    let at_rest = recorded_at_rest(&dir).map_err(|e| io::Error::other(format!("{e}; ask again")))?;
+                    let current = at_rest.map(|m| m.snapshot_id);
                     if current.as_deref() != Some(key.as_str()) {
                         return Err(io::Error::other(format!(
                             "snapshot {key} is no longer the recorded one ({current:?}); ask again"
@@ -231,15 +229,22 @@ pub fn make_copy(db: &Path, dir: &Path, dest: &Path) -> io::Result<std::fs::File
 /// holds the lock every checkpoint takes (`SnapshotStats::recording`), so the file does not move
 /// under the copy.
 pub fn copy_recorded(db: &Path, dir: &Path, dest: &Path, through: u64) -> io::Result<()> {
-    if crate::store::position::checkpoint_in_progress(dir) {
-        return Err(io::Error::other("the last checkpoint did not finish"));
-    }
-    let recorded = crate::store::position::read_current(dir)?.and_then(|m| m.last_log_id).map(|l| l.index);
+    let recorded = recorded_at_rest(dir)?.and_then(|m| m.last_log_id).map(|l| l.index);
     if recorded.is_none_or(|i| i < through) {
         return Err(io::Error::other(format!("the recorded snapshot ({recorded:?}) does not cover {through}")));
     }
     std::fs::copy(db, dest)?;
     Ok(())
+}
+
+/// The position the main file is recorded at; an error while a checkpoint is half done (the
+/// main file then matches no recorded position). Copies of the main file check it under the
+/// checkpoint lock.
+fn recorded_at_rest(dir: &Path) -> io::Result<Option<crate::store::position::Meta>> {
+    if crate::store::position::checkpoint_in_progress(dir) {
+        return Err(io::Error::other("the last checkpoint did not finish"));
+    }
+    crate::store::position::read_current(dir)
 }
 
 /// Copy the database open on `src` into `dst` with SQLite's backup API.
