@@ -72,6 +72,10 @@ fn describe() {
         "raftlite_cdc_events_dropped_total",
         "CDC: events dropped because the queue reached max_queue_bytes (the oldest go first)"
     );
+    describe_counter!(
+        "raftlite_cdc_groups_from_snapshots_total",
+        "CDC: undelivered groups this node queued from the snapshots it installed"
+    );
     describe_counter!("raftlite_cdc_batches_total", "CDC: batches POSTed by this node, by result (ok, failed)");
     describe_counter!("raftlite_cdc_events_sent_total", "CDC: events delivered by this node");
     describe_counter!(

@@ -472,6 +472,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         snap_dir,
         snap_stats: snap_stats.clone(),
         compress_snapshots: cfg.compress_snap_transport,
+        cdc: cdc.clone(),
     };
     let raft = SharedRaft::new(parts.build().await.map_err(StartError::Raft)?);
 

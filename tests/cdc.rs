@@ -1,9 +1,9 @@
 //! Change data capture (`-cdc-config`) end to end: real nodes, a real HTTP endpoint (the test
 //! sink in `raftlite::harness::cdc_sink`), and the stdout sink. Every committed change arrives at
 //! least once and in index order; nothing rolled back ever arrives; the endpoint going away, a
-//! node restarted with events still queued, the leader killed mid-stream, and a follower left
-//! behind while snapshots are taken lose nothing; a full queue drops the oldest events and says
-//! so.
+//! node restarted with events still queued, the leader killed mid-stream, a follower left
+//! behind while snapshots are taken, and a node that joined from a snapshot and then leads lose
+//! nothing; a full queue drops the oldest events and says so.
 
 mod common;
 
@@ -371,6 +371,83 @@ fn a_follower_left_behind_catches_up_from_the_log_and_captures_every_change() {
         assert_eq!(c.node(&leader).execute(json!([["INSERT INTO t (v) VALUES (?)", format!("r-{i}")]])).status, 200);
     }
     wait_for("the log purged after delivery", WAIT, || (raft(c.node(&leader), "purged_index") > before).then_some(()));
+}
+
+#[test]
+fn a_node_that_joins_from_a_snapshot_gets_the_undelivered_changes_and_sends_them_when_it_leads() {
+    // A node that starts from a snapshot never applies the entries it covers, so it captures none
+    // of their changes: the snapshot carries the ones still undelivered. Here the only node that
+    // can lead after the old leader dies is one that joined from a snapshot while the endpoint was
+    // down; every change must still arrive.
+    let sink = CdcSink::start("127.0.0.1").expect("sink");
+    let cfg_dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(cfg_dir.path(), "cdc.json", fast(&sink.url()));
+    let mut c = Cluster::start(3, &["-cdc-config", &cfg, "-raft-snap", "16", "-raft-snap-int", "100ms"]);
+    let leader = c.wait_leader().id.clone();
+    let leader_raft = c.node(&leader).raft.clone();
+    assert_eq!(c.node(&leader).execute(json!(["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"])).status, 200);
+    let raft = |n: &Node, key: &str| n.status()["store"]["raft"][key].as_u64().unwrap_or(0);
+    let insert = |c: &Cluster, v: &str| {
+        assert_eq!(c.node(&leader).execute(json!([["INSERT INTO t (v) VALUES (?)", v]])).status, 200);
+    };
+
+    // Delivered, so the log is purged behind it: a node that needs its start gets a snapshot.
+    let mut all = BTreeSet::new();
+    for i in 0..30 {
+        let v = format!("d-{i}");
+        insert(&c, &v);
+        all.insert(v);
+    }
+    wait_inserted(&sink, &all);
+    wait_for("the log purged behind deliveries", WAIT, || (raft(c.node(&leader), "purged_index") > 0).then_some(()));
+
+    // The joiner is never node 1 (which bootstraps when its data is gone); the other follower
+    // goes down now, so its log stays behind and it cannot win an election later.
+    let followers: Vec<String> = c.nodes.iter().filter(|n| n.id != leader).map(|n| n.id.clone()).collect();
+    let joiner = followers.iter().find(|id| *id != "1").expect("a follower other than node 1").clone();
+    let other = followers.iter().find(|id| **id != joiner).expect("another follower").clone();
+    c.node_mut(&other).kill();
+
+    // Undelivered changes, then a snapshot that covers them all.
+    sink.set_status(503);
+    for i in 0..40 {
+        let v = format!("u-{i}");
+        insert(&c, &v);
+        all.insert(v);
+    }
+    let last = raft(c.node(&leader), "applied_index");
+    wait_for("a snapshot covering the undelivered writes", WAIT, || {
+        let _ = c.node(&leader).post("/snapshot", "application/json", "");
+        (raft(c.node(&leader), "last_snapshot_index") >= last).then_some(())
+    });
+
+    // The joiner loses its data and joins again, through the leader: it gets the snapshot.
+    c.node_mut(&joiner).kill();
+    std::fs::remove_dir_all(&c.node(&joiner).dir).expect("wipe the joiner");
+    {
+        let j = c.node_mut(&joiner);
+        if let Some(at) = j.extra.iter().position(|a| a == "-join") {
+            j.extra[at + 1] = leader_raft.clone();
+        }
+        j.spawn();
+    }
+    c.node(&joiner).wait_ready();
+    let log = |id: &str| std::fs::read_to_string(&c.node(id).log).unwrap_or_default();
+    wait_for("the joiner installed a snapshot with the changes it covers", WAIT, || {
+        log(&joiner).contains("queued the undelivered changes it carried").then_some(())
+    });
+    let queue = cdc(c.node(&joiner))["queue"].clone();
+    let (depth, shipped) = (queue["depth"].as_u64().unwrap_or(0), queue["groups_from_snapshots"].as_u64().unwrap_or(0));
+    assert!(depth >= 40 && shipped >= 40, "the joiner queued {depth} groups, {shipped} from the snapshot");
+    assert!(c.node(&joiner).metric("raftlite_cdc_groups_from_snapshots_total") >= 40.0);
+
+    // The old leader goes; the other follower comes back behind, so only the joiner can lead.
+    c.node_mut(&leader).kill();
+    c.node_mut(&other).spawn();
+    wait_for("the joiner to lead", WAIT, || c.leader().filter(|l| l.id == joiner).map(|_| ()));
+    sink.set_status(200);
+    wait_inserted(&sink, &all);
+    assert_in_order(&sink);
 }
 
 #[test]

@@ -39,7 +39,7 @@ impl StoreBuilder<TypeConfig, LogAdapter, SmAdapter, TempDir> for Builder {
         let applier = Supervisor::start_in_arbiter(&arb, move |_| {
             Applier::new(p, snaps, Default::default(), Arc::new(ApplierStats::default()), None, None)
         });
-        let sm = SmAdapter::new(applier, None, db_path, dir.path().join("snapshots"), Default::default())
+        let sm = SmAdapter::new(applier, None, db_path, dir.path().join("snapshots"), Default::default(), None)
             .expect("snapshot dir");
         Ok((dir, LogAdapter::new(log), sm))
     }

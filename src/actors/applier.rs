@@ -178,12 +178,14 @@ pub const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_milli
 
 /// Replace the database with a verified file (in the data directory; consumed) and reopen. The
 /// file holds the state at `at` (a snapshot install), or at the current position when `None`
-/// (`/boot`).
+/// (`/boot`). `cdc_section`: the CDC changes a snapshot carried (`cdc::queue::Queue::export`;
+/// consumed), queued here before the file is swapped in.
 #[derive(Message)]
 #[rtype(result = "Result<(), Fault>")]
 pub struct ReplaceDb {
     pub path: PathBuf,
     pub at: Option<Meta>,
+    pub cdc_section: Option<PathBuf>,
 }
 
 impl Handler<Apply> for Applier {
@@ -245,19 +247,38 @@ impl Handler<ReplaceDb> for Applier {
         // Close the writer before the file under it changes.
         self.conn = None;
         let (path, dir) = (&self.path, &self.snap_dir);
-        // The queue learns first (durably) that nothing below the new position is to be captured
-        // here: after a crash it must not look behind the installed file.
+        // The queue learns first (durably) what the snapshot carried of the changes it covers and
+        // that nothing below the new position is to be captured here: after a crash it must not
+        // look behind the installed file.
         if let Some(cdc) = &self.cdc {
             let to = meta.last_log_id.map_or(0, |l| l.index);
+            let imported = match &msg.cdc_section {
+                Some(p) => import_section(&cdc.queue, p).map(Some),
+                None => Ok(None),
+            };
+            let imported = guard(ctx, ACTOR, |_| {
+                imported.map_err(|e| Fault::Storage { actor: ACTOR, msg: format!("CDC section of a snapshot: {e}") })
+            })?;
             if snapshot {
-                tracing::warn!(
-                    from = ?self.at.log_id.map(|l| l.index),
-                    to,
-                    "CDC: installing a snapshot; the changes of the entries it covers are not captured on this node"
-                );
+                match imported {
+                    Some(groups) => tracing::info!(
+                        from = ?self.at.log_id.map(|l| l.index),
+                        to,
+                        groups,
+                        "CDC: installing a snapshot; queued the undelivered changes it carried"
+                    ),
+                    None => tracing::warn!(
+                        from = ?self.at.log_id.map(|l| l.index),
+                        to,
+                        "CDC: installing a snapshot that carried no changes (its sender had CDC off); the changes of the entries it covers are not captured on this node"
+                    ),
+                }
             }
             let marked = cdc.queue.captured_to(to).and_then(|()| cdc.queue.sync());
             guard(ctx, ACTOR, |_| marked.map_err(|e| Fault::Storage { actor: ACTOR, msg: e.to_string() }))?;
+        }
+        if let Some(p) = &msg.cdc_section {
+            let _ = std::fs::remove_file(p);
         }
         let swapped = guard(ctx, ACTOR, |_| {
             position::replace(&msg.path, path, dir, &meta)
@@ -278,6 +299,13 @@ impl Handler<ReplaceDb> for Applier {
         }
         Ok(())
     }
+}
+
+/// Queue the groups of a snapshot's CDC section file: how many.
+fn import_section(queue: &crate::cdc::queue::Queue, path: &std::path::Path) -> std::io::Result<u64> {
+    let f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    queue.import(&mut std::io::BufReader::new(f), len)
 }
 
 /// Where the database stands once `entries` are applied on top of `at`.

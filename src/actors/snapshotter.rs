@@ -260,7 +260,7 @@ async fn adopt(
     let prepared =
         tokio::task::spawn_blocking(move || dump::prepare_image(&p, 4096)).await.unwrap_or_else(|e| Err(e.to_string()));
     prepared.map_err(AdoptError::Invalid)?;
-    let replaced = applier.send(ReplaceDb { path, at: None }).await;
+    let replaced = applier.send(ReplaceDb { path, at: None, cdc_section: None }).await;
     // Even after a failure: the file may have been swapped in.
     readers.reopen().await;
     match replaced {

@@ -102,6 +102,7 @@ impl Cdc {
                 "events_captured": r(&q.events_captured),
                 "groups_dropped": r(&q.groups_dropped),
                 "events_dropped": r(&q.events_dropped),
+                "groups_from_snapshots": r(&q.groups_from_snapshots),
             },
             "high_water_mark": r(&q.high_water_mark),
             "delivered_index": r(&q.delivered_index),

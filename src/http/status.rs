@@ -377,6 +377,7 @@ pub async fn metrics(state: &AppState) -> Response {
         gauge!("raftlite_cdc_delivered_index").set(r(&q.delivered_index) as f64);
         counter!("raftlite_cdc_events_captured_total").absolute(r(&q.events_captured));
         counter!("raftlite_cdc_events_dropped_total").absolute(r(&q.events_dropped));
+        counter!("raftlite_cdc_groups_from_snapshots_total").absolute(r(&q.groups_from_snapshots));
     }
     match crate::metrics::render() {
         Some(text) => {

@@ -29,6 +29,8 @@ pub struct RaftParts {
     pub snap_stats: Arc<SnapshotStats>,
     /// `-compress-snap-transport`.
     pub compress_snapshots: bool,
+    /// `-cdc-config`: snapshots carry undelivered changes.
+    pub cdc: Option<Arc<crate::cdc::Cdc>>,
 }
 
 impl RaftParts {
@@ -45,6 +47,7 @@ impl RaftParts {
             self.db_path.clone(),
             self.snap_dir.clone(),
             self.snap_stats.clone(),
+            self.cdc.clone(),
         )
         .map_err(|e| format!("{}: {e}", self.snap_dir.display()))?;
         Raft::new(

@@ -8,6 +8,8 @@
 //! - Bytes are made only when a follower needs them: `get_current_snapshot` hands openraft a
 //!   [`SnapshotFile::lazy`] copy of the main file, made on first read under the checkpoint lock,
 //!   with a checksum trailer. It holds exactly the recorded position.
+//! - With CDC on, the copy carries this node's undelivered changes through the snapshot's index
+//!   (`cdc::queue::Queue::export`), which the installing node queues (docs/DESIGN.md §9b).
 //! - Installing verifies the trailer, then the applier swaps the file in at the snapshot's
 //!   position.
 
@@ -25,7 +27,7 @@ use crate::actors::applier::{AppliedState, Applier, Apply, Compact, ReplaceDb};
 use crate::actors::readers::Readers;
 use crate::store::command::Response;
 use crate::store::position::read_current;
-use crate::store::snapshot_file::{remove_copies, verify_and_strip, SnapshotFile};
+use crate::store::snapshot_file::{remove_copies, verify_and_strip, Section, SnapshotFile};
 
 /// Snapshot counters, shown in `/status`.
 #[derive(Default, Debug)]
@@ -63,6 +65,7 @@ pub struct SmAdapter {
     db_path: PathBuf,
     snap_dir: PathBuf,
     stats: Arc<SnapshotStats>,
+    cdc: Option<Arc<crate::cdc::Cdc>>,
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
@@ -86,6 +89,7 @@ impl SmAdapter {
         db_path: PathBuf,
         snap_dir: PathBuf,
         stats: Arc<SnapshotStats>,
+        cdc: Option<Arc<crate::cdc::Cdc>>,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&snap_dir)?;
         for e in std::fs::read_dir(&snap_dir)? {
@@ -95,7 +99,7 @@ impl SmAdapter {
             }
         }
         remove_copies(&snap_dir, None);
-        Ok(SmAdapter { applier, readers, db_path, snap_dir, stats })
+        Ok(SmAdapter { applier, readers, db_path, snap_dir, stats, cdc })
     }
 
     async fn install(
@@ -126,14 +130,17 @@ impl SmAdapter {
         let _recording = stats.recording.lock().await;
         let p = path.clone();
         let checked = tokio::task::spawn_blocking(move || verify_and_strip(&p)).await.map_err(snap_err)?;
-        if let Err(e) = checked {
-            self.stats.num_restores_failed.fetch_add(1, Ordering::Relaxed);
-            let _ = std::fs::remove_file(&path);
-            tracing::error!(snapshot = %meta.snapshot_id, error = %e, "snapshot rejected");
-            return Err(snap_err(e));
-        }
+        let cdc_section = match checked {
+            Ok(section) => section,
+            Err(e) => {
+                self.stats.num_restores_failed.fetch_add(1, Ordering::Relaxed);
+                let _ = std::fs::remove_file(&path);
+                tracing::error!(snapshot = %meta.snapshot_id, error = %e, "snapshot rejected");
+                return Err(snap_err(e));
+            }
+        };
         // The file is the leader's main file at exactly `meta`'s position.
-        let replace = ReplaceDb { path, at: Some(meta.clone()) };
+        let replace = ReplaceDb { path, at: Some(meta.clone()), cdc_section };
         let replaced = self.applier.send(replace).await;
         drop(_recording);
         // Even after a failure: the file may have been swapped in.
@@ -154,7 +161,14 @@ impl SmAdapter {
     fn lazy_copy(&self, key: &str) -> Box<SnapshotFile> {
         let made = Some(self.stats.num_snapshot_copies.clone());
         let lock = Some(self.stats.recording.clone());
-        Box::new(SnapshotFile::lazy(self.db_path.clone(), self.snap_dir.clone(), key.to_string(), made, lock))
+        let section = self.cdc.clone().map(|cdc| -> Section {
+            Arc::new(move |through, out: &mut dyn std::io::Write| {
+                let groups = cdc.queue.export(through, out)?;
+                tracing::info!(through, groups, "CDC: a snapshot copy carries the undelivered changes it covers");
+                Ok(())
+            })
+        });
+        Box::new(SnapshotFile::lazy(self.db_path.clone(), self.snap_dir.clone(), key.to_string(), made, lock, section))
     }
 }
 

@@ -5,8 +5,13 @@
 //! [`SnapshotFile::lazy`] starts as a recipe and, on its first read or seek, copies the main file
 //! while holding the lock that checkpoints take (writes go on into the WAL meanwhile) and appends
 //! a trailer (`RLSN`, CRC32 of the copy, its length). The receiver writes the stream to a temp file
-//! ([`SnapshotFile::ready`]) and [`verify_and_strip`] checks and removes the trailer before the
+//! ([`SnapshotFile::receiving`]) and [`verify_and_strip`] checks and removes the trailer before the
 //! copy is installed (invariant 5: checked bytes).
+//!
+//! A snapshot may carry a section after the database: the sender's CDC changes that the snapshot
+//! covers and the endpoint has not acknowledged (docs/DESIGN.md §9b), written by a [`Section`].
+//! Such a stream is `[database][section][section length: u64 LE]` and its trailer says `RLSC`
+//! instead of `RLSN`; the CRC32 and length in the trailer cover everything before it.
 
 use std::future::Future;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -17,7 +22,14 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 
 const MAGIC: &[u8; 4] = b"RLSN";
+/// The trailer's magic when a section follows the database.
+const MAGIC_WITH_SECTION: &[u8; 4] = b"RLSC";
 const TRAILER: u64 = 16;
+
+/// Writes what a snapshot carries besides the database, given the last log index the snapshot
+/// covers (`u64::MAX` when not known). It must write only what is still true of that
+/// snapshot whenever the copy is read again (a copy is kept and reused for retries).
+pub type Section = std::sync::Arc<dyn Fn(u64, &mut dyn Write) -> io::Result<()> + Send + Sync>;
 
 type Making = Pin<Box<dyn Future<Output = io::Result<tokio::fs::File>> + Send>>;
 
@@ -49,12 +61,14 @@ impl SnapshotFile {
     /// that an interrupted or retried send of the same snapshot reuses it; `made` counts the
     /// copies made. With `checkpoints` (the lock every checkpoint holds), the copy is made under it
     /// and only while `key` is still the recorded snapshot, so the bytes are that snapshot's.
+    /// `section`, if any, is written after the database (see the module comment).
     pub fn lazy(
         db: PathBuf,
         dir: PathBuf,
         key: String,
         made: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
         checkpoints: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+        section: Option<Section>,
     ) -> Self {
         let fut = async move {
             let held = match checkpoints {
@@ -66,8 +80,10 @@ impl SnapshotFile {
                 if let Ok(f) = std::fs::File::open(&path) {
                     return Ok(f);
                 }
+                let mut through = u64::MAX;
                 if held.is_some() {
                     let at_rest = recorded_at_rest(&dir).map_err(|e| io::Error::other(format!("{e}; ask again")))?;
+                    through = at_rest.as_ref().and_then(|m| m.last_log_id).map_or(0, |l| l.index);
                     let current = at_rest.map(|m| m.snapshot_id);
                     if current.as_deref() != Some(key.as_str()) {
                         return Err(io::Error::other(format!(
@@ -75,7 +91,7 @@ impl SnapshotFile {
                         )));
                     }
                 }
-                let f = make_copy(&db, &dir, &path)?;
+                let f = make_copy(&db, &dir, &path, section.as_ref().map(|s| (s, through)))?;
                 drop(held);
                 if let Some(m) = made {
                     m.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -201,16 +217,29 @@ pub fn remove_copies(dir: &Path, keep: Option<&str>) {
 }
 
 /// Copy `db`'s main file to `dest` (via a temp file in `dir`; no checkpoint may run meanwhile),
-/// add the trailer, and return it opened for reading at offset 0.
-pub fn make_copy(db: &Path, dir: &Path, dest: &Path) -> io::Result<std::fs::File> {
+/// add the section written by `section` for the index it is given, then the trailer, and return
+/// the copy opened for reading at offset 0.
+pub fn make_copy(db: &Path, dir: &Path, dest: &Path, section: Option<(&Section, u64)>) -> io::Result<std::fs::File> {
     let started = std::time::Instant::now();
     let tmp = dir.join(format!("send-{}.tmp", rand::random::<u64>()));
     let r = (|| {
-        std::fs::copy(db, &tmp)?;
+        let db_len = std::fs::copy(db, &tmp)?;
         let mut f = std::fs::OpenOptions::new().read(true).append(true).open(&tmp)?;
+        let magic = match section {
+            None => MAGIC,
+            Some((write, through)) => {
+                let mut out = io::BufWriter::new(&f);
+                write(through, &mut out)?;
+                out.flush()?;
+                drop(out);
+                let section_len = f.metadata()?.len() - db_len;
+                f.write_all(&section_len.to_le_bytes())?;
+                MAGIC_WITH_SECTION
+            }
+        };
         let (crc, len) = crc_of(&mut f, None)?;
         let mut trailer = Vec::with_capacity(TRAILER as usize);
-        trailer.extend_from_slice(MAGIC);
+        trailer.extend_from_slice(magic);
         trailer.extend_from_slice(&crc.to_le_bytes());
         trailer.extend_from_slice(&len.to_le_bytes());
         f.write_all(&trailer)?;
@@ -280,8 +309,9 @@ fn crc_of(f: &mut std::fs::File, limit: Option<u64>) -> io::Result<(u32, u64)> {
     Ok((h.finalize(), total))
 }
 
-/// Check a received snapshot's trailer and cut it off, leaving a plain SQLite file.
-pub fn verify_and_strip(path: &Path) -> io::Result<()> {
+/// Check a received snapshot's trailer and cut it off, leaving a plain SQLite file. A section that
+/// followed the database is moved to a file of its own beside it, whose path is returned.
+pub fn verify_and_strip(path: &Path) -> io::Result<Option<PathBuf>> {
     let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
     let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
     let size = f.metadata()?.len();
@@ -291,7 +321,8 @@ pub fn verify_and_strip(path: &Path) -> io::Result<()> {
     f.seek(SeekFrom::Start(size - TRAILER))?;
     let mut t = [0u8; TRAILER as usize];
     f.read_exact(&mut t)?;
-    if &t[0..4] != MAGIC {
+    let with_section = &t[0..4] == MAGIC_WITH_SECTION;
+    if &t[0..4] != MAGIC && !with_section {
         return Err(bad("snapshot trailer missing (not a raftlite snapshot)".into()));
     }
     let want_crc = u32::from_le_bytes([t[4], t[5], t[6], t[7]]);
@@ -305,9 +336,31 @@ pub fn verify_and_strip(path: &Path) -> io::Result<()> {
     if crc != want_crc || n != len {
         return Err(bad(format!("snapshot fails its checksum (crc {crc:08x}, expected {want_crc:08x})")));
     }
-    f.set_len(len)?;
+    let mut db_len = len;
+    let mut section = None;
+    if with_section {
+        let mut n = [0u8; 8];
+        f.seek(SeekFrom::Start(len.checked_sub(8).ok_or_else(|| bad("snapshot section length missing".into()))?))?;
+        f.read_exact(&mut n)?;
+        let section_len = u64::from_le_bytes(n);
+        db_len = (len - 8)
+            .checked_sub(section_len)
+            .ok_or_else(|| bad(format!("snapshot section of {section_len} bytes is longer than the snapshot")))?;
+        let out = section_path(path);
+        f.seek(SeekFrom::Start(db_len))?;
+        let mut w = std::fs::File::create(&out)?;
+        io::copy(&mut (&mut f).take(section_len), &mut w)?;
+        section = Some(out);
+    }
+    f.set_len(db_len)?;
     f.sync_all()?;
-    Ok(())
+    Ok(section)
+}
+
+/// Where [`verify_and_strip`] puts the section of the received snapshot at `path`.
+/// (A `.tmp` file, so a crash's leftover is removed at the next start.)
+fn section_path(path: &Path) -> PathBuf {
+    path.with_extension("section.tmp")
 }
 
 #[cfg(test)]
@@ -352,7 +405,7 @@ mod tests {
         let c = rusqlite::Connection::open(&db).unwrap();
         c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES(42);").unwrap();
         c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
-        let mut s = SnapshotFile::lazy(db.clone(), dir.path().to_path_buf(), "k".into(), None, None);
+        let mut s = SnapshotFile::lazy(db.clone(), dir.path().to_path_buf(), "k".into(), None, None, None);
         s.seek(SeekFrom::Start(0)).await.unwrap();
         let mut bytes = Vec::new();
         s.read_to_end(&mut bytes).await.unwrap();
@@ -368,7 +421,7 @@ mod tests {
 
         let good = dir.path().join("good.db");
         std::fs::write(&good, &bytes).unwrap();
-        verify_and_strip(&good).unwrap();
+        assert_eq!(verify_and_strip(&good).unwrap(), None);
         let r = rusqlite::Connection::open(&good).unwrap();
         assert_eq!(r.query_row("SELECT x FROM t", [], |r| r.get::<_, i64>(0)).unwrap(), 42);
 
@@ -379,5 +432,43 @@ mod tests {
         assert!(verify_and_strip(&badp).unwrap_err().to_string().contains("checksum"));
         std::fs::write(&badp, &bytes[..bytes.len() - 3]).unwrap();
         assert!(verify_and_strip(&badp).is_err());
+    }
+
+    /// A section rides after the database, covered by the checksum, and comes out as a file of
+    /// its own; the writer learns the index the recorded snapshot covers.
+    #[tokio::test]
+    async fn a_section_travels_with_the_snapshot() {
+        let d = tempfile::tempdir().unwrap();
+        let (db, dir) = (d.path().join("db.sqlite"), d.path().join("snapshots"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES(7);").unwrap();
+        let applied = Some(openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 9));
+        let meta = crate::store::position::Meta {
+            last_log_id: applied,
+            last_membership: Default::default(),
+            snapshot_id: crate::store::position::snapshot_id(applied),
+        };
+        crate::store::position::checkpoint(&c, &dir, &meta).unwrap();
+        let section: Section = std::sync::Arc::new(|through, w| write!(w, "changes through {through}"));
+        let lock = Some(std::sync::Arc::new(tokio::sync::Mutex::new(())));
+        let mut s = SnapshotFile::lazy(db.clone(), dir.clone(), meta.snapshot_id.clone(), None, lock, Some(section));
+        let mut bytes = Vec::new();
+        s.read_to_end(&mut bytes).await.unwrap();
+        assert_eq!(&bytes[bytes.len() - 16..bytes.len() - 12], b"RLSC");
+
+        let got = d.path().join("incoming-1.tmp");
+        std::fs::write(&got, &bytes).unwrap();
+        let side = verify_and_strip(&got).unwrap().expect("a section");
+        assert_eq!(side, d.path().join("incoming-1.section.tmp"));
+        assert_eq!(std::fs::read_to_string(&side).unwrap(), "changes through 9");
+        let r = rusqlite::Connection::open(&got).unwrap();
+        assert_eq!(r.query_row("SELECT x FROM t", [], |r| r.get::<_, i64>(0)).unwrap(), 7);
+
+        // A flipped byte in the section fails the checksum like one in the database.
+        let mut corrupt = bytes.clone();
+        corrupt[bytes.len() - 30] ^= 0xff;
+        std::fs::write(&got, &corrupt).unwrap();
+        assert!(verify_and_strip(&got).unwrap_err().to_string().contains("checksum"));
     }
 }
