@@ -139,6 +139,16 @@ fn describe() {
     describe_gauge!("raftlite_log_size_bytes", Unit::Bytes, "Size of the Raft log file and its WAL");
     describe_histogram!("raftlite_apply_batch_entries", "Log entries applied per SQLite transaction");
     describe_histogram!("raftlite_apply_seconds", Unit::Seconds, "Time to apply one batch of entries");
+    describe_histogram!(
+        "raftlite_replication_rpc_seconds",
+        Unit::Seconds,
+        "Leader: round trip of an AppendEntries call that carries entries, as the leader sees it"
+    );
+    describe_histogram!(
+        "raftlite_follower_append_seconds",
+        Unit::Seconds,
+        "Follower: an AppendEntries call that carries entries, from its decoded body to the encoded answer (the log fsync included)"
+    );
     describe_counter!("raftlite_applied_entries_total", "Log entries applied since start");
     describe_counter!("raftlite_snapshots_total", "Snapshots (compactions) recorded");
     describe_counter!(

@@ -74,9 +74,20 @@ fn counters_move_with_writes_reads_failover_and_snapshots() {
     assert!(after["raftlite_internode_bytes_out_total"] > before["raftlite_internode_bytes_out_total"]);
     assert!(after.keys().any(|k| k.starts_with("raftlite_raft_replication_lag_entries,follower=")));
     assert!(after["raftlite_sqlite_db_size_bytes"] > 0.0);
-    // A follower forwards: counted on the follower.
+    // Replication latency, each side (a histogram's value here is its count). Each write is
+    // proposed after the previous one committed, so each needed a call of its own to commit.
+    let count = |m: &HashMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+    let rpcs = "raftlite_replication_rpc_seconds";
+    assert!(
+        count(&after, rpcs) >= count(&before, rpcs) + 21.0,
+        "{} after {}",
+        count(&after, rpcs),
+        count(&before, rpcs)
+    );
     let f = c.follower().id.clone();
     let fb = scrape(c.node(&f));
+    assert!(count(&fb, "raftlite_follower_append_seconds") >= 1.0);
+    // A follower forwards: counted on the follower.
     c.node(&f).execute(json!(["INSERT INTO t VALUES(100)"]));
     assert_eq!(scrape(c.node(&f))["raftlite_http_forwarded_total"] - fb["raftlite_http_forwarded_total"], 1.0);
     // A snapshot.

@@ -129,15 +129,21 @@ async fn handle<B: Buf + Send>(
     let r: Result<Response, Response> = async {
         Ok(match path.as_str() {
             "/raft/append" => {
+                let started = std::time::Instant::now();
                 let req: openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig> = decode(&body)?;
                 if let Some(c) = req.leader_commit {
                     state.note_leader_commit(c.index);
                 }
+                let carries_entries = !req.entries.is_empty();
                 let resp = raft.append_entries(req).await;
                 if resp.is_ok() {
                     state.note_leader_contact();
                 }
-                encoded(&resp)
+                let out = encoded(&resp);
+                if carries_entries {
+                    metrics::histogram!("raftlite_follower_append_seconds").record(started.elapsed().as_secs_f64());
+                }
+                out
             }
             "/raft/vote" => encoded(&raft.vote(decode(&body)?).await),
             "/raft/prevote" => {

@@ -242,6 +242,53 @@ pub fn group_commit(url: &str) -> Option<(f64, f64, f64)> {
     ))
 }
 
+/// The `_sum` and `_count` of the histograms a write's time is split by, on one node.
+pub struct Split(Vec<(f64, f64)>);
+
+/// In the order `Split` holds them.
+const SPLIT: [&str; 4] = [
+    "raftlite_log_fsync_seconds",
+    "raftlite_apply_seconds",
+    "raftlite_replication_rpc_seconds",
+    "raftlite_follower_append_seconds",
+];
+
+/// A sample of `url`'s split (families it has not recorded yet count as zero).
+pub fn split(url: &str) -> Option<Split> {
+    let (_, text) = fetch("GET", &format!("{url}/metrics"), "")?;
+    let v = |f: &str| scrape_value(&text, f).unwrap_or(0.0);
+    Some(Split(SPLIT.iter().map(|f| (v(&format!("{f}_sum")), v(&format!("{f}_count")))).collect()))
+}
+
+impl Split {
+    /// Mean milliseconds of each family between `before` and `self`.
+    fn means_since(&self, before: &Split) -> Vec<f64> {
+        self.0
+            .iter()
+            .zip(&before.0)
+            .map(|((s, c), (s0, c0))| if c > c0 { (s - s0) / (c - c0) * 1e3 } else { 0.0 })
+            .collect()
+    }
+}
+
+/// Where a write's time went over a run, from the leader's and one follower's histograms
+/// (means: the metrics' buckets are too coarse for medians below a millisecond).
+pub fn print_split(mean_ms: f64, leader: (&Split, &Split), follower: Option<(&Split, &Split)>) {
+    let l = leader.1.means_since(leader.0);
+    let mut line = format!(
+        "    where a write's time goes (means over the run): client {mean_ms:.2} ms; leader log fsync {:.2}, apply {:.2}",
+        l[0], l[1]
+    );
+    if let Some((b, a)) = follower {
+        let f = a.means_since(b);
+        line += &format!(
+            ", replication round trip {:.2} (the follower's handling {:.2}, its log fsync {:.2})",
+            l[2], f[3], f[0]
+        );
+    }
+    println!("{line}");
+}
+
 /// One sample of a node's `/metrics`: the values of a few families.
 pub fn scrape_value(text: &str, family: &str) -> Option<f64> {
     text.lines()

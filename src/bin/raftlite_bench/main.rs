@@ -180,6 +180,8 @@ pub fn main() {
                 // Unmeasured warm-up (connections, caches, the page cache of a fresh database).
                 let _ = bench_http(&servers[l].url, c, warmup(args.duration), w);
                 let before = group_commit(&servers[l].url);
+                let follower = (0..servers.len()).find(|&i| i != l);
+                let split_before = (split(&servers[l].url), follower.and_then(|f| split(&servers[f].url)));
                 let mut r = bench_http(&servers[l].url, c, args.duration, w);
                 r.name = format!("raftlite {n} node{}", if n == 1 { "" } else { "s" });
                 print(&r, &w.name());
@@ -191,6 +193,13 @@ pub fn main() {
                             requests / proposals,
                             appends / r.secs
                         );
+                    }
+                }
+                if w == Workload::Insert {
+                    if let (Some(lb), Some(la)) = (&split_before.0, split(&servers[l].url)) {
+                        let fa = follower.and_then(|f| split(&servers[f].url));
+                        let f = split_before.1.as_ref().zip(fa.as_ref());
+                        print_split(r.hist.mean() / 1e3, (lb, &la), f);
                     }
                 }
                 let key = if w == Workload::Insert { r.name.clone() } else { format!("{} {}", r.name, w.name()) };
