@@ -155,12 +155,13 @@ fn describe() {
         "raftlite_checkpoint_retries_total",
         "Compaction checkpoints that readers of older pages kept from finishing, tried again"
     );
-    describe_counter!("raftlite_snapshot_copies_total", "Database copies made to send to followers");
+    describe_counter!(
+        "raftlite_snapshot_copies_total",
+        "Snapshot streams opened for followers (the database is read in place, not copied)"
+    );
     describe_counter!("raftlite_restores_total", "Snapshots installed from a leader");
     describe_counter!("raftlite_restores_failed_total", "Snapshots rejected on install");
     describe_histogram!("raftlite_snapshot_seconds", Unit::Seconds, "Time to record a snapshot (compaction)");
-    describe_histogram!("raftlite_snapshot_copy_bytes", Unit::Bytes, "Size of database copies made for followers");
-    describe_histogram!("raftlite_snapshot_copy_seconds", Unit::Seconds, "Time to make a copy for a follower");
     describe_histogram!("raftlite_restore_bytes", Unit::Bytes, "Size of snapshots installed from a leader");
     describe_histogram!("raftlite_restore_seconds", Unit::Seconds, "Time to verify and install a snapshot");
     describe_counter!("raftlite_actor_restarts_total", "Actor restarts by actor");

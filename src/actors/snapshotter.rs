@@ -253,7 +253,7 @@ async fn adopt(
     stats: Arc<SnapshotStats>,
     path: PathBuf,
 ) -> Result<(), AdoptError> {
-    let _recording = stats.recording.lock().await;
+    let _recording = stats.recording.write().await;
     // The file is checked and renamed into place (no copy of the data) at this node's current
     // position, then the writer and readers reopen on it.
     let p = path.clone();

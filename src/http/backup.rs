@@ -158,7 +158,7 @@ async fn copy_at_snapshot(
     out: &Path,
 ) -> Result<(), String> {
     snapshot_through(core, target).await?;
-    let _recording = core.snap_stats.recording.lock().await;
+    let _recording = core.snap_stats.recording.read().await;
     let (db, dir, o) = (core.db_path.clone(), state.cfg.data_dir.join("snapshots"), out.to_path_buf());
     tokio::task::spawn_blocking(move || crate::store::snapshot_file::copy_recorded(&db, &dir, &o, target))
         .await
@@ -402,8 +402,9 @@ pub async fn snapshot(state: &AppState, p: &Params) -> Response {
     empty(state, StatusCode::OK)
 }
 
-/// `POST /reap`: tidy the snapshot store (raftlite keeps one recorded position and copies only
-/// while they are sent) and checkpoint the WAL into the database.
+/// `POST /reap`: tidy the snapshot store (raftlite keeps one recorded position; leftovers are
+/// copies earlier versions kept to send, or sections a crash left) and checkpoint the WAL into
+/// the database.
 pub async fn reap(state: &AppState, p: &Params) -> Response {
     let Some(core) = state.core.get() else {
         return text(state, StatusCode::SERVICE_UNAVAILABLE, "store not open");
@@ -411,11 +412,15 @@ pub async fn reap(state: &AppState, p: &Params) -> Response {
     core.snap_stats.user_reaps.fetch_add(1, Ordering::Relaxed);
     let dir = state.cfg.data_dir.join("snapshots");
     let before = std::fs::read_dir(&dir).map(|r| r.count()).unwrap_or(0);
-    crate::store::snapshot_file::remove_copies(&dir, None);
+    crate::store::snapshot_file::remove_copies(&dir);
     let reaped = before.saturating_sub(std::fs::read_dir(&dir).map(|r| r.count()).unwrap_or(0));
     let wal = std::fs::metadata(core.db_path.with_extension("sqlite-wal")).map(|m| m.len()).unwrap_or(0);
-    // A checkpoint records the position it brings the main file to (docs/DESIGN.md §6).
-    let wals = match core.applier.send(Compact).await {
+    // A checkpoint records the position it brings the main file to (docs/DESIGN.md §6). Like
+    // every change to the main file, it waits for what is reading it (a snapshot being sent).
+    let recording = core.snap_stats.recording.write().await;
+    let compacted = core.applier.send(Compact).await;
+    drop(recording);
+    let wals = match compacted {
         Ok(Ok(Some(_))) => i64::from(wal > 0),
         // Readers kept it from finishing; the next compaction will.
         Ok(Ok(None)) => 0,

@@ -5,9 +5,10 @@
 //!   and records the position that file now holds in `snapshots/current.json`
 //!   (`store::position`); openraft may purge the log up to it. No copy is made, so it costs the
 //!   WAL written since the last checkpoint, whatever the size of the database.
-//! - Bytes are made only when a follower needs them: `get_current_snapshot` hands openraft a
-//!   [`SnapshotFile::lazy`] copy of the main file, made on first read under the checkpoint lock,
-//!   with a checksum trailer. It holds exactly the recorded position.
+//! - Nothing is copied to send a snapshot: `get_current_snapshot` hands openraft a
+//!   [`SnapshotFile::streamed`] view of the main file, which on first read takes the lock every
+//!   change to the main file takes (for reading, until it is dropped) and then sends the file in
+//!   place with a checksum trailer. It holds exactly the recorded position.
 //! - With CDC on, the copy carries this node's undelivered changes through the snapshot's index
 //!   (`cdc::queue::Queue::export`), which the installing node queues (docs/DESIGN.md §9b).
 //! - Installing verifies the trailer, then the applier swaps the file in at the snapshot's
@@ -34,7 +35,8 @@ use crate::store::snapshot_file::{remove_copies, verify_and_strip, Section, Snap
 pub struct SnapshotStats {
     /// Compactions recorded.
     pub num_snapshots: AtomicU64,
-    /// Copies made to stream to a follower.
+    /// Snapshot streams opened for followers (the main file is read in place; the name is
+    /// older than that).
     pub num_snapshot_copies: Arc<AtomicU64>,
     /// Snapshots installed from a leader.
     pub num_restores: AtomicU64,
@@ -49,13 +51,14 @@ pub struct SnapshotStats {
     pub user_snapshots: AtomicU64,
     /// User-triggered reaps (`POST /reap`).
     pub user_reaps: AtomicU64,
-    /// Held while the main file and its recorded position (`current.json`) change together
-    /// (checkpoints, installs, `/boot`) and while a copy of the main file is made to be sent.
-    /// openraft builds snapshots in a task of their own, so a build and an install can run at
-    /// once: without this, a build could record the position of the database the install just
-    /// replaced (the record going backwards), or a copy could catch a checkpoint half done.
-    /// Shared across Raft rebuilds, like the rest of this struct.
-    pub recording: Arc<tokio::sync::Mutex<()>>,
+    /// Written while the main file and its recorded position (`current.json`) change together
+    /// (checkpoints, installs, `/boot`, `/reap`); read while the main file is sent to a follower
+    /// or copied for a backup, so that it does not change under them. openraft builds snapshots
+    /// in a task of their own, so a build and an install can run at once: without this, a build
+    /// could record the position of the database the install just replaced (the record going
+    /// backwards), or a stream could catch a checkpoint half done. Shared across Raft rebuilds,
+    /// like the rest of this struct.
+    pub recording: Arc<tokio::sync::RwLock<()>>,
 }
 
 #[derive(Clone)]
@@ -98,7 +101,7 @@ impl SmAdapter {
                 std::fs::remove_file(&p)?;
             }
         }
-        remove_copies(&snap_dir, None);
+        remove_copies(&snap_dir);
         Ok(SmAdapter { applier, readers, db_path, snap_dir, stats, cdc })
     }
 
@@ -127,7 +130,7 @@ impl SmAdapter {
         };
         drop(snapshot);
         let stats = self.stats.clone();
-        let _recording = stats.recording.lock().await;
+        let _recording = stats.recording.write().await;
         let p = path.clone();
         let checked = tokio::task::spawn_blocking(move || verify_and_strip(&p)).await.map_err(snap_err)?;
         let cdc_section = match checked {
@@ -158,8 +161,8 @@ impl SmAdapter {
         Ok(())
     }
 
-    fn lazy_copy(&self, key: &str) -> Box<SnapshotFile> {
-        let made = Some(self.stats.num_snapshot_copies.clone());
+    fn stream(&self, key: &str) -> Box<SnapshotFile> {
+        let opened = Some(self.stats.num_snapshot_copies.clone());
         let lock = Some(self.stats.recording.clone());
         let section = self.cdc.clone().map(|cdc| -> Section {
             Arc::new(move |through, out: &mut dyn std::io::Write| {
@@ -168,7 +171,14 @@ impl SmAdapter {
                 Ok(())
             })
         });
-        Box::new(SnapshotFile::lazy(self.db_path.clone(), self.snap_dir.clone(), key.to_string(), made, lock, section))
+        Box::new(SnapshotFile::streamed(
+            self.db_path.clone(),
+            self.snap_dir.clone(),
+            key.to_string(),
+            opened,
+            lock,
+            section,
+        ))
     }
 }
 
@@ -181,12 +191,12 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
         let started = std::time::Instant::now();
         fail::fail_point!("snapshot::build", |_| Err(snap_err("failpoint snapshot::build")));
         let stats = self.sm.stats.clone();
-        let _recording = stats.recording.lock().await;
+        let _recording = stats.recording.write().await;
         // Readers of older pages can keep a checkpoint from finishing; it is tried again, the
         // applier free for writes in between, for up to CHECKPOINT_RETRY_FOR. Only then does the
         // snapshot fail (and openraft's core with it: Raft is rebuilt). `_recording` is held
         // across the tries on purpose: between them the main file is part-way (its marker says
-        // so), and no copy of it may be made for a follower.
+        // so), and it may not be sent to a follower.
         let give_up = std::time::Instant::now() + CHECKPOINT_RETRY_FOR;
         let meta = loop {
             match self.sm.applier.send(Compact).await.map_err(snap_err)?.map_err(snap_err)? {
@@ -202,13 +212,11 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
                 }
             }
         };
-        // Copies made for an older snapshot are of no more use.
-        remove_copies(&self.sm.snap_dir, None);
         drop(_recording);
         self.sm.stats.num_snapshots.fetch_add(1, Ordering::Relaxed);
         metrics::histogram!("raftlite_snapshot_seconds").record(started.elapsed().as_secs_f64());
         tracing::info!(snapshot = %meta.snapshot_id, "snapshot recorded (log may be compacted up to it)");
-        let data = self.sm.lazy_copy(&meta.snapshot_id);
+        let data = self.sm.stream(&meta.snapshot_id);
         Ok(Snapshot { meta, snapshot: data })
     }
 }
@@ -273,7 +281,7 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
             .map_err(|e| StorageIOError::read_snapshot(None, any_err(e)))?
             .map_err(|e| StorageIOError::read_snapshot(None, any_err(e)))?;
         Ok(meta.map(|meta| {
-            let data = self.lazy_copy(&meta.snapshot_id);
+            let data = self.stream(&meta.snapshot_id);
             Snapshot { meta, snapshot: data }
         }))
     }

@@ -1,12 +1,15 @@
 //! Snapshot bytes as openraft moves them (docs/DESIGN.md §6).
 //!
 //! raftlite's database *is* its snapshot: its main file, without the WAL, is exactly the state at
-//! the recorded position (`store::position`). Bytes are made when a follower actually needs them:
-//! [`SnapshotFile::lazy`] starts as a recipe and, on its first read or seek, copies the main file
-//! while holding the lock that checkpoints take (writes go on into the WAL meanwhile) and appends
-//! a trailer (`RLSN`, CRC32 of the copy, its length). The receiver writes the stream to a temp file
+//! the recorded position (`store::position`). Nothing is copied to send it:
+//! [`SnapshotFile::streamed`] starts as a recipe and, on its first read or seek, takes the lock
+//! that every change to the main file takes (checkpoints, installs, `/boot`) for reading, checks
+//! that its snapshot is still the recorded one, and then reads the main file in place, holding
+//! the lock until it is dropped (compactions wait meanwhile; writes go on into the WAL). After
+//! the file comes a trailer (`RLSN`, CRC32 of what came before, its length), the CRC computed as
+//! the bytes are read. The receiver writes the stream to a temp file
 //! ([`SnapshotFile::receiving`]) and [`verify_and_strip`] checks and removes the trailer before the
-//! copy is installed (invariant 5: checked bytes).
+//! file is installed (invariant 5: checked bytes).
 //!
 //! A snapshot may carry a section after the database: the sender's CDC changes that the snapshot
 //! covers and the endpoint has not acknowledged (docs/DESIGN.md §9b), written by a [`Section`].
@@ -17,9 +20,11 @@ use std::future::Future;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 
 const MAGIC: &[u8; 4] = b"RLSN";
 /// The trailer's magic when a section follows the database.
@@ -27,15 +32,19 @@ const MAGIC_WITH_SECTION: &[u8; 4] = b"RLSC";
 const TRAILER: u64 = 16;
 
 /// Writes what a snapshot carries besides the database, given the last log index the snapshot
-/// covers (`u64::MAX` when not known). It must write only what is still true of that
-/// snapshot whenever the copy is read again (a copy is kept and reused for retries).
-pub type Section = std::sync::Arc<dyn Fn(u64, &mut dyn Write) -> io::Result<()> + Send + Sync>;
+/// covers (`u64::MAX` when not known). Written once when a stream opens.
+pub type Section = Arc<dyn Fn(u64, &mut dyn Write) -> io::Result<()> + Send + Sync>;
 
-type Making = Pin<Box<dyn Future<Output = io::Result<tokio::fs::File>> + Send>>;
+type Opening = Pin<Box<dyn Future<Output = io::Result<Stream>> + Send>>;
 
 enum State {
+    /// A file being received.
     Ready(tokio::fs::File),
-    Making { fut: Making, seek: Option<SeekFrom> },
+    Opening {
+        fut: Opening,
+        seek: Option<SeekFrom>,
+    },
+    Streaming(Box<Stream>),
     Failed(io::ErrorKind, String),
 }
 
@@ -44,6 +53,30 @@ pub struct SnapshotFile {
     state: State,
     /// Where the bytes live, for a file being received (so install can rename it into place).
     path: Option<PathBuf>,
+}
+
+/// One part of a stream: a file read from its start, up to `len` bytes.
+struct Part {
+    file: tokio::fs::File,
+    len: u64,
+    /// Where the file's cursor is (`None` while a seek is in flight).
+    at: Option<u64>,
+}
+
+/// The bytes of a snapshot being sent: the parts one after the other, then the trailer.
+struct Stream {
+    parts: Vec<Part>,
+    /// The parts' total length: where the trailer starts.
+    content: u64,
+    pos: u64,
+    magic: &'static [u8; 4],
+    crc: crc32fast::Hasher,
+    /// The CRC covers bytes `[0, crc_upto)`; openraft reads in order, going back only to
+    /// resend a chunk, which the CRC has already seen.
+    crc_upto: u64,
+    trailer: Option<[u8; TRAILER as usize]>,
+    /// The main file does not change while this is held.
+    _reading: Option<OwnedRwLockReadGuard<()>>,
 }
 
 impl SnapshotFile {
@@ -57,118 +90,260 @@ impl SnapshotFile {
         self.path.as_deref()
     }
 
-    /// A copy of `db`'s main file for snapshot `key`, made in `dir` on first use and kept there, so
-    /// that an interrupted or retried send of the same snapshot reuses it; `made` counts the
-    /// copies made. With `checkpoints` (the lock every checkpoint holds), the copy is made under it
-    /// and only while `key` is still the recorded snapshot, so the bytes are that snapshot's.
-    /// `section`, if any, is written after the database (see the module comment).
-    pub fn lazy(
+    /// `db`'s main file as snapshot `key`, read in place on first use; `opened` counts the
+    /// streams opened. With `lock` (the lock every change to the main file takes for writing),
+    /// the stream holds it for reading until dropped, and opens only while `key` is still the
+    /// recorded snapshot (in `dir`), so the bytes are that snapshot's. `section`, if any, is
+    /// written (to an unlinked temp file in `dir`) when the stream opens and sent after the
+    /// database (see the module comment).
+    pub fn streamed(
         db: PathBuf,
         dir: PathBuf,
         key: String,
-        made: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
-        checkpoints: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+        opened: Option<Arc<std::sync::atomic::AtomicU64>>,
+        lock: Option<Arc<RwLock<()>>>,
         section: Option<Section>,
     ) -> Self {
         let fut = async move {
-            let held = match checkpoints {
-                Some(l) => Some(l.lock_owned().await),
+            let reading = match lock {
+                Some(l) => Some(l.read_owned().await),
                 None => None,
             };
-            let f = tokio::task::spawn_blocking(move || -> io::Result<std::fs::File> {
-                let path = copy_path(&dir, &key);
-                if let Ok(f) = std::fs::File::open(&path) {
-                    return Ok(f);
-                }
-                let mut through = u64::MAX;
-                if held.is_some() {
-                    let at_rest = recorded_at_rest(&dir).map_err(|e| io::Error::other(format!("{e}; ask again")))?;
-                    through = at_rest.as_ref().and_then(|m| m.last_log_id).map_or(0, |l| l.index);
-                    let current = at_rest.map(|m| m.snapshot_id);
-                    if current.as_deref() != Some(key.as_str()) {
-                        return Err(io::Error::other(format!(
-                            "snapshot {key} is no longer the recorded one ({current:?}); ask again"
-                        )));
-                    }
-                }
-                let f = make_copy(&db, &dir, &path, section.as_ref().map(|s| (s, through)))?;
-                drop(held);
-                if let Some(m) = made {
-                    m.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                Ok(f)
+            let checked = reading.is_some();
+            let (files, magic) = tokio::task::spawn_blocking(move || open_parts(&db, &dir, &key, checked, section))
+                .await
+                .map_err(io::Error::other)??;
+            if let Some(m) = opened {
+                m.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let parts: Vec<Part> = files
+                .into_iter()
+                .map(|(f, len)| Part { file: tokio::fs::File::from_std(f), len, at: Some(0) })
+                .collect();
+            let content = parts.iter().map(|p| p.len).sum();
+            Ok(Stream {
+                parts,
+                content,
+                pos: 0,
+                magic,
+                crc: crc32fast::Hasher::new(),
+                crc_upto: 0,
+                trailer: None,
+                _reading: reading,
             })
-            .await
-            .map_err(io::Error::other)??;
-            Ok(tokio::fs::File::from_std(f))
         };
-        SnapshotFile { state: State::Making { fut: Box::pin(fut), seek: None }, path: None }
+        SnapshotFile { state: State::Opening { fut: Box::pin(fut), seek: None }, path: None }
     }
 
-    /// Drive the copy to completion; `Ready` afterwards unless it failed.
-    fn poll_made(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Drive the opening to completion; `Ready` or `Streaming` afterwards unless it failed.
+    fn poll_opened(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             let next = match &mut self.state {
-                State::Ready(_) => return Poll::Ready(Ok(())),
+                State::Ready(_) | State::Streaming(_) => return Poll::Ready(Ok(())),
                 State::Failed(kind, msg) => return Poll::Ready(Err(io::Error::new(*kind, msg.clone()))),
-                State::Making { fut, seek } => match fut.as_mut().poll(cx) {
+                State::Opening { fut, seek } => match fut.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Err(e)) => {
-                        tracing::error!(error = %e, "cannot make a snapshot copy");
+                        tracing::error!(error = %e, "cannot open a snapshot to send");
                         State::Failed(e.kind(), e.to_string())
                     }
-                    Poll::Ready(Ok(mut f)) => match seek.take().map(|pos| Pin::new(&mut f).start_seek(pos)) {
-                        // A seek asked for before the copy existed is started now.
+                    Poll::Ready(Ok(mut stream)) => match seek.take().map(|pos| stream.seek(pos)) {
+                        // A seek asked for before the stream was open applies now.
                         Some(Err(e)) => State::Failed(e.kind(), e.to_string()),
-                        _ => State::Ready(f),
+                        _ => State::Streaming(Box::new(stream)),
                     },
                 },
             };
             self.state = next;
         }
     }
+}
 
-    /// The file, once made.
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<&mut tokio::fs::File>> {
-        match self.poll_made(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Ready(Ok(())) => match &mut self.state {
-                State::Ready(f) => Poll::Ready(Ok(f)),
-                _ => Poll::Ready(Err(io::Error::other("snapshot copy in an unexpected state"))),
-            },
+/// Under the read lock: check that `key` is still the recorded snapshot (when `checked`), open
+/// the main file and write the section. The parts with their lengths, and the trailer's magic.
+#[allow(clippy::type_complexity)]
+fn open_parts(
+    db: &Path,
+    dir: &Path,
+    key: &str,
+    checked: bool,
+    section: Option<Section>,
+) -> io::Result<(Vec<(std::fs::File, u64)>, &'static [u8; 4])> {
+    let mut through = u64::MAX;
+    if checked {
+        let at_rest = recorded_at_rest(dir).map_err(|e| io::Error::other(format!("{e}; ask again")))?;
+        through = at_rest.as_ref().and_then(|m| m.last_log_id).map_or(0, |l| l.index);
+        let current = at_rest.map(|m| m.snapshot_id);
+        if current.as_deref() != Some(key) {
+            return Err(io::Error::other(format!(
+                "snapshot {key} is no longer the recorded one ({current:?}); ask again"
+            )));
         }
+    }
+    let f = std::fs::File::open(db)?;
+    let len = f.metadata()?.len();
+    let mut parts = vec![(f, len)];
+    let Some(write) = section else { return Ok((parts, MAGIC)) };
+    // Unlinked at once: it lives as long as the stream, whatever happens to the process.
+    let path = dir.join(format!("send-{}.section.tmp", rand::random::<u64>()));
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
+    let _ = std::fs::remove_file(&path);
+    let mut out = io::BufWriter::new(&mut f);
+    write(through, &mut out)?;
+    out.flush()?;
+    drop(out);
+    let section_len = f.stream_position()?;
+    f.write_all(&section_len.to_le_bytes())?;
+    f.seek(SeekFrom::Start(0))?;
+    parts.push((f, section_len + 8));
+    Ok((parts, MAGIC_WITH_SECTION))
+}
+
+impl Stream {
+    fn total(&self) -> u64 {
+        self.content + TRAILER
+    }
+
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => self.total().checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = target.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(self.pos)
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if buf.remaining() == 0 || self.pos >= self.total() {
+            return Poll::Ready(Ok(()));
+        }
+        if self.pos >= self.content {
+            if self.crc_upto < self.content {
+                return Poll::Ready(Err(io::Error::other("snapshot stream read out of order: no checksum")));
+            }
+            let (crc, content, magic) = (&self.crc, self.content, self.magic);
+            let trailer = self.trailer.get_or_insert_with(|| {
+                let mut t = [0u8; TRAILER as usize];
+                t[0..4].copy_from_slice(magic);
+                t[4..8].copy_from_slice(&crc.clone().finalize().to_le_bytes());
+                t[8..16].copy_from_slice(&content.to_le_bytes());
+                t
+            });
+            let from = (self.pos - self.content) as usize;
+            let n = buf.remaining().min(trailer.len() - from);
+            buf.put_slice(&trailer[from..from + n]);
+            self.pos += n as u64;
+            return Poll::Ready(Ok(()));
+        }
+        // The part holding `pos`, and the offset in it.
+        let mut start = 0;
+        let mut index = 0;
+        while start + self.parts[index].len <= self.pos {
+            start += self.parts[index].len;
+            index += 1;
+        }
+        let offset = self.pos - start;
+        let part = &mut self.parts[index];
+        if part.at != Some(offset) {
+            if part.at.is_some() {
+                part.at = None;
+                Pin::new(&mut part.file).start_seek(SeekFrom::Start(offset))?;
+            }
+            match Pin::new(&mut part.file).poll_complete(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(at)) => part.at = Some(at),
+            }
+            if part.at != Some(offset) {
+                // A seek decided before this one was still in flight: seek again.
+                return self.poll_read(cx, buf);
+            }
+        }
+        let want = buf.remaining().min((part.len - offset).min(usize::MAX as u64) as usize);
+        let mut sub = buf.take(want);
+        match Pin::new(&mut part.file).poll_read(cx, &mut sub) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => {}
+        }
+        let n = sub.filled().len();
+        if n == 0 {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the database file ended early while being sent",
+            )));
+        }
+        // Only new bytes go into the CRC (a resent chunk was counted the first time).
+        if self.pos <= self.crc_upto && self.crc_upto < self.pos + n as u64 {
+            let skip = (self.crc_upto - self.pos) as usize;
+            self.crc.update(&sub.filled()[skip..]);
+            self.crc_upto = self.pos + n as u64;
+        }
+        // SAFETY: `sub` is the unfilled part of `buf`, and the file filled its first `n` bytes.
+        unsafe { buf.assume_init(n) };
+        buf.advance(n);
+        part.at = Some(offset + n as u64);
+        self.pos += n as u64;
+        Poll::Ready(Ok(()))
     }
 }
 
 impl AsyncRead for SnapshotFile {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match this.poll_ready(cx) {
-            Poll::Ready(Ok(f)) => Pin::new(f).poll_read(cx, buf),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        match this.poll_opened(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => {}
+        }
+        match &mut this.state {
+            State::Ready(f) => Pin::new(f).poll_read(cx, buf),
+            State::Streaming(s) => s.poll_read(cx, buf),
+            _ => Poll::Ready(Err(io::Error::other("snapshot in an unexpected state"))),
+        }
+    }
+}
+
+impl SnapshotFile {
+    /// The received file, for writing: a stream being sent is read-only.
+    fn poll_received(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<&mut tokio::fs::File>> {
+        match self.poll_opened(cx) {
             Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => match &mut self.state {
+                State::Ready(f) => Poll::Ready(Ok(f)),
+                _ => Poll::Ready(Err(io::Error::other("a snapshot being sent cannot be written"))),
+            },
         }
     }
 }
 
 impl AsyncWrite for SnapshotFile {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut().poll_ready(cx) {
+        match self.get_mut().poll_received(cx) {
             Poll::Ready(Ok(f)) => Pin::new(f).poll_write(cx, buf),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut().poll_ready(cx) {
+        let this = self.get_mut();
+        if matches!(this.state, State::Streaming(_)) {
+            return Poll::Ready(Ok(()));
+        }
+        match this.poll_received(cx) {
             Poll::Ready(Ok(f)) => Pin::new(f).poll_flush(cx),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut().poll_ready(cx) {
+        let this = self.get_mut();
+        if matches!(this.state, State::Streaming(_)) {
+            return Poll::Ready(Ok(()));
+        }
+        match this.poll_received(cx) {
             Poll::Ready(Ok(f)) => Pin::new(f).poll_shutdown(cx),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
@@ -181,7 +356,8 @@ impl AsyncSeek for SnapshotFile {
         let this = self.get_mut();
         match &mut this.state {
             State::Ready(f) => Pin::new(f).start_seek(position),
-            State::Making { seek, .. } => {
+            State::Streaming(s) => s.seek(position).map(|_| ()),
+            State::Opening { seek, .. } => {
                 *seek = Some(position);
                 Ok(())
             }
@@ -189,68 +365,31 @@ impl AsyncSeek for SnapshotFile {
         }
     }
     fn poll_complete(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
-        match self.get_mut().poll_ready(cx) {
-            Poll::Ready(Ok(f)) => Pin::new(f).poll_complete(cx),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
+        let this = self.get_mut();
+        match this.poll_opened(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => {}
+        }
+        match &mut this.state {
+            State::Ready(f) => Pin::new(f).poll_complete(cx),
+            State::Streaming(s) => Poll::Ready(Ok(s.pos)),
+            _ => Poll::Ready(Err(io::Error::other("snapshot in an unexpected state"))),
         }
     }
 }
 
-/// Where the copy for snapshot `key` is kept.
-pub fn copy_path(dir: &Path, key: &str) -> PathBuf {
-    dir.join(format!("send-{key}.snap"))
-}
-
-/// Remove kept copies other than the one for `keep` (none if `None`).
-pub fn remove_copies(dir: &Path, keep: Option<&str>) {
-    let keep = keep.map(|k| copy_path(dir, k));
+/// Remove the copies of the main file that earlier versions kept in `dir` to send
+/// (`send-*.snap`), and sections a crash left behind.
+pub fn remove_copies(dir: &Path) {
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
-            let p = e.path();
             let name = e.file_name().to_string_lossy().to_string();
-            if name.starts_with("send-") && name.ends_with(".snap") && Some(&p) != keep.as_ref() {
-                let _ = std::fs::remove_file(p);
+            if name.starts_with("send-") && (name.ends_with(".snap") || name.ends_with(".tmp")) {
+                let _ = std::fs::remove_file(e.path());
             }
         }
     }
-}
-
-/// Copy `db`'s main file to `dest` (via a temp file in `dir`; no checkpoint may run meanwhile),
-/// add the section written by `section` for the index it is given, then the trailer, and return
-/// the copy opened for reading at offset 0.
-pub fn make_copy(db: &Path, dir: &Path, dest: &Path, section: Option<(&Section, u64)>) -> io::Result<std::fs::File> {
-    let started = std::time::Instant::now();
-    let tmp = dir.join(format!("send-{}.tmp", rand::random::<u64>()));
-    let r = (|| {
-        let db_len = std::fs::copy(db, &tmp)?;
-        let mut f = std::fs::OpenOptions::new().read(true).append(true).open(&tmp)?;
-        let magic = match section {
-            None => MAGIC,
-            Some((write, through)) => {
-                let mut out = io::BufWriter::new(&f);
-                write(through, &mut out)?;
-                out.flush()?;
-                drop(out);
-                let section_len = f.metadata()?.len() - db_len;
-                f.write_all(&section_len.to_le_bytes())?;
-                MAGIC_WITH_SECTION
-            }
-        };
-        let (crc, len) = crc_of(&mut f, None)?;
-        let mut trailer = Vec::with_capacity(TRAILER as usize);
-        trailer.extend_from_slice(magic);
-        trailer.extend_from_slice(&crc.to_le_bytes());
-        trailer.extend_from_slice(&len.to_le_bytes());
-        f.write_all(&trailer)?;
-        std::fs::rename(&tmp, dest)?;
-        metrics::histogram!("raftlite_snapshot_copy_bytes").record(len as f64);
-        metrics::histogram!("raftlite_snapshot_copy_seconds").record(started.elapsed().as_secs_f64());
-        f.seek(SeekFrom::Start(0))?;
-        Ok(f)
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    r
 }
 
 /// Copy `db`'s main file to `dest` as a plain file when the recorded snapshot covers index
@@ -399,25 +538,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn lazy_copy_round_trips_and_corruption_is_caught() {
+    async fn a_stream_round_trips_and_corruption_is_caught() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("db.sqlite");
         let c = rusqlite::Connection::open(&db).unwrap();
         c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES(42);").unwrap();
         c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
-        let mut s = SnapshotFile::lazy(db.clone(), dir.path().to_path_buf(), "k".into(), None, None, None);
+        let mut s = SnapshotFile::streamed(db.clone(), dir.path().to_path_buf(), "k".into(), None, None, None);
         s.seek(SeekFrom::Start(0)).await.unwrap();
         let mut bytes = Vec::new();
         s.read_to_end(&mut bytes).await.unwrap();
         assert!(bytes.starts_with(b"SQLite format 3\0"));
-        // No copies left behind.
-        assert_eq!(
-            std::fs::read_dir(dir.path())
-                .unwrap()
-                .filter(|e| e.as_ref().unwrap().path().extension().map(|x| x == "tmp").unwrap_or(false))
-                .count(),
-            0
-        );
+        // Nothing written beside the database.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3, "db, -wal, -shm");
 
         let good = dir.path().join("good.db");
         std::fs::write(&good, &bytes).unwrap();
@@ -450,9 +583,10 @@ mod tests {
             snapshot_id: crate::store::position::snapshot_id(applied),
         };
         crate::store::position::checkpoint(&c, &dir, &meta).unwrap();
-        let section: Section = std::sync::Arc::new(|through, w| write!(w, "changes through {through}"));
-        let lock = Some(std::sync::Arc::new(tokio::sync::Mutex::new(())));
-        let mut s = SnapshotFile::lazy(db.clone(), dir.clone(), meta.snapshot_id.clone(), None, lock, Some(section));
+        let section: Section = Arc::new(|through, w| write!(w, "changes through {through}"));
+        let lock = Some(Arc::new(RwLock::new(())));
+        let mut s =
+            SnapshotFile::streamed(db.clone(), dir.clone(), meta.snapshot_id.clone(), None, lock, Some(section));
         let mut bytes = Vec::new();
         s.read_to_end(&mut bytes).await.unwrap();
         assert_eq!(&bytes[bytes.len() - 16..bytes.len() - 12], b"RLSC");
@@ -470,5 +604,83 @@ mod tests {
         corrupt[bytes.len() - 30] ^= 0xff;
         std::fs::write(&got, &corrupt).unwrap();
         assert!(verify_and_strip(&got).unwrap_err().to_string().contains("checksum"));
+    }
+
+    /// openraft finds the size first, reads in chunks and may go back to resend one: the bytes
+    /// and the trailer come out the same. The main file cannot change while a stream is open,
+    /// and a stream does not open for a snapshot that is no longer the recorded one.
+    #[tokio::test]
+    async fn chunked_reads_with_a_resend_and_the_lock_held_meanwhile() {
+        let d = tempfile::tempdir().unwrap();
+        let (db, dir) = (d.path().join("db.sqlite"), d.path().join("snapshots"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x);").unwrap();
+        for i in 0..2000 {
+            c.execute("INSERT INTO t VALUES(?1)", [format!("{i:0200}")]).unwrap();
+        }
+        let applied = Some(openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 3));
+        let meta = crate::store::position::Meta {
+            last_log_id: applied,
+            last_membership: Default::default(),
+            snapshot_id: crate::store::position::snapshot_id(applied),
+        };
+        crate::store::position::checkpoint(&c, &dir, &meta).unwrap();
+        let whole = {
+            let mut s = SnapshotFile::streamed(db.clone(), dir.clone(), meta.snapshot_id.clone(), None, None, None);
+            let mut b = Vec::new();
+            s.read_to_end(&mut b).await.unwrap();
+            b
+        };
+        let lock = Arc::new(RwLock::new(()));
+        let opened = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut s = SnapshotFile::streamed(
+            db.clone(),
+            dir.clone(),
+            meta.snapshot_id.clone(),
+            Some(opened.clone()),
+            Some(lock.clone()),
+            None,
+        );
+        let end = s.seek(SeekFrom::End(0)).await.unwrap();
+        assert_eq!(end, whole.len() as u64);
+        assert!(lock.try_write().is_err(), "a checkpoint must wait for the stream");
+        let chunk = 100_000u64;
+        let mut got = Vec::new();
+        let mut offset = 0;
+        let mut resent = false;
+        while offset < end {
+            s.seek(SeekFrom::Start(offset)).await.unwrap();
+            let mut buf = Vec::with_capacity(chunk as usize);
+            while buf.capacity() > buf.len() {
+                if s.read_buf(&mut buf).await.unwrap() == 0 {
+                    break;
+                }
+            }
+            if offset == 2 * chunk && !resent {
+                // The chunk is lost on the way: it is read again.
+                resent = true;
+                continue;
+            }
+            offset += buf.len() as u64;
+            got.extend_from_slice(&buf);
+        }
+        assert!(resent);
+        assert_eq!(got, whole);
+        assert_eq!(opened.load(std::sync::atomic::Ordering::Relaxed), 1);
+        drop(s);
+        assert!(lock.try_write().is_ok());
+
+        // Another snapshot is recorded: a stream for the old one does not open.
+        let later = Some(openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 9));
+        let meta2 = crate::store::position::Meta {
+            last_log_id: later,
+            last_membership: Default::default(),
+            snapshot_id: crate::store::position::snapshot_id(later),
+        };
+        crate::store::position::checkpoint(&c, &dir, &meta2).unwrap();
+        let mut s = SnapshotFile::streamed(db, dir, meta.snapshot_id.clone(), None, Some(lock), None);
+        let e = s.read_to_end(&mut Vec::new()).await.unwrap_err().to_string();
+        assert!(e.contains("no longer the recorded one"), "{e}");
     }
 }
