@@ -21,7 +21,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedRwLockReadGuard, RwLock};
@@ -289,64 +289,57 @@ impl Stream {
     }
 }
 
-impl AsyncRead for SnapshotFile {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        match this.poll_opened(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Ready(Ok(())) => {}
-        }
-        match &mut this.state {
-            State::Ready(f) => Pin::new(f).poll_read(cx, buf),
-            State::Streaming(s) => s.poll_read(cx, buf),
-            _ => Poll::Ready(Err(io::Error::other("snapshot in an unexpected state"))),
-        }
-    }
+/// A snapshot's bytes once they can be read or written.
+enum Opened<'a> {
+    Received(&'a mut tokio::fs::File),
+    Sending(&'a mut Stream),
 }
 
 impl SnapshotFile {
-    /// The received file, for writing: a stream being sent is read-only.
-    fn poll_received(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<&mut tokio::fs::File>> {
-        match self.poll_opened(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Ready(Ok(())) => match &mut self.state {
-                State::Ready(f) => Poll::Ready(Ok(f)),
-                _ => Poll::Ready(Err(io::Error::other("a snapshot being sent cannot be written"))),
-            },
+    fn poll_state(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Opened<'_>>> {
+        ready!(self.poll_opened(cx))?;
+        Poll::Ready(match &mut self.state {
+            State::Ready(f) => Ok(Opened::Received(f)),
+            State::Streaming(s) => Ok(Opened::Sending(s)),
+            _ => Err(io::Error::other("snapshot in an unexpected state")),
+        })
+    }
+
+    /// The received file, for writing (`None`: a stream being sent, which is read-only).
+    fn poll_received(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<&mut tokio::fs::File>>> {
+        Poll::Ready(match ready!(self.poll_state(cx))? {
+            Opened::Received(f) => Ok(Some(f)),
+            Opened::Sending(_) => Ok(None),
+        })
+    }
+}
+
+impl AsyncRead for SnapshotFile {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match ready!(self.get_mut().poll_state(cx))? {
+            Opened::Received(f) => Pin::new(f).poll_read(cx, buf),
+            Opened::Sending(s) => s.poll_read(cx, buf),
         }
     }
 }
 
 impl AsyncWrite for SnapshotFile {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut().poll_received(cx) {
-            Poll::Ready(Ok(f)) => Pin::new(f).poll_write(cx, buf),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
+        match ready!(self.get_mut().poll_received(cx))? {
+            Some(f) => Pin::new(f).poll_write(cx, buf),
+            None => Poll::Ready(Err(io::Error::other("a snapshot being sent cannot be written"))),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if matches!(this.state, State::Streaming(_)) {
-            return Poll::Ready(Ok(()));
-        }
-        match this.poll_received(cx) {
-            Poll::Ready(Ok(f)) => Pin::new(f).poll_flush(cx),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
+        match ready!(self.get_mut().poll_received(cx))? {
+            Some(f) => Pin::new(f).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if matches!(this.state, State::Streaming(_)) {
-            return Poll::Ready(Ok(()));
-        }
-        match this.poll_received(cx) {
-            Poll::Ready(Ok(f)) => Pin::new(f).poll_shutdown(cx),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
+        match ready!(self.get_mut().poll_received(cx))? {
+            Some(f) => Pin::new(f).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
         }
     }
 }
@@ -365,16 +358,9 @@ impl AsyncSeek for SnapshotFile {
         }
     }
     fn poll_complete(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
-        let this = self.get_mut();
-        match this.poll_opened(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Ready(Ok(())) => {}
-        }
-        match &mut this.state {
-            State::Ready(f) => Pin::new(f).poll_complete(cx),
-            State::Streaming(s) => Poll::Ready(Ok(s.pos)),
-            _ => Poll::Ready(Err(io::Error::other("snapshot in an unexpected state"))),
+        match ready!(self.get_mut().poll_state(cx))? {
+            Opened::Received(f) => Pin::new(f).poll_complete(cx),
+            Opened::Sending(s) => Poll::Ready(Ok(s.pos)),
         }
     }
 }
@@ -507,6 +493,18 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+    /// Checkpoint `c`'s database into its main file and record it at log index `index`.
+    fn record_at(c: &rusqlite::Connection, dir: &Path, index: u64) -> crate::store::position::Meta {
+        let applied = Some(openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index));
+        let meta = crate::store::position::Meta {
+            last_log_id: applied,
+            last_membership: Default::default(),
+            snapshot_id: crate::store::position::snapshot_id(applied),
+        };
+        crate::store::position::checkpoint(c, dir, &meta).unwrap();
+        meta
+    }
+
     /// An automatic backup copies the main file only when the recorded snapshot holds every
     /// change it must, and never while a checkpoint is half done.
     #[test]
@@ -518,13 +516,7 @@ mod tests {
         c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES(42);").unwrap();
         let e = copy_recorded(&db, &dir, &out, 1).unwrap_err().to_string();
         assert!(e.contains("(None) does not cover 1"), "{e}");
-        let applied = Some(openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 5));
-        let meta = crate::store::position::Meta {
-            last_log_id: applied,
-            last_membership: Default::default(),
-            snapshot_id: crate::store::position::snapshot_id(applied),
-        };
-        crate::store::position::checkpoint(&c, &dir, &meta).unwrap();
+        record_at(&c, &dir, 5);
         let e = copy_recorded(&db, &dir, &out, 6).unwrap_err().to_string();
         assert!(e.contains("does not cover 6"), "{e}");
         copy_recorded(&db, &dir, &out, 5).unwrap();
@@ -576,13 +568,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let c = rusqlite::Connection::open(&db).unwrap();
         c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES(7);").unwrap();
-        let applied = Some(openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 9));
-        let meta = crate::store::position::Meta {
-            last_log_id: applied,
-            last_membership: Default::default(),
-            snapshot_id: crate::store::position::snapshot_id(applied),
-        };
-        crate::store::position::checkpoint(&c, &dir, &meta).unwrap();
+        let meta = record_at(&c, &dir, 9);
         let section: Section = Arc::new(|through, w| write!(w, "changes through {through}"));
         let lock = Some(Arc::new(RwLock::new(())));
         let mut s =
@@ -619,13 +605,7 @@ mod tests {
         for i in 0..2000 {
             c.execute("INSERT INTO t VALUES(?1)", [format!("{i:0200}")]).unwrap();
         }
-        let applied = Some(openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 3));
-        let meta = crate::store::position::Meta {
-            last_log_id: applied,
-            last_membership: Default::default(),
-            snapshot_id: crate::store::position::snapshot_id(applied),
-        };
-        crate::store::position::checkpoint(&c, &dir, &meta).unwrap();
+        let meta = record_at(&c, &dir, 3);
         let whole = {
             let mut s = SnapshotFile::streamed(db.clone(), dir.clone(), meta.snapshot_id.clone(), None, None, None);
             let mut b = Vec::new();
@@ -672,13 +652,7 @@ mod tests {
         assert!(lock.try_write().is_ok());
 
         // Another snapshot is recorded: a stream for the old one does not open.
-        let later = Some(openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 9));
-        let meta2 = crate::store::position::Meta {
-            last_log_id: later,
-            last_membership: Default::default(),
-            snapshot_id: crate::store::position::snapshot_id(later),
-        };
-        crate::store::position::checkpoint(&c, &dir, &meta2).unwrap();
+        record_at(&c, &dir, 9);
         let mut s = SnapshotFile::streamed(db, dir, meta.snapshot_id.clone(), None, Some(lock), None);
         let e = s.read_to_end(&mut Vec::new()).await.unwrap_err().to_string();
         assert!(e.contains("no longer the recorded one"), "{e}");
