@@ -50,10 +50,13 @@ impl CdcSink {
 
     /// [`CdcSink::start`] speaking HTTPS with `tls` (which may ask for client certificates).
     pub fn start_with(ip: &str, tls: Option<Arc<rustls::ServerConfig>>) -> std::io::Result<CdcSink> {
-        let addr = super::free_addr(ip)?;
+        // Bound here, on a port the kernel picks: a port found free and bound later can be taken
+        // in between by another test's process (a CI run failed with "Address already in use").
+        let listener = TcpListener::bind((ip, 0))?;
+        let addr = listener.local_addr()?.to_string();
         let inner = Arc::new(Inner { status: AtomicU16::new(200), ..Inner::default() });
         let mut sink = CdcSink { addr, inner, accept: None, tls };
-        sink.up()?;
+        sink.accept_on(listener);
         Ok(sink)
     }
 
@@ -115,8 +118,13 @@ impl CdcSink {
 
     /// Listen again on the same address.
     pub fn up(&mut self) -> std::io::Result<()> {
-        self.inner.down.store(false, Ordering::Relaxed);
         let listener = TcpListener::bind(&self.addr)?;
+        self.accept_on(listener);
+        Ok(())
+    }
+
+    fn accept_on(&mut self, listener: TcpListener) {
+        self.inner.down.store(false, Ordering::Relaxed);
         let (inner, tls) = (self.inner.clone(), self.tls.clone());
         self.accept = Some(std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -141,7 +149,6 @@ impl CdcSink {
                 });
             }
         }));
-        Ok(())
     }
 }
 
