@@ -1,10 +1,10 @@
 //! The `Uploader` actor: automatic backups (`-auto-backup`, docs/API.md §16). Every `interval`,
 //! on the leader only, it uploads a consistent copy of the database (the main file after a
 //! snapshot, `http::backup::copy_database`: writes go on meanwhile), vacuumed with `vacuum`, read
-//! at most at `max_mb_per_sec`, and gzip-compressed on its way to the store unless `no_compress`. A tick with no change since this node's last upload
-//! uploads nothing; the first tick after start or a leader change asks the store for the id of
-//! the backup it holds and skips when it is current. The id is the Raft index of the last change
-//! the database holds.
+//! at most at `max_mb_per_sec`, and gzip-compressed on its way to the store unless
+//! `no_compress`. A tick with no change since this node's last upload uploads nothing; the
+//! first tick after start or a leader change asks the store for the id of the backup it holds
+//! and skips when it is current. The id is the Raft index of the last change the database holds.
 //!
 //! The upload runs as a task of its own, one at a time, on a runtime of its own whose threads run
 //! at a lower CPU priority (nice 10): a slow or failing store never blocks writes or the actor,

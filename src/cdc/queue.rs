@@ -197,8 +197,7 @@ impl Queue {
     /// that covers `through` to carry (`store::snapshot_file::Section`): a node that installs it
     /// then holds them too, and can send them should it lead before they are delivered
     /// (docs/DESIGN.md §9b). Read a chunk at a time, so the applier's appends go on between.
-    /// Each group is its index, commit time and event count (u64, i64, u64, little-endian), the
-    /// JSON's length (u64) and the JSON. Returns how many groups it wrote.
+    /// Returns how many groups it wrote (`write_group` gives the format).
     pub fn export(&self, through: u64, out: &mut dyn Write) -> io::Result<u64> {
         let mut after = self.done_through();
         let mut n = 0;
@@ -206,11 +205,7 @@ impl Queue {
             let chunk = self.read_after(after, SECTION_CHUNK).map_err(io::Error::other)?;
             let Some(last) = chunk.last().map(|q| q.index) else { break };
             for q in chunk.iter().filter(|q| q.index <= through) {
-                out.write_all(&q.index.to_le_bytes())?;
-                out.write_all(&q.commit_timestamp.to_le_bytes())?;
-                out.write_all(&q.events.to_le_bytes())?;
-                out.write_all(&(q.json.len() as u64).to_le_bytes())?;
-                out.write_all(q.json.as_bytes())?;
+                write_group(out, q)?;
                 n += 1;
             }
             after = last;
@@ -223,51 +218,30 @@ impl Queue {
     /// this node knows, are skipped; the queue's bound applies as to any append. Returns how many
     /// groups it queued.
     pub fn import(&self, section: &mut dyn Read, len: u64) -> io::Result<u64> {
-        let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, format!("CDC section of a snapshot: {m}"));
         let mut left = len;
-        let mut chunk: Vec<Queued> = Vec::new();
-        let mut chunk_bytes = 0usize;
-        let mut queued = 0;
-        while left > 0 || !chunk.is_empty() {
-            if left > 0 {
-                let mut head = [0u8; 32];
-                if left < 32 {
-                    return Err(bad(format!("{left} bytes left over")));
-                }
-                section.read_exact(&mut head)?;
-                let word = |i: usize| {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(&head[i * 8..i * 8 + 8]);
-                    b
-                };
-                let json_len = u64::from_le_bytes(word(3));
-                left -= 32;
-                // Never allocate more than the section holds.
-                if json_len > left {
-                    return Err(bad(format!("a group of {json_len} bytes with {left} left")));
-                }
-                let mut json = vec![0u8; json_len as usize];
-                section.read_exact(&mut json)?;
-                left -= json_len;
-                let json = String::from_utf8(json).map_err(|e| bad(e.to_string()))?;
-                chunk_bytes += json.len();
-                chunk.push(Queued {
-                    index: u64::from_le_bytes(word(0)),
-                    commit_timestamp: i64::from_le_bytes(word(1)),
-                    events: u64::from_le_bytes(word(2)),
-                    json,
-                });
-            }
-            if left == 0 || chunk.len() >= SECTION_CHUNK || chunk_bytes >= SECTION_CHUNK_BYTES {
-                let mut c = self.lock();
-                let n = self.append_locked(&mut c, &chunk, None, 0).map_err(io::Error::other)?;
-                self.stats.groups_from_snapshots.fetch_add(n, Ordering::Relaxed);
-                queued += n;
-                chunk.clear();
+        let (mut chunk, mut chunk_bytes, mut queued) = (Vec::new(), 0, 0);
+        while left > 0 {
+            let q = read_group(section, &mut left)?;
+            chunk_bytes += q.json.len();
+            chunk.push(q);
+            if chunk.len() >= SECTION_CHUNK || chunk_bytes >= SECTION_CHUNK_BYTES {
+                queued += self.import_chunk(&mut chunk)?;
                 chunk_bytes = 0;
             }
         }
-        Ok(queued)
+        Ok(queued + self.import_chunk(&mut chunk)?)
+    }
+
+    /// Queue (and empty) `chunk` of a snapshot's groups: how many were queued.
+    fn import_chunk(&self, chunk: &mut Vec<Queued>) -> io::Result<u64> {
+        if chunk.is_empty() {
+            return Ok(0);
+        }
+        let mut c = self.lock();
+        let n = self.append_locked(&mut c, chunk, None, 0).map_err(io::Error::other)?;
+        self.stats.groups_from_snapshots.fetch_add(n, Ordering::Relaxed);
+        chunk.clear();
+        Ok(n)
     }
 
     /// Make everything queued so far durable (fsync): before the database's main file is
@@ -463,6 +437,46 @@ impl Queue {
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some(p.saturating_sub(groups)));
         }
     }
+}
+
+/// One group in a snapshot's section: its index, commit time and event count (u64, i64, u64,
+/// little-endian), the JSON's length (u64) and the JSON.
+fn write_group(out: &mut dyn Write, q: &Queued) -> io::Result<()> {
+    out.write_all(&q.index.to_le_bytes())?;
+    out.write_all(&q.commit_timestamp.to_le_bytes())?;
+    out.write_all(&q.events.to_le_bytes())?;
+    out.write_all(&(q.json.len() as u64).to_le_bytes())?;
+    out.write_all(q.json.as_bytes())
+}
+
+/// Read a group written by [`write_group`] from a section with `left` bytes left (counted down),
+/// never allocating more than the section holds.
+fn read_group(section: &mut dyn Read, left: &mut u64) -> io::Result<Queued> {
+    let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, format!("CDC section of a snapshot: {m}"));
+    if *left < 32 {
+        return Err(bad(format!("{left} bytes left over")));
+    }
+    let mut head = [0u8; 32];
+    section.read_exact(&mut head)?;
+    *left -= 32;
+    let word = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&head[i * 8..i * 8 + 8]);
+        b
+    };
+    let json_len = u64::from_le_bytes(word(3));
+    if json_len > *left {
+        return Err(bad(format!("a group of {json_len} bytes with {left} left")));
+    }
+    let mut json = vec![0u8; json_len as usize];
+    section.read_exact(&mut json)?;
+    *left -= json_len;
+    Ok(Queued {
+        index: u64::from_le_bytes(word(0)),
+        commit_timestamp: i64::from_le_bytes(word(1)),
+        events: u64::from_le_bytes(word(2)),
+        json: String::from_utf8(json).map_err(|e| bad(e.to_string()))?,
+    })
 }
 
 /// Groups read from the queue for a snapshot's section go at most this many at a time, and, when

@@ -9,7 +9,7 @@
 //!   [`SnapshotFile::streamed`] view of the main file, which on first read takes the lock every
 //!   change to the main file takes (for reading, until it is dropped) and then sends the file in
 //!   place with a checksum trailer. It holds exactly the recorded position.
-//! - With CDC on, the copy carries this node's undelivered changes through the snapshot's index
+//! - With CDC on, the stream carries this node's undelivered changes through the snapshot's index
 //!   (`cdc::queue::Queue::export`), which the installing node queues (docs/DESIGN.md §9b).
 //! - Installing verifies the trailer, then the applier swaps the file in at the snapshot's
 //!   position.

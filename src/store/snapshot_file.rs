@@ -110,16 +110,12 @@ impl SnapshotFile {
                 None => None,
             };
             let checked = reading.is_some();
-            let (files, magic) = tokio::task::spawn_blocking(move || open_parts(&db, &dir, &key, checked, section))
+            let (parts, magic) = tokio::task::spawn_blocking(move || open_parts(&db, &dir, &key, checked, section))
                 .await
                 .map_err(io::Error::other)??;
             if let Some(m) = opened {
                 m.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            let parts: Vec<Part> = files
-                .into_iter()
-                .map(|(f, len)| Part { file: tokio::fs::File::from_std(f), len, at: Some(0) })
-                .collect();
             let content = parts.iter().map(|p| p.len).sum();
             Ok(Stream {
                 parts,
@@ -160,15 +156,14 @@ impl SnapshotFile {
 }
 
 /// Under the read lock: check that `key` is still the recorded snapshot (when `checked`), open
-/// the main file and write the section. The parts with their lengths, and the trailer's magic.
-#[allow(clippy::type_complexity)]
+/// the main file and write the section. The parts, and the trailer's magic.
 fn open_parts(
     db: &Path,
     dir: &Path,
     key: &str,
     checked: bool,
     section: Option<Section>,
-) -> io::Result<(Vec<(std::fs::File, u64)>, &'static [u8; 4])> {
+) -> io::Result<(Vec<Part>, &'static [u8; 4])> {
     let mut through = u64::MAX;
     if checked {
         let at_rest = recorded_at_rest(dir).map_err(|e| io::Error::other(format!("{e}; ask again")))?;
@@ -182,7 +177,7 @@ fn open_parts(
     }
     let f = std::fs::File::open(db)?;
     let len = f.metadata()?.len();
-    let mut parts = vec![(f, len)];
+    let mut parts = vec![Part::new(f, len)];
     let Some(write) = section else { return Ok((parts, MAGIC)) };
     // Unlinked at once: it lives as long as the stream, whatever happens to the process.
     let path = dir.join(format!("send-{}.section.tmp", rand::random::<u64>()));
@@ -195,8 +190,14 @@ fn open_parts(
     let section_len = f.stream_position()?;
     f.write_all(&section_len.to_le_bytes())?;
     f.seek(SeekFrom::Start(0))?;
-    parts.push((f, section_len + 8));
+    parts.push(Part::new(f, section_len + 8));
     Ok((parts, MAGIC_WITH_SECTION))
+}
+
+impl Part {
+    fn new(file: std::fs::File, len: u64) -> Part {
+        Part { file: tokio::fs::File::from_std(file), len, at: Some(0) }
+    }
 }
 
 impl Stream {

@@ -37,11 +37,7 @@ pub fn backup_bench(binary: &Path, dir: &Path, mb: u64, duration: Duration, roun
         }
     }
     let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-    let t = Instant::now();
-    let _ = std::fs::copy(&file, dir.join("plain-copy.sqlite"));
-    let _ = std::fs::File::open(dir.join("plain-copy.sqlite")).and_then(|f| f.sync_all());
-    let copy_s = t.elapsed().as_secs_f64();
-    let _ = std::fs::remove_file(dir.join("plain-copy.sqlite"));
+    let copy_s = super::scenarios::plain_copy(&file, dir).as_secs_f64();
     println!("plain file copy (+fsync) of {:.0} MB: {copy_s:.2} s ({:.0} MB/s)", size as f64 / 1e6, mbs(size, copy_s));
 
     let port = free_addr("127.0.0.1").rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).unwrap_or(0);

@@ -202,7 +202,7 @@ pub fn snapshot_bench(binary: &Path, dir: &Path, mb: u64, duration: Duration) {
 }
 
 /// Copy `src` into `dir` and fsync the copy (then remove it): how long it took.
-fn plain_copy(src: &Path, dir: &Path) -> Duration {
+pub fn plain_copy(src: &Path, dir: &Path) -> Duration {
     let dest = dir.join("plain-copy.sqlite");
     let t = Instant::now();
     let _ = std::fs::copy(src, &dest);
