@@ -18,13 +18,15 @@ fi
 rm -rf n1 n2
 "$BIN" -node-id 1 -http-addr 127.0.0.81:15001 -raft-addr 127.0.0.81:15002 -log-level info -raft-snap-int 1h n1 > n1.log 2>&1 &
 P1=$!
-trap 'kill -9 $P1 ${P2:-} 2>/dev/null' EXIT
+trap 'kill -9 $P1 ${P2:-} 2>/dev/null; wait 2>/dev/null' EXIT
 for _ in $(seq 1 50); do
-  c=$(curl -s -XPOST 127.0.0.81:15001/boot --data-binary @source.sqlite -o /dev/null -w "%{http_code}")
-  [ "$c" = 200 ] && break
+  curl -s 127.0.0.81:15001/readyz -o /dev/null -w "%{http_code}" | grep -q 200 && break
   sleep 0.2
 done
-echo "boot $c"
+B0=$(date +%s.%N)
+c=$(curl -s -XPOST 127.0.0.81:15001/boot --data-binary @source.sqlite -o /dev/null -w "%{http_code}")
+B1=$(date +%s.%N)
+echo "boot $c in $(echo "$B1 - $B0" | bc) s"
 T0=$(date +%s.%N)
 "$BIN" -node-id 2 -http-addr 127.0.0.82:15011 -raft-addr 127.0.0.82:15012 -log-level info -join 127.0.0.81:15002 n2 > n2.log 2>&1 &
 P2=$!

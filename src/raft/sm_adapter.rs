@@ -27,6 +27,7 @@ use super::{any_err, Entry, LogId, NodeInfo, StorageError, StoredMembership, Typ
 use crate::actors::applier::{AppliedState, Applier, Apply, Compact, ReplaceDb};
 use crate::actors::readers::Readers;
 use crate::store::command::Response;
+use crate::store::direct_writer::DirectWriter;
 use crate::store::position::read_current;
 use crate::store::snapshot_file::{remove_copies, verify_and_strip, Section, SnapshotFile};
 
@@ -114,10 +115,11 @@ impl SmAdapter {
         let started = std::time::Instant::now();
         fail::fail_point!("snapshot::install", |_| Err(snap_err("failpoint snapshot::install")));
         // A received file is used where it is; anything else is first written to a file here.
-        let path = match snapshot.path().map(Path::to_path_buf) {
+        // (`known`: the CRC a received file's writer computed as the bytes came.)
+        let (path, known) = match snapshot.path().map(Path::to_path_buf) {
             Some(p) => {
                 snapshot.flush().await.map_err(snap_err)?;
-                p
+                (p, snapshot.checksum())
             }
             None => {
                 let p = self.snap_dir.join(format!("installing-{}.tmp", rand::random::<u64>()));
@@ -125,14 +127,14 @@ impl SmAdapter {
                 let mut out = tokio::fs::File::create(&p).await.map_err(snap_err)?;
                 tokio::io::copy(&mut *snapshot, &mut out).await.map_err(snap_err)?;
                 out.flush().await.map_err(snap_err)?;
-                p
+                (p, None)
             }
         };
         drop(snapshot);
         let stats = self.stats.clone();
         let _recording = stats.recording.write().await;
         let p = path.clone();
-        let checked = tokio::task::spawn_blocking(move || verify_and_strip(&p)).await.map_err(snap_err)?;
+        let checked = tokio::task::spawn_blocking(move || verify_and_strip(&p, known)).await.map_err(snap_err)?;
         let cdc_section = match checked {
             Ok(section) => section,
             Err(e) => {
@@ -258,9 +260,8 @@ impl RaftStateMachine<TypeConfig> for SmAdapter {
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
         let p = self.snap_dir.join(format!("incoming-{}.tmp", rand::random::<u64>()));
-        let f =
-            tokio::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&p).await.map_err(snap_err)?;
-        Ok(Box::new(SnapshotFile::receiving(f, p)))
+        let w = DirectWriter::create(p, true).await.map_err(snap_err)?;
+        Ok(Box::new(SnapshotFile::receiving(w)))
     }
 
     async fn install_snapshot(

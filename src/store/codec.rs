@@ -31,7 +31,11 @@ fn opts() -> impl Options {
 
 /// Encode a value behind the version byte.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let mut out = vec![FORMAT_VERSION];
+    // Sized first: a large value (a snapshot chunk) is then written once, without the copies
+    // of a growing buffer.
+    let size = opts().serialized_size(value).map_err(|e| CodecError::Encode(e.to_string()))?;
+    let mut out = Vec::with_capacity(1 + size as usize);
+    out.push(FORMAT_VERSION);
     opts().serialize_into(&mut out, value).map_err(|e| CodecError::Encode(e.to_string()))?;
     Ok(out)
 }

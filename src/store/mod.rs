@@ -5,6 +5,7 @@ pub mod apply;
 pub mod codec;
 pub mod command;
 pub mod db;
+pub mod direct_writer;
 pub mod dump;
 pub mod extensions;
 pub mod log_db;

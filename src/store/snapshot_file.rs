@@ -8,8 +8,9 @@
 //! the lock until it is dropped (compactions wait meanwhile; writes go on into the WAL). After
 //! the file comes a trailer (`RLSN`, CRC32 of what came before, its length), the CRC computed as
 //! the bytes are read. The receiver writes the stream to a temp file
-//! ([`SnapshotFile::receiving`]) and [`verify_and_strip`] checks and removes the trailer before the
-//! file is installed (invariant 5: checked bytes).
+//! ([`SnapshotFile::receiving`], through a [`DirectWriter`], which computes the CRC on the way in)
+//! and [`verify_and_strip`] checks and removes the trailer before the file is installed
+//! (invariant 5: checked bytes).
 //!
 //! A snapshot may carry a section after the database: the sender's CDC changes that the snapshot
 //! covers and the endpoint has not acknowledged (docs/DESIGN.md §9b), written by a [`Section`].
@@ -26,6 +27,8 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 
+use crate::store::direct_writer::{Checksum, DirectWriter};
+
 const MAGIC: &[u8; 4] = b"RLSN";
 /// The trailer's magic when a section follows the database.
 const MAGIC_WITH_SECTION: &[u8; 4] = b"RLSC";
@@ -39,7 +42,7 @@ type Opening = Pin<Box<dyn Future<Output = io::Result<Stream>> + Send>>;
 
 enum State {
     /// A file being received.
-    Ready(tokio::fs::File),
+    Receiving(Box<DirectWriter>),
     Opening {
         fut: Opening,
         seek: Option<SeekFrom>,
@@ -51,8 +54,6 @@ enum State {
 /// The `SnapshotData` of raftlite's openraft type configuration.
 pub struct SnapshotFile {
     state: State,
-    /// Where the bytes live, for a file being received (so install can rename it into place).
-    path: Option<PathBuf>,
 }
 
 /// One part of a stream: a file read from its start, up to `len` bytes.
@@ -80,14 +81,25 @@ struct Stream {
 }
 
 impl SnapshotFile {
-    /// A file being received at `path`.
-    pub fn receiving(f: tokio::fs::File, path: PathBuf) -> Self {
-        SnapshotFile { state: State::Ready(f), path: Some(path) }
+    /// A file being received.
+    pub fn receiving(w: DirectWriter) -> Self {
+        SnapshotFile { state: State::Receiving(Box::new(w)) }
     }
 
     /// The path of a received file, if this is one.
     pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
+        match &self.state {
+            State::Receiving(w) => Some(w.path()),
+            _ => None,
+        }
+    }
+
+    /// For a received file, the CRC of its bytes but the trailer, when they came in order.
+    pub fn checksum(&self) -> Option<Checksum> {
+        match &self.state {
+            State::Receiving(w) => w.checksum(),
+            _ => None,
+        }
     }
 
     /// `db`'s main file as snapshot `key`, read in place on first use; `opened` counts the
@@ -128,14 +140,14 @@ impl SnapshotFile {
                 _reading: reading,
             })
         };
-        SnapshotFile { state: State::Opening { fut: Box::pin(fut), seek: None }, path: None }
+        SnapshotFile { state: State::Opening { fut: Box::pin(fut), seek: None } }
     }
 
     /// Drive the opening to completion; `Ready` or `Streaming` afterwards unless it failed.
     fn poll_opened(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             let next = match &mut self.state {
-                State::Ready(_) | State::Streaming(_) => return Poll::Ready(Ok(())),
+                State::Receiving(_) | State::Streaming(_) => return Poll::Ready(Ok(())),
                 State::Failed(kind, msg) => return Poll::Ready(Err(io::Error::new(*kind, msg.clone()))),
                 State::Opening { fut, seek } => match fut.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
@@ -292,7 +304,7 @@ impl Stream {
 
 /// A snapshot's bytes once they can be read or written.
 enum Opened<'a> {
-    Received(&'a mut tokio::fs::File),
+    Received(&'a mut DirectWriter),
     Sending(&'a mut Stream),
 }
 
@@ -300,14 +312,14 @@ impl SnapshotFile {
     fn poll_state(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Opened<'_>>> {
         ready!(self.poll_opened(cx))?;
         Poll::Ready(match &mut self.state {
-            State::Ready(f) => Ok(Opened::Received(f)),
+            State::Receiving(w) => Ok(Opened::Received(w)),
             State::Streaming(s) => Ok(Opened::Sending(s)),
             _ => Err(io::Error::other("snapshot in an unexpected state")),
         })
     }
 
     /// The received file, for writing (`None`: a stream being sent, which is read-only).
-    fn poll_received(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<&mut tokio::fs::File>>> {
+    fn poll_received(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<&mut DirectWriter>>> {
         Poll::Ready(match ready!(self.poll_state(cx))? {
             Opened::Received(f) => Ok(Some(f)),
             Opened::Sending(_) => Ok(None),
@@ -318,7 +330,7 @@ impl SnapshotFile {
 impl AsyncRead for SnapshotFile {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match ready!(self.get_mut().poll_state(cx))? {
-            Opened::Received(f) => Pin::new(f).poll_read(cx, buf),
+            Opened::Received(_) => Poll::Ready(Err(io::Error::other("a snapshot being received cannot be read"))),
             Opened::Sending(s) => s.poll_read(cx, buf),
         }
     }
@@ -349,7 +361,7 @@ impl AsyncSeek for SnapshotFile {
     fn start_seek(self: Pin<&mut Self>, position: SeekFrom) -> io::Result<()> {
         let this = self.get_mut();
         match &mut this.state {
-            State::Ready(f) => Pin::new(f).start_seek(position),
+            State::Receiving(w) => Pin::new(&mut **w).start_seek(position),
             State::Streaming(s) => s.seek(position).map(|_| ()),
             State::Opening { seek, .. } => {
                 *seek = Some(position);
@@ -360,7 +372,7 @@ impl AsyncSeek for SnapshotFile {
     }
     fn poll_complete(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
         match ready!(self.get_mut().poll_state(cx))? {
-            Opened::Received(f) => Pin::new(f).poll_complete(cx),
+            Opened::Received(w) => Pin::new(w).poll_complete(cx),
             Opened::Sending(s) => Poll::Ready(Ok(s.pos)),
         }
     }
@@ -437,7 +449,9 @@ fn crc_of(f: &mut std::fs::File, limit: Option<u64>) -> io::Result<(u32, u64)> {
 
 /// Check a received snapshot's trailer and cut it off, leaving a plain SQLite file. A section that
 /// followed the database is moved to a file of its own beside it, whose path is returned.
-pub fn verify_and_strip(path: &Path) -> io::Result<Option<PathBuf>> {
+/// `known`: the CRC computed as the bytes were written, if they came in order; without it, or
+/// when it covers another length, the file is read back to compute it.
+pub fn verify_and_strip(path: &Path, known: Option<Checksum>) -> io::Result<Option<PathBuf>> {
     let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
     let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
     let size = f.metadata()?.len();
@@ -458,7 +472,10 @@ pub fn verify_and_strip(path: &Path) -> io::Result<Option<PathBuf>> {
     if len != size - TRAILER {
         return Err(bad(format!("snapshot length {} does not match its trailer ({len})", size - TRAILER)));
     }
-    let (crc, n) = crc_of(&mut f, Some(len))?;
+    let (crc, n) = match known {
+        Some(k) if k.len == len => (k.crc, len),
+        _ => crc_of(&mut f, Some(len))?,
+    };
     if crc != want_crc || n != len {
         return Err(bad(format!("snapshot fails its checksum (crc {crc:08x}, expected {want_crc:08x})")));
     }
@@ -492,7 +509,7 @@ fn section_path(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
     /// Checkpoint `c`'s database into its main file and record it at log index `index`.
     fn record_at(c: &rusqlite::Connection, dir: &Path, index: u64) -> crate::store::position::Meta {
@@ -547,7 +564,7 @@ mod tests {
 
         let good = dir.path().join("good.db");
         std::fs::write(&good, &bytes).unwrap();
-        assert_eq!(verify_and_strip(&good).unwrap(), None);
+        assert_eq!(verify_and_strip(&good, None).unwrap(), None);
         let r = rusqlite::Connection::open(&good).unwrap();
         assert_eq!(r.query_row("SELECT x FROM t", [], |r| r.get::<_, i64>(0)).unwrap(), 42);
 
@@ -555,9 +572,9 @@ mod tests {
         corrupt[100] ^= 0xff;
         let badp = dir.path().join("bad.db");
         std::fs::write(&badp, &corrupt).unwrap();
-        assert!(verify_and_strip(&badp).unwrap_err().to_string().contains("checksum"));
+        assert!(verify_and_strip(&badp, None).unwrap_err().to_string().contains("checksum"));
         std::fs::write(&badp, &bytes[..bytes.len() - 3]).unwrap();
-        assert!(verify_and_strip(&badp).is_err());
+        assert!(verify_and_strip(&badp, None).is_err());
     }
 
     /// A section rides after the database, covered by the checksum, and comes out as a file of
@@ -578,9 +595,18 @@ mod tests {
         s.read_to_end(&mut bytes).await.unwrap();
         assert_eq!(&bytes[bytes.len() - 16..bytes.len() - 12], b"RLSC");
 
+        // Received as a follower does, in chunks, with the CRC computed on the way in.
         let got = d.path().join("incoming-1.tmp");
-        std::fs::write(&got, &bytes).unwrap();
-        let side = verify_and_strip(&got).unwrap().expect("a section");
+        let mut w = DirectWriter::create(got.clone(), true).await.unwrap();
+        for chunk in bytes.chunks(1000) {
+            w.write_all(chunk).await.unwrap();
+        }
+        w.flush().await.unwrap();
+        let known = w.checksum().expect("in order");
+        // A checksum that does not match the trailer is refused without reading the file.
+        let wrong = Checksum { crc: known.crc ^ 1, ..known };
+        assert!(verify_and_strip(&got, Some(wrong)).unwrap_err().to_string().contains("checksum"));
+        let side = verify_and_strip(&got, Some(known)).unwrap().expect("a section");
         assert_eq!(side, d.path().join("incoming-1.section.tmp"));
         assert_eq!(std::fs::read_to_string(&side).unwrap(), "changes through 9");
         let r = rusqlite::Connection::open(&got).unwrap();
@@ -590,7 +616,7 @@ mod tests {
         let mut corrupt = bytes.clone();
         corrupt[bytes.len() - 30] ^= 0xff;
         std::fs::write(&got, &corrupt).unwrap();
-        assert!(verify_and_strip(&got).unwrap_err().to_string().contains("checksum"));
+        assert!(verify_and_strip(&got, None).unwrap_err().to_string().contains("checksum"));
     }
 
     /// openraft finds the size first, reads in chunks and may go back to resend one: the bytes
