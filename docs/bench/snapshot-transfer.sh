@@ -1,7 +1,8 @@
 #!/bin/bash
 # Time a 1 GB snapshot to a new node (docs/PERFORMANCE.md, "Snapshot to a new node"): boot a
 # 1 GB database into node 1, start node 2 with -join, and wait until node 2 has installed the
-# snapshot; then time `cp` + `sync` of the same file, the baseline.
+# snapshot; then time `cp` + `sync` of the same file, the baseline. Also prints the CPU time each
+# node spent during the join (utime + stime, in ticks of 10 ms).
 #   BIN=target/release/raftlited bash docs/bench/snapshot-transfer.sh [WORKDIR]
 set -u
 BIN=$(realpath "${BIN:-target/release/raftlited}")
@@ -27,6 +28,8 @@ B0=$(date +%s.%N)
 c=$(curl -s -XPOST 127.0.0.81:15001/boot --data-binary @source.sqlite -o /dev/null -w "%{http_code}")
 B1=$(date +%s.%N)
 echo "boot $c in $(echo "$B1 - $B0" | bc) s"
+cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+C1=$(cpu $P1)
 T0=$(date +%s.%N)
 "$BIN" -node-id 2 -http-addr 127.0.0.82:15011 -raft-addr 127.0.0.82:15012 -log-level info -join 127.0.0.81:15002 n2 > n2.log 2>&1 &
 P2=$!
@@ -35,7 +38,7 @@ for _ in $(seq 1 1200); do
   sleep 0.05
 done
 T1=$(date +%s.%N)
-echo "transfer $(echo "$T1 - $T0" | bc) s"
+echo "transfer $(echo "$T1 - $T0" | bc) s (cpu ticks: leader $(( $(cpu $P1) - C1 )), joiner $(cpu $P2))"
 T2=$(date +%s.%N)
 cp source.sqlite copy.sqlite && sync copy.sqlite
 T3=$(date +%s.%N)

@@ -14,7 +14,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use super::auth::Denied;
-use super::body::{read_body, BodyStream};
+use super::body::{read_body, read_frames, BodyStream};
 use super::endpoint::Permission;
 use super::state::{AppState, VERSION};
 use crate::actors::membership::{Join, MembershipResult, Notify, Remove};
@@ -117,11 +117,22 @@ async fn handle<B: Buf + Send>(
     if !known {
         return reply(StatusCode::NOT_FOUND, Vec::new());
     }
-    let body = match read_body(&headers, body, MAX_FRAME, state.cfg.http_header_timeout).await {
-        Ok(b) => b,
-        Err(code) => return reply(code, Vec::new()),
+    // A snapshot chunk is taken apart from the pieces it came in (one copy of its 16 MiB, not two).
+    let is_chunk = path.starts_with("/raft/snapshot");
+    let stall = state.cfg.http_header_timeout;
+    let (body, frames) = if is_chunk {
+        match read_frames(&headers, body, MAX_FRAME, stall).await {
+            Ok(f) => (Vec::new(), f),
+            Err(code) => return reply(code, Vec::new()),
+        }
+    } else {
+        match read_body(&headers, body, MAX_FRAME, stall).await {
+            Ok(b) => (b, Vec::new()),
+            Err(code) => return reply(code, Vec::new()),
+        }
     };
-    metrics::counter!("raftlite_internode_bytes_in_total").increment(body.len() as u64);
+    let received = body.len() + frames.iter().map(|f| f.len()).sum::<usize>();
+    metrics::counter!("raftlite_internode_bytes_in_total").increment(received as u64);
     let Some(core) = state.core.get() else {
         return reply(StatusCode::SERVICE_UNAVAILABLE, b"store not open".to_vec());
     };
@@ -152,8 +163,9 @@ async fn handle<B: Buf + Send>(
                 encoded(&crate::raft::prevote::answer(raft, &req, lease).await)
             }
             "/raft/snapshot" | "/raft/snapshot-gz" => {
-                let mut req: openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig> =
-                    decode::<crate::raft::network::SnapshotChunk>(&body)?.into();
+                let chunk = crate::raft::network::decode_chunk(&frames)
+                    .map_err(|e| reply(StatusCode::BAD_REQUEST, format!("bad request body: {e}").into_bytes()))?;
+                let mut req: openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig> = chunk.into();
                 if path == "/raft/snapshot-gz" {
                     req.data = crate::raft::network::gunzip(&req.data)
                         .map_err(|e| reply(StatusCode::BAD_REQUEST, e.to_string().into_bytes()))?;

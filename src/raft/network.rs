@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use super::{NodeInfo, TypeConfig};
 use crate::cluster::client::{CallError, Peers};
+use crate::store::codec::{self, CodecError};
 
 #[derive(Clone)]
 pub struct Network {
@@ -63,6 +64,87 @@ impl From<InstallSnapshotRequest<TypeConfig>> for SnapshotChunk {
 impl From<SnapshotChunk> for InstallSnapshotRequest<TypeConfig> {
     fn from(c: SnapshotChunk) -> Self {
         InstallSnapshotRequest { vote: c.vote, meta: c.meta, offset: c.offset, data: c.data, done: c.done }
+    }
+}
+
+/// The fields of a [`SnapshotChunk`] before its data, in its order: bincode writes them exactly
+/// as it writes the start of a chunk.
+#[derive(Serialize, serde::Deserialize)]
+struct ChunkHead {
+    vote: openraft::Vote<u64>,
+    meta: openraft::SnapshotMeta<u64, NodeInfo>,
+    offset: u64,
+}
+
+/// Decode a [`SnapshotChunk`] from the pieces its body came in, copying its data once, from the
+/// pieces into the chunk (rather than joining the pieces first and copying out of that). The
+/// bytes are what `codec::encode` writes for a chunk; anything short, long or claiming more
+/// data than arrived is refused.
+pub fn decode_chunk(frames: &[bytes::Bytes]) -> Result<SnapshotChunk, CodecError> {
+    use std::io::Read;
+    let mut r = Frames { frames, at: 0 };
+    r.advance(0); // past empty pieces
+    let head: ChunkHead = codec::decode_from(&mut r)?;
+    let short = |_| CodecError::Decode("snapshot chunk cut short".into());
+    let mut n = [0u8; 8];
+    r.read_exact(&mut n).map_err(short)?;
+    let len = u64::from_le_bytes(n);
+    let left = r.remaining();
+    if len >= left as u64 {
+        return Err(CodecError::Decode(format!("snapshot chunk claims {len} bytes of data, {left} came")));
+    }
+    let mut data = Vec::with_capacity(len as usize);
+    r.copy_into(&mut data, len as usize);
+    let mut done = [0u8; 1];
+    r.read_exact(&mut done).map_err(short)?;
+    let done = match done[0] {
+        0 => false,
+        1 => true,
+        b => return Err(CodecError::Decode(format!("snapshot chunk: {b} is not a bool"))),
+    };
+    if r.remaining() != 0 {
+        return Err(CodecError::Decode("snapshot chunk: bytes after its end".into()));
+    }
+    Ok(SnapshotChunk { vote: head.vote, meta: head.meta, offset: head.offset, data, done })
+}
+
+/// A body's pieces read as one stream of bytes.
+struct Frames<'a> {
+    frames: &'a [bytes::Bytes],
+    /// Bytes of `frames[0]` already read.
+    at: usize,
+}
+
+impl Frames<'_> {
+    fn remaining(&self) -> usize {
+        self.frames.iter().map(|f| f.len()).sum::<usize>() - self.at
+    }
+    /// Append the next `n` bytes (there are at least that many) to `out`.
+    fn copy_into(&mut self, out: &mut Vec<u8>, mut n: usize) {
+        while n > 0 {
+            let Some(f) = self.frames.first() else { return };
+            let k = n.min(f.len() - self.at);
+            out.extend_from_slice(&f[self.at..self.at + k]);
+            self.advance(k);
+            n -= k;
+        }
+    }
+    fn advance(&mut self, k: usize) {
+        self.at += k;
+        while self.frames.first().is_some_and(|f| self.at >= f.len()) {
+            self.at -= self.frames[0].len();
+            self.frames = &self.frames[1..];
+        }
+    }
+}
+
+impl std::io::Read for Frames<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some(f) = self.frames.first() else { return Ok(0) };
+        let k = buf.len().min(f.len() - self.at);
+        buf[..k].copy_from_slice(&f[self.at..self.at + k]);
+        self.advance(k);
+        Ok(k)
     }
 }
 
@@ -228,6 +310,50 @@ mod tests {
         assert_eq!(old, new, "the wire form changed");
         let back: SnapshotChunk = crate::store::codec::decode(&old).unwrap();
         assert_eq!(InstallSnapshotRequest::from(back), req);
+    }
+
+    /// A chunk decoded from the pieces its body came in, however they fall, is the chunk that
+    /// was encoded; a chunk cut short, with bytes after it or claiming more data than came is
+    /// refused.
+    #[test]
+    fn a_chunk_decodes_from_the_pieces_of_its_body() {
+        use bytes::Bytes;
+        let chunk = SnapshotChunk {
+            vote: openraft::Vote::new_committed(3, 1),
+            meta: openraft::SnapshotMeta {
+                last_log_id: Some(openraft::LogId::new(openraft::CommittedLeaderId::new(3, 1), 42)),
+                last_membership: openraft::StoredMembership::default(),
+                snapshot_id: "3-42-7".into(),
+            },
+            offset: 1 << 24,
+            data: (0..70_000u32).map(|i| (i % 251) as u8).collect(),
+            done: true,
+        };
+        let bytes = codec::encode(&chunk).unwrap();
+        let split = |cuts: &[usize]| -> Vec<Bytes> {
+            let mut out = Vec::new();
+            let mut from = 0;
+            for &c in cuts.iter().chain(std::iter::once(&bytes.len())) {
+                out.push(Bytes::copy_from_slice(&bytes[from..c]));
+                from = c;
+            }
+            out
+        };
+        for cuts in [vec![], vec![1], vec![3, 50, 51, 1000, 69_000], vec![bytes.len() - 1], vec![0, 0, 10]] {
+            let got = decode_chunk(&split(&cuts)).unwrap();
+            assert_eq!(codec::encode(&got).unwrap(), bytes, "cut at {cuts:?}");
+        }
+        assert!(decode_chunk(&[Bytes::copy_from_slice(&bytes[..bytes.len() - 1])]).is_err());
+        assert!(decode_chunk(&[Bytes::copy_from_slice(&bytes[..100])]).is_err());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_chunk(&[Bytes::from(longer)]).is_err());
+        // The data's length is the 8 bytes before it: claim far more than came.
+        let mut lying = bytes.clone();
+        let at = bytes.len() - 1 - chunk.data.len() - 8;
+        lying[at..at + 8].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+        let e = decode_chunk(&[Bytes::from(lying)]).err().expect("refused").to_string();
+        assert!(e.contains("claims"), "{e}");
     }
 
     #[test]

@@ -49,6 +49,17 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     opts().deserialize(body).map_err(|e| CodecError::Decode(e.to_string()))
 }
 
+/// Decode a value written by [`encode`] from the start of `r`, leaving `r` just after it (for a
+/// caller that reads what follows itself).
+pub fn decode_from<T: DeserializeOwned, R: std::io::Read>(r: &mut R) -> Result<T, CodecError> {
+    let mut version = [0u8; 1];
+    r.read_exact(&mut version).map_err(|_| CodecError::Empty)?;
+    if version[0] != FORMAT_VERSION {
+        return Err(CodecError::Version(version[0]));
+    }
+    opts().deserialize_from(r).map_err(|e| CodecError::Decode(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
