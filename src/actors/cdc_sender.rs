@@ -267,7 +267,7 @@ enum Outcome {
 async fn post(client: &Outgoing, url: &str, body: Bytes, timeout: Duration) -> Result<(), String> {
     let req = http::Request::post(url)
         .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))
+        .body(Full::new(body.into()))
         .map_err(|e| format!("bad request: {e}"))?;
     let started = Instant::now();
     let resp = client.send(url, req, timeout).await.map_err(|e| e.to_string())?;

@@ -10,11 +10,13 @@ use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Buf;
+use http_body_util::Full;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::http::outgoing::{ClientTls, Outgoing, SendError};
+use crate::http::outgoing::{ClientTls, Outgoing, Pieces, SendError};
 use crate::store::codec;
 
 #[derive(Debug, Error)]
@@ -155,15 +157,26 @@ impl Peers {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
-        fail::fail_point!("network::send", |_| Err(CallError::Unreachable("failpoint network::send".into())));
         let body = codec::encode(req).map_err(|e| CallError::Bad(e.to_string()))?;
-        metrics::counter!("raftlite_internode_bytes_out_total").increment(body.len() as u64);
+        self.call_with(addr, path, body.into(), timeout).await
+    }
+
+    /// [`Peers::call`] with the request already encoded, in pieces (a snapshot chunk).
+    pub async fn call_with<Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: Pieces,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        fail::fail_point!("network::send", |_| Err(CallError::Unreachable("failpoint network::send".into())));
+        metrics::counter!("raftlite_internode_bytes_out_total").increment(body.remaining() as u64);
         let mut req = http::Request::post(self.node.url(addr, path))
             .header(http::header::CONTENT_TYPE, "application/octet-stream");
         if let Some(c) = &self.credentials {
             req = req.header(http::header::AUTHORIZATION, c.as_str());
         }
-        let req = req.body(body.into()).map_err(|e| CallError::Bad(e.to_string()))?;
+        let req = req.body(Full::new(body)).map_err(|e| CallError::Bad(e.to_string()))?;
         let r = self.node.send(addr, req, timeout).await.map_err(CallError::from).inspect_err(|e| {
             if let CallError::Refused(why) = e {
                 crate::logging::warn_once(&format!("refused {addr}"), || format!("node at {why}"));

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -21,6 +22,7 @@ use serde::Serialize;
 
 use super::{NodeInfo, TypeConfig};
 use crate::cluster::client::{CallError, Peers};
+use crate::http::outgoing::Pieces;
 use crate::store::codec::{self, CodecError};
 
 #[derive(Clone)]
@@ -76,11 +78,20 @@ struct ChunkHead {
     offset: u64,
 }
 
+/// A [`SnapshotChunk`] exactly as `codec::encode` writes it, in three pieces: the head, the data
+/// (moved, not copied) and the `done` byte; sent without being joined (`Pieces`).
+pub fn encode_chunk(c: SnapshotChunk) -> Result<Pieces, CodecError> {
+    let SnapshotChunk { vote, meta, offset, data, done } = c;
+    let mut head = codec::encode(&ChunkHead { vote, meta, offset })?;
+    head.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    Ok(Pieces::new([Bytes::from(head), Bytes::from(data), Bytes::from(vec![u8::from(done)])]))
+}
+
 /// Decode a [`SnapshotChunk`] from the pieces its body came in, copying its data once, from the
 /// pieces into the chunk (rather than joining the pieces first and copying out of that). The
 /// bytes are what `codec::encode` writes for a chunk; anything short, long or claiming more
 /// data than arrived is refused.
-pub fn decode_chunk(frames: &[bytes::Bytes]) -> Result<SnapshotChunk, CodecError> {
+pub fn decode_chunk(frames: &[Bytes]) -> Result<SnapshotChunk, CodecError> {
     use std::io::Read;
     let mut r = Frames { frames, at: 0 };
     r.advance(0); // past empty pieces
@@ -110,7 +121,7 @@ pub fn decode_chunk(frames: &[bytes::Bytes]) -> Result<SnapshotChunk, CodecError
 
 /// A body's pieces read as one stream of bytes.
 struct Frames<'a> {
-    frames: &'a [bytes::Bytes],
+    frames: &'a [Bytes],
     /// Bytes of `frames[0]` already read.
     at: usize,
 }
@@ -221,6 +232,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
+/// How long an RPC may take: what openraft allows it, at least 50 ms.
+fn timeout_of(option: &RPCOption) -> Duration {
+    option.hard_ttl().max(Duration::from_millis(50))
+}
+
 type Rpc<T, E = RaftError<u64>> = Result<T, RPCError<u64, NodeInfo, E>>;
 
 impl Peer {
@@ -230,8 +246,7 @@ impl Peer {
         T: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let timeout = option.hard_ttl().max(Duration::from_millis(50));
-        self.answer(self.peers.call::<Req, Result<T, E>>(&self.addr, path, req, timeout).await)
+        self.answer(self.peers.call::<Req, Result<T, E>>(&self.addr, path, req, timeout_of(option)).await)
     }
 
     /// openraft's error for what a call gave.
@@ -280,7 +295,8 @@ impl RaftNetwork<TypeConfig> for Peer {
         }
         metrics::counter!("raftlite_snapshot_sent_wire_bytes_total").increment(rpc.data.len() as u64);
         let path = if self.compress_snapshots { "/raft/snapshot-gz" } else { "/raft/snapshot" };
-        self.rpc(path, &SnapshotChunk::from(rpc), &o).await
+        let body = encode_chunk(SnapshotChunk::from(rpc)).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.answer(self.peers.call_with(&self.addr, path, body, timeout_of(&o)).await)
     }
     async fn vote(&mut self, rpc: VoteRequest<u64>, o: RPCOption) -> Rpc<VoteResponse<u64>> {
         self.rpc("/raft/vote", &rpc, &o).await
@@ -317,7 +333,7 @@ mod tests {
     /// refused.
     #[test]
     fn a_chunk_decodes_from_the_pieces_of_its_body() {
-        use bytes::Bytes;
+        use bytes::Buf;
         let chunk = SnapshotChunk {
             vote: openraft::Vote::new_committed(3, 1),
             meta: openraft::SnapshotMeta {
@@ -330,6 +346,10 @@ mod tests {
             done: true,
         };
         let bytes = codec::encode(&chunk).unwrap();
+        // Sent in pieces: the same bytes.
+        let copy = SnapshotChunk { data: chunk.data.clone(), meta: chunk.meta.clone(), ..chunk };
+        let mut sent = encode_chunk(copy).unwrap();
+        assert_eq!(sent.copy_to_bytes(sent.remaining()), bytes);
         let split = |cuts: &[usize]| -> Vec<Bytes> {
             let mut out = Vec::new();
             let mut from = 0;
