@@ -119,6 +119,7 @@ impl SmAdapter {
         let (path, known) = match snapshot.path().map(Path::to_path_buf) {
             Some(p) => {
                 snapshot.flush().await.map_err(snap_err)?;
+                snapshot.keep_received();
                 (p, snapshot.checksum())
             }
             None => {

@@ -209,6 +209,19 @@ pub struct DirectWriter {
     pos: u64,
     crc: Option<RunningCrc>,
     failed: Option<(io::ErrorKind, String)>,
+    /// Whether the file outlives the writer ([`DirectWriter::keep`]).
+    keep: bool,
+}
+
+/// A file dropped before it was kept is a transfer given up (openraft moved on to another
+/// snapshot, the leader changed): it goes, rather than a gigabyte waiting for the next start.
+impl Drop for DirectWriter {
+    fn drop(&mut self) {
+        if !self.keep {
+            // The writing task may still hold it open; the space is freed when it closes it.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl DirectWriter {
@@ -234,7 +247,13 @@ impl DirectWriter {
             pos: 0,
             crc: checksum.then(RunningCrc::new),
             failed: None,
+            keep: false,
         }
+    }
+
+    /// Keep the file when the writer is dropped (by default it is removed).
+    pub fn keep(&mut self) {
+        self.keep = true;
     }
 
     pub fn path(&self) -> &Path {
@@ -468,12 +487,31 @@ mod tests {
         assert_eq!(w.checksum(), Some(Checksum { crc: crc32fast::hash(&data[..4]), len: 4 }));
     }
 
+    /// A file given up is removed with its writer; a kept one stays.
+    #[tokio::test]
+    async fn a_file_not_kept_is_removed_with_its_writer() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        let mut w = DirectWriter::create(a.clone(), false).await.unwrap();
+        w.write_all(&pattern(SEGMENT + 5)).await.unwrap();
+        drop(w);
+        assert!(!a.exists());
+        let mut w = DirectWriter::create(b.clone(), false).await.unwrap();
+        w.write_all(&pattern(100)).await.unwrap();
+        w.sync().await.unwrap();
+        w.keep();
+        drop(w);
+        assert_eq!(std::fs::read(&b).unwrap(), pattern(100));
+    }
+
     /// A write that fails (here: the disk is full, as `/dev/full` always is) fails the writer
     /// for good, whichever call sees it first.
     #[tokio::test]
     async fn a_failed_write_is_reported_and_sticks() {
         let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
-        let mut w = DirectWriter::on(Disk { plain: full, direct: None }, "/dev/full".into(), false);
+        // (The path is only a name here: the writer removes it when dropped, so not /dev/full.)
+        let d = tempfile::tempdir().unwrap();
+        let mut w = DirectWriter::on(Disk { plain: full, direct: None }, d.path().join("f"), false);
         let first = w.write_all(&pattern(SEGMENT + 10)).await;
         let flushed = w.flush().await;
         assert!(first.is_err() || flushed.is_err());

@@ -94,6 +94,14 @@ impl SnapshotFile {
         }
     }
 
+    /// Keep a received file after this is dropped (it is about to be installed); a received file
+    /// not kept is removed with it.
+    pub fn keep_received(&mut self) {
+        if let State::Receiving(w) = &mut self.state {
+            w.keep();
+        }
+    }
+
     /// For a received file, the CRC of its bytes but the trailer, when they came in order.
     pub fn checksum(&self) -> Option<Checksum> {
         match &self.state {
@@ -602,6 +610,7 @@ mod tests {
             w.write_all(chunk).await.unwrap();
         }
         w.flush().await.unwrap();
+        w.keep();
         let known = w.checksum().expect("in order");
         // A checksum that does not match the trailer is refused without reading the file.
         let wrong = Checksum { crc: known.crc ^ 1, ..known };
