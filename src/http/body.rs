@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, StatusCode};
 
@@ -21,7 +21,7 @@ pub async fn next_chunk<B>(
     tokio::time::timeout(stall, body.next()).await.map_err(|_| StatusCode::REQUEST_TIMEOUT)
 }
 
-/// The most [`read_body`] reserves ahead of the bytes, on a request's word: a snapshot chunk.
+/// The most [`read_body`] reserves ahead of the bytes, on a request's word.
 const MAX_RESERVED: u64 = 17 << 20;
 
 /// Read the body, refusing (413) as soon as it is known to exceed `cap`, and (408) when it
@@ -33,22 +33,31 @@ pub async fn read_body<B: Buf>(
     stall: Duration,
 ) -> Result<Vec<u8>, StatusCode> {
     let declared = declared_within(headers, cap)?;
-    // Room for the declared length at once (a 16 MiB snapshot chunk would otherwise be copied
-    // again at each doubling), up to a bound, so a false claim reserves little.
+    // Room for the declared length at once (a large batch of log entries would otherwise be
+    // copied again at each doubling), up to a bound, so a false claim reserves little.
     let mut out = Vec::with_capacity(declared.unwrap_or(0).min(MAX_RESERVED) as usize);
-    while let Some(chunk) = next_chunk(&mut body, stall).await? {
-        let mut chunk = chunk.map_err(|_| StatusCode::BAD_REQUEST)?;
-        if out.len() as u64 + chunk.remaining() as u64 > cap {
-            return Err(StatusCode::PAYLOAD_TOO_LARGE);
-        }
-        while chunk.has_remaining() {
-            let part = chunk.chunk();
-            out.extend_from_slice(part);
-            let n = part.len();
-            chunk.advance(n);
-        }
+    let mut total = 0;
+    while let Some(chunk) = next_within(&mut body, stall, &mut total, cap).await? {
+        out.put(chunk);
     }
     Ok(out)
+}
+
+/// The next piece of `body`, its length added to `total`: 413 once that passes `cap`, 400 for
+/// a body that broke off.
+async fn next_within<B: Buf>(
+    body: &mut BodyStream<B>,
+    stall: Duration,
+    total: &mut u64,
+    cap: u64,
+) -> Result<Option<B>, StatusCode> {
+    let Some(chunk) = next_chunk(body, stall).await? else { return Ok(None) };
+    let chunk = chunk.map_err(|_| StatusCode::BAD_REQUEST)?;
+    *total += chunk.remaining() as u64;
+    if *total > cap {
+        return Err(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    Ok(Some(chunk))
 }
 
 /// The body's `Content-Length`, if it declares one; 413 when that exceeds `cap`.
@@ -76,26 +85,16 @@ pub async fn read_frames<B: Buf>(
     declared_within(headers, cap)?;
     let mut frames = Vec::new();
     let mut small = BytesMut::new();
-    let mut total = 0u64;
-    while let Some(chunk) = next_chunk(&mut body, stall).await? {
-        let mut chunk = chunk.map_err(|_| StatusCode::BAD_REQUEST)?;
+    let mut total = 0;
+    while let Some(mut chunk) = next_within(&mut body, stall, &mut total, cap).await? {
         let n = chunk.remaining();
-        total += n as u64;
-        if total > cap {
-            return Err(StatusCode::PAYLOAD_TOO_LARGE);
-        }
         if n >= SMALL_FRAME {
             if !small.is_empty() {
                 frames.push(small.split().freeze());
             }
             frames.push(chunk.copy_to_bytes(n));
         } else {
-            while chunk.has_remaining() {
-                let part = chunk.chunk();
-                small.extend_from_slice(part);
-                let k = part.len();
-                chunk.advance(k);
-            }
+            small.put(chunk);
             if small.len() >= SMALL_FRAME {
                 frames.push(small.split().freeze());
             }
@@ -105,4 +104,38 @@ pub async fn read_frames<B: Buf>(
         frames.push(small.freeze());
     }
     Ok(frames)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(pieces: Vec<Bytes>) -> BodyStream<Bytes> {
+        Box::pin(futures::stream::iter(pieces.into_iter().map(Ok)))
+    }
+
+    /// Large pieces are kept as they came (not copied), small ones gathered, and the bytes are
+    /// the body's, as `read_body` reads them; past the cap is 413 either way.
+    #[tokio::test]
+    async fn frames_keep_large_pieces_gather_small_ones_and_keep_the_cap() {
+        let big = Bytes::from(vec![7u8; 100_000]);
+        let mut pieces: Vec<Bytes> = (0..10_000u32).map(|i| Bytes::from(vec![i as u8])).collect();
+        pieces.push(big.clone());
+        pieces.push(Bytes::from_static(b"end"));
+        let whole: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
+        let (h, stall) = (HeaderMap::new(), Duration::from_secs(5));
+
+        let frames = read_frames(&h, stream(pieces.clone()), 1 << 20, stall).await.unwrap();
+        assert!(frames.len() <= 5, "{} frames", frames.len());
+        assert!(frames.iter().any(|f| f.as_ptr() == big.as_ptr()), "the large piece was copied");
+        assert_eq!(frames.concat(), whole);
+        assert_eq!(read_body(&h, stream(pieces.clone()), 1 << 20, stall).await.unwrap(), whole);
+
+        let cap = whole.len() as u64 - 1;
+        assert_eq!(
+            read_frames(&h, stream(pieces.clone()), cap, stall).await.unwrap_err(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(read_body(&h, stream(pieces), cap, stall).await.unwrap_err(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
 }
