@@ -5,12 +5,11 @@
 //! later) from one that refuses this node's TLS configuration (a fault an operator must fix, which
 //! retrying does not cure).
 
+use std::collections::VecDeque;
 use std::error::Error as StdError;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::collections::VecDeque;
 
 use bytes::{Buf, Bytes};
 use http_body_util::{BodyExt, Full};

@@ -14,7 +14,7 @@
 //! - Installing verifies the trailer, then the applier swaps the file in at the snapshot's
 //!   position.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -116,12 +116,8 @@ impl SmAdapter {
         fail::fail_point!("snapshot::install", |_| Err(snap_err("failpoint snapshot::install")));
         // A received file is used where it is; anything else is first written to a file here.
         // (`known`: the CRC a received file's writer computed as the bytes came.)
-        let (path, known) = match snapshot.path().map(Path::to_path_buf) {
-            Some(p) => {
-                snapshot.flush().await.map_err(snap_err)?;
-                snapshot.keep_received();
-                (p, snapshot.checksum())
-            }
+        let (path, known) = match snapshot.finish_received().await.map_err(snap_err)? {
+            Some(received) => received,
             None => {
                 let p = self.snap_dir.join(format!("installing-{}.tmp", rand::random::<u64>()));
                 snapshot.seek(std::io::SeekFrom::Start(0)).await.map_err(snap_err)?;

@@ -35,8 +35,8 @@ pub const SEGMENT: usize = 8 << 20;
 /// Buffers per writer: one being filled while the others wait for the disk or are written. A
 /// snapshot chunk (16 MiB) then goes to the disk while the next one is on the wire.
 pub const BUFFERS: usize = 4;
-/// Bytes at the end of the file the checksum leaves out (a snapshot's trailer).
-pub const TRAILER: usize = 16;
+/// Bytes at the end of the file the checksum leaves out: a snapshot's trailer.
+const TRAILER: usize = crate::store::snapshot_file::TRAILER as usize;
 
 /// The CRC32 of a received file's bytes but its last [`TRAILER`], and how many those are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -32,7 +32,8 @@ use crate::store::direct_writer::{Checksum, DirectWriter};
 const MAGIC: &[u8; 4] = b"RLSN";
 /// The trailer's magic when a section follows the database.
 const MAGIC_WITH_SECTION: &[u8; 4] = b"RLSC";
-const TRAILER: u64 = 16;
+/// The trailer's length (magic, CRC32, length); a [`DirectWriter`]'s checksum leaves it out.
+pub const TRAILER: u64 = 16;
 
 /// Writes what a snapshot carries besides the database, given the last log index the snapshot
 /// covers (`u64::MAX` when not known). Written once when a stream opens.
@@ -86,28 +87,16 @@ impl SnapshotFile {
         SnapshotFile { state: State::Receiving(Box::new(w)) }
     }
 
-    /// The path of a received file, if this is one.
-    pub fn path(&self) -> Option<&Path> {
-        match &self.state {
-            State::Receiving(w) => Some(w.path()),
-            _ => None,
-        }
-    }
-
-    /// Keep a received file after this is dropped (it is about to be installed); a received file
-    /// not kept is removed with it.
-    pub fn keep_received(&mut self) {
-        if let State::Receiving(w) = &mut self.state {
-            w.keep();
-        }
-    }
-
-    /// For a received file, the CRC of its bytes but the trailer, when they came in order.
-    pub fn checksum(&self) -> Option<Checksum> {
-        match &self.state {
-            State::Receiving(w) => w.checksum(),
-            _ => None,
-        }
+    /// For a received file: write out what is buffered, keep the file past this (it is about to
+    /// be installed; one not kept is removed with its writer), and give its path and the CRC its
+    /// writer computed as the bytes came (`None` when they did not come in order). `None` for a
+    /// stream being sent.
+    pub async fn finish_received(&mut self) -> io::Result<Option<(PathBuf, Option<Checksum>)>> {
+        use tokio::io::AsyncWriteExt;
+        let State::Receiving(w) = &mut self.state else { return Ok(None) };
+        w.flush().await?;
+        w.keep();
+        Ok(Some((w.path().to_path_buf(), w.checksum())))
     }
 
     /// `db`'s main file as snapshot `key`, read in place on first use; `opened` counts the
