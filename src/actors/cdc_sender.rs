@@ -21,7 +21,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use http_body_util::Full;
 
-use crate::actors::consensus::Propose;
+use crate::actors::consensus::propose;
 use crate::actors::supervise::note_restart;
 use crate::cdc::config::Sink;
 use crate::cdc::event::envelope;
@@ -124,11 +124,7 @@ impl CdcSender {
         self.proposing = true;
         let consensus = core.consensus.clone();
         let fut = async move {
-            match consensus.send(Propose(Command::CdcHighWater(delivered))).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(e.to_string()),
-            }
+            propose(&consensus, Command::CdcHighWater(delivered)).await.map(|_| ()).map_err(|e| e.to_string())
         };
         ctx.spawn(fut.into_actor(self).map(|res, act, _| {
             act.proposing = false;

@@ -25,7 +25,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::actors::applier::{Applier, ReplaceDb};
-use crate::actors::consensus::{Consensus, Propose};
+use crate::actors::consensus::{propose, Consensus};
 use crate::actors::readers::Readers;
 use crate::actors::supervise::{guard, note_restart, trip, Fault};
 use crate::cdc::Cdc;
@@ -124,9 +124,8 @@ impl Snapshotter {
         let consensus = self.consensus.clone();
         ctx.spawn(
             async move {
-                let error = match consensus.send(Propose(cmd)).await {
-                    Ok(Ok(r)) => r.error.or_else(|| r.results.iter().find_map(|x| x.error().map(String::from))),
-                    Ok(Err(e)) => Some(e.to_string()),
+                let error = match propose(&consensus, cmd).await {
+                    Ok(r) => r.error.or_else(|| r.results.iter().find_map(|x| x.error().map(String::from))),
                     Err(e) => Some(e.to_string()),
                 };
                 match error {

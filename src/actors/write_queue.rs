@@ -24,7 +24,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::actors::consensus::{Consensus, Propose, ProposeError};
+use crate::actors::consensus::{propose, Consensus, ProposeError};
 use crate::actors::supervise::{guard, note_restart, Fault};
 use crate::cluster::client::Peers;
 use crate::config::Config;
@@ -288,16 +288,15 @@ async fn write_batch(consensus: &Addr<Consensus>, peers: &Peers, stats: &QueueSt
 
 /// Propose `cmd` here if this node leads, else on the leader over the inter-node port.
 pub async fn submit(consensus: &Addr<Consensus>, peers: &Peers, cmd: Command) -> Result<Response, String> {
-    match consensus.send(Propose(cmd.clone())).await {
-        Ok(Ok(resp)) => Ok(resp),
-        Ok(Err(ProposeError::NotLeader { leader: Some(l) })) => {
+    match propose(consensus, cmd.clone()).await {
+        Ok(resp) => Ok(resp),
+        Err(ProposeError::NotLeader { leader: Some(l) }) => {
             let r: Result<Response, String> = peers
                 .call(&l.raft_addr, "/cluster/execute", &cmd, Duration::from_secs(30))
                 .await
                 .map_err(|e| format!("forwarding to the leader: {e}"))?;
             r
         }
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(e) => Err(format!("consensus unavailable: {e}")),
+        Err(e) => Err(e.to_string()),
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::config::RestoreConfig;
 use super::storage::Storage;
-use crate::actors::consensus::Propose;
+use crate::actors::consensus::propose;
 use crate::http::AppState;
 use crate::store::command::Command;
 
@@ -85,18 +85,17 @@ pub async fn apply_when_leader(state: Arc<AppState>, image: PathBuf) {
                 return;
             }
         };
-        match core.consensus.send(Propose(Command::Load { image: bytes })).await {
-            Ok(Ok(r)) if r.error.is_none() => {
+        match propose(&core.consensus, Command::Load { image: bytes }).await {
+            Ok(r) if r.error.is_none() => {
                 let _ = tokio::fs::remove_file(&image).await;
                 state.restore_pending.store(false, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!("auto-restore: backup loaded");
                 return;
             }
-            Ok(Ok(r)) => {
+            Ok(r) => {
                 tracing::error!(error = ?r.error, "auto-restore: the backup was refused");
                 return;
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "auto-restore: load not committed yet; retrying"),
             Err(e) => tracing::warn!(error = %e, "auto-restore: load not committed yet; retrying"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

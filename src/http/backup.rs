@@ -21,7 +21,7 @@ use super::request::Params;
 use super::respond::{empty, json, text};
 use super::state::{AppState, VERSION};
 use crate::actors::applier::Compact;
-use crate::actors::consensus::{Propose, ProposeError};
+use crate::actors::consensus::{propose, ProposeError};
 use crate::actors::snapshotter::{AdoptDatabase, AdoptError};
 use crate::store::command::{Command, ExecOptions, Statement};
 use crate::store::dump;
@@ -229,16 +229,15 @@ pub(crate) async fn load(state: &AppState, p: &Params, fwd: &Fwd) -> Response {
             return text(state, StatusCode::BAD_REQUEST, &e);
         }
         let cmd = Command::Load { image: body.to_vec() };
-        return match core.consensus.send(Propose(cmd)).await {
-            Ok(Ok(resp)) => {
+        return match propose(&core.consensus, cmd).await {
+            Ok(resp) => {
                 let mut env = envelope(&[], resp.error.as_deref(), None, None, Default::default());
                 if p.timings {
                     env.put("time", J::Float(started.elapsed().as_secs_f64()));
                 }
                 json(state, &env, p.pretty)
             }
-            Ok(Err(ProposeError::NotLeader { leader })) => not_leader(state, p, leader, fwd).await,
-            Ok(Err(e)) => text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+            Err(ProposeError::NotLeader { leader }) => not_leader(state, p, leader, fwd).await,
             Err(e) => text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         };
     }
@@ -251,14 +250,13 @@ pub(crate) async fn load(state: &AppState, p: &Params, fwd: &Fwd) -> Response {
         opts: ExecOptions { transaction: true, ..Default::default() },
         seed: rand::random(),
     };
-    match core.consensus.send(Propose(cmd)).await {
-        Ok(Ok(resp)) => {
+    match propose(&core.consensus, cmd).await {
+        Ok(resp) => {
             let shape = Shape { timings: p.timings, ..Default::default() };
             let time = p.timings.then(|| started.elapsed().as_secs_f64());
             json(state, &envelope(&resp.results, resp.error.as_deref(), time, None, shape), p.pretty)
         }
-        Ok(Err(ProposeError::NotLeader { leader })) => not_leader(state, p, leader, fwd).await,
-        Ok(Err(e)) => text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(ProposeError::NotLeader { leader }) => not_leader(state, p, leader, fwd).await,
         Err(e) => text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }
@@ -309,10 +307,8 @@ pub async fn boot<B: Buf + Send>(state: &AppState, body: BodyStream<B>) -> Respo
 
 /// After `/boot`: propose `noop`, snapshot at it, and purge the log through it.
 async fn record_boot(core: &crate::http::state::Core, noop: Command) -> Result<(), String> {
-    match core.consensus.send(Propose(noop)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(format!("the log did not take the boot's marker: {e}")),
-        Err(e) => return Err(format!("the log did not take the boot's marker: {e}")),
+    if let Err(e) = propose(&core.consensus, noop).await {
+        return Err(format!("the log did not take the boot's marker: {e}"));
     }
     let target = core.metrics().last_applied.map(|l| l.index).unwrap_or(0);
     snapshot_through(core, target).await.map_err(|e| format!("no snapshot was taken: {e}"))?;

@@ -15,7 +15,7 @@ use super::render::J;
 use super::request::{parse_json_statements, BadRequest, Level, Params};
 use super::respond::{bad_request, core, json, result_envelope, text, unavailable};
 use super::state::{AppState, Core};
-use crate::actors::consensus::{Propose, ProposeError};
+use crate::actors::consensus::{self, ProposeError};
 use crate::actors::readers::{Classify, Query};
 use crate::actors::write_queue::Enqueued;
 use crate::store::command::{Command, ExecOptions, Statement};
@@ -150,14 +150,13 @@ fn early_answer(state: &AppState, p: &Params, stmts: &[Statement], started: Inst
 
 async fn propose(r: Req<'_>, cmd: Command) -> Response {
     let Req { state, core, p, fwd, started } = r;
-    match core.consensus.send(Propose(cmd)).await {
-        Ok(Ok(resp)) => result_envelope(state, p, &resp.results, resp.error.as_deref(), started, Some(resp.raft_index)),
-        Ok(Err(ProposeError::NotLeader { leader })) => not_leader(state, p, leader, fwd).await,
-        Ok(Err(e @ (ProposeError::Stopped(_) | ProposeError::Restarting(_)))) => {
+    match consensus::propose(&core.consensus, cmd).await {
+        Ok(resp) => result_envelope(state, p, &resp.results, resp.error.as_deref(), started, Some(resp.raft_index)),
+        Err(ProposeError::NotLeader { leader }) => not_leader(state, p, leader, fwd).await,
+        Err(e @ (ProposeError::Stopped(_) | ProposeError::Restarting(_))) => {
             text(state, StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
         }
-        Ok(Err(e)) => result_envelope(state, p, &[], Some(&e.to_string()), started, None),
-        Err(e) => unavailable(state, "consensus", e),
+        Err(e) => result_envelope(state, p, &[], Some(&e.to_string()), started, None),
     }
 }
 

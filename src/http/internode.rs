@@ -181,10 +181,7 @@ async fn handle<B: Buf + Send>(
                 let cmd: crate::store::command::Command = decode(&body)?;
                 let r: Result<crate::store::command::Response, String> =
                     if matches!(cmd, crate::store::command::Command::Execute { .. }) {
-                        match core.consensus.send(crate::actors::consensus::Propose(cmd)).await {
-                            Ok(r) => r.map_err(|e| e.to_string()),
-                            Err(e) => Err(e.to_string()),
-                        }
+                        crate::actors::consensus::propose(&core.consensus, cmd).await.map_err(|e| e.to_string())
                     } else {
                         Err("only writes may be forwarded here".into())
                     };
