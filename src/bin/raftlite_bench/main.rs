@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! cargo build --release && target/release/raftlite-bench --duration 10s --clients 1,16 --nodes 1,3 --failover 10
+//! cargo build --release && target/release/raftlite-bench --duration 5s --clients 1,16 --nodes 1,3 --workloads insert,read-none --rounds 3
 //! cargo build --release && target/release/raftlite-bench --tls --duration 5s --clients 1,16
 //! cargo build --release && target/release/raftlite-bench --nodes 0 --auto-backup 1000 --duration 3s --rounds 9
 //! cargo build --release && target/release/raftlite-bench --cdc --duration 3s --clients 1,16 --nodes 1,3 --rounds 7
@@ -19,6 +20,7 @@ mod load;
 mod report;
 mod s3_sink;
 mod scenarios;
+mod targets;
 mod tls;
 mod workload;
 
@@ -60,8 +62,9 @@ pub struct Args {
     pub tls: bool,
     /// Measure what change data capture costs instead (writes with and without, delivery lag).
     pub cdc: bool,
-    /// Alternating rounds of `--cdc` and `--auto-backup` (each a run without and one with);
-    /// `None`: each bench's own default.
+    /// Alternating rounds of `--cdc` and `--auto-backup` (each a run without and one with), or
+    /// rounds of the write benchmark (every run and baseline again; the targets per round and
+    /// their medians, `targets.rs`); `None`: each bench's own default (1 for the write benchmark).
     pub rounds: Option<usize>,
     /// `--cdc`: the endpoint's threads at nice 19 (a consumer elsewhere).
     pub cdc_sink_niced: bool,
@@ -145,14 +148,87 @@ pub fn main() {
         let _ = std::fs::remove_dir_all(&tmp);
         return;
     }
+    let rounds = args.rounds.unwrap_or(1);
+    let chart_runs: std::cell::RefCell<Vec<(String, usize, f64, f64)>> = Default::default();
+    let mut json_rows = Vec::new();
+    let mut per_round = Vec::new();
+    for round in 1..=rounds {
+        if rounds > 1 {
+            println!("\n## Round {round} of {rounds}\n");
+        }
+        // The chart shows the first round.
+        let chart = (round == 1).then_some(&chart_runs);
+        let (rates, p50s) = measure_round(&args, &tmp.join(format!("round{round}")), chart);
+        for (name, c, r) in &rates {
+            json_rows.push(serde_json::json!({ "round": round, "system": name, "clients": c, "ops_per_s": r }));
+        }
+        print_ratios(&rates, &args.clients);
+        let t = targets::targets(&rates, &p50s);
+        targets::print_round(&t);
+        per_round.push(t);
+    }
+    if rounds > 1 {
+        targets::print_medians(&per_round);
+    }
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({ "command": cmd.join(" "), "duration_s": args.duration.as_secs_f64(), "runs": json_rows });
+        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap_or_default()) {
+            eprintln!("cannot write {}: {e}", path.display());
+        }
+    }
+    if let Some(png) = &args.chart {
+        chart(png, &chart_runs.borrow());
+    }
+    if let Some(png) = &args.plot {
+        plot_run(&args.binary, &tmp, png);
+    }
+    if args.metrics_overhead > 0 {
+        metrics_overhead(&args.binary, &tmp, args.metrics_overhead, args.duration);
+    }
+    if args.snapshots_mb > 0 {
+        snapshot_bench(&args.binary, &tmp, args.snapshots_mb, args.duration);
+    }
+    if args.auto_backup_mb > 0 {
+        autobackup::backup_bench(&args.binary, &tmp, args.auto_backup_mb, args.duration, args.rounds.unwrap_or(5));
+    }
+    if args.failover > 0 {
+        let mut times = failover(&args.binary, &tmp.join("failover"), args.failover);
+        times.sort();
+        let ms: Vec<String> = times.iter().map(|t| format!("{:.0}", t.as_secs_f64() * 1000.0)).collect();
+        println!(
+            "\nfailover (leader SIGKILL -> first acknowledged write), {} trials, ms: {}",
+            times.len(),
+            ms.join(" ")
+        );
+        let at = |q: f64| times[((q * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1];
+        println!(
+            "failover median: {:.0} ms, p95: {:.0} ms, max: {:.0} ms (election timeout 1s)",
+            times[times.len() / 2].as_secs_f64() * 1000.0,
+            at(0.95).as_secs_f64() * 1000.0,
+            times[times.len() - 1].as_secs_f64() * 1000.0,
+        );
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// One round of the write benchmark: every cluster size, workload and client count, then the
+/// baselines (standalone SQLite, dqlite-demo, the raw disk), each printed as it is measured.
+/// Returns each run's rate and median latency (ms), keyed by system and clients.
+#[allow(clippy::type_complexity)]
+fn measure_round(
+    args: &Args,
+    dir: &Path,
+    chart: Option<&std::cell::RefCell<Vec<(String, usize, f64, f64)>>>,
+) -> (Vec<(String, usize, f64)>, Vec<(String, usize, f64)>) {
     println!("| system | workload | clients | ops | errors | ops/s | p50 ms | p99 ms |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
     let mut rates: Vec<(String, usize, f64)> = Vec::new();
     // Median latency (ms) of each run, keyed as `rates`.
     let mut p50s: Vec<(String, usize, f64)> = Vec::new();
-    let chart_runs: std::cell::RefCell<Vec<(String, usize, f64, f64)>> = Default::default();
     let print = |run: &Run, w: &str| {
-        chart_runs.borrow_mut().push((format!("{} {w}", run.name), run.clients, run.rate(), run.ms(0.99)));
+        if let Some(chart) = chart {
+            chart.borrow_mut().push((format!("{} {w}", run.name), run.clients, run.rate(), run.ms(0.99)));
+        }
         println!(
             "| {} | {w} | {} | {} | {} | {:.0} | {:.2} | {:.2} |",
             run.name,
@@ -167,7 +243,7 @@ pub fn main() {
     // `--nodes 0` skips the write benchmark (for example to run only `--snapshots`).
     let write_bench = !args.nodes.contains(&0);
     for &n in args.nodes.iter().filter(|_| write_bench) {
-        let servers = start_cluster(&args.binary, &tmp.join(format!("cluster{n}")), n);
+        let servers = start_cluster(&args.binary, &dir.join(format!("cluster{n}")), n);
         let l = leader_index(&servers).unwrap_or(0);
         if !execute(&servers[l].url, "CREATE TABLE bench (id INTEGER PRIMARY KEY, c INTEGER, v TEXT)") {
             eprintln!("cannot create the bench table");
@@ -211,14 +287,14 @@ pub fn main() {
     }
     let baselines = write_bench && args.baselines;
     for &c in args.clients.iter().filter(|_| baselines) {
-        let _ = bench_sqlite(&tmp.join(format!("sqlite-{c}.db")), c, warmup(args.duration));
-        let s = bench_sqlite(&tmp.join(format!("sqlite-{c}.db")), c, args.duration);
+        let _ = bench_sqlite(&dir.join(format!("sqlite-{c}.db")), c, warmup(args.duration));
+        let s = bench_sqlite(&dir.join(format!("sqlite-{c}.db")), c, args.duration);
         print(&s, "insert");
         rates.push((s.name.clone(), c, s.rate()));
     }
     if baselines && args.clients.iter().any(|_| true) {
         if Command::new("dqlite-demo").arg("--help").output().is_ok() {
-            let servers = start_dqlite(&tmp.join("dqlite"), 3);
+            let servers = start_dqlite(&dir.join("dqlite"), 3);
             let url = servers.first().map(|s| s.url.clone()).unwrap_or_default();
             for &w in &[Workload::DqlitePut, Workload::DqliteGet] {
                 for &c in &args.clients {
@@ -235,21 +311,15 @@ pub fn main() {
         }
     }
     if baselines {
-        let d = bench_disk(&tmp.join("disk.bin"), args.duration);
+        let d = bench_disk(&dir.join("disk.bin"), args.duration);
         print(&d, "append 100 B + fdatasync");
         rates.push((d.name.clone(), 1, d.rate()));
     }
-    if let Some(path) = &args.json {
-        let rows: Vec<serde_json::Value> = rates
-            .iter()
-            .map(|(name, c, r)| serde_json::json!({ "system": name, "clients": c, "ops_per_s": r }))
-            .collect();
-        let doc =
-            serde_json::json!({ "command": cmd.join(" "), "duration_s": args.duration.as_secs_f64(), "runs": rows });
-        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap_or_default()) {
-            eprintln!("cannot write {}: {e}", path.display());
-        }
-    }
+    (rates, p50s)
+}
+
+/// The ratios of one round's runs to standalone SQLite, to a single node and to dqlite-demo.
+fn print_ratios(rates: &[(String, usize, f64)], clients: &[usize]) {
     println!();
     let rate = |name: &str, c: usize| rates.iter().find(|(n, cc, _)| n == name && *cc == c).map(|r| r.2);
     let sqlite1 = rate("standalone SQLite", 1);
@@ -264,7 +334,7 @@ pub fn main() {
             println!("{name}, {c} clients: {:.2}x a single node at {c} clients", r / one.max(1e-9));
         }
     }
-    for &c in &args.clients {
+    for &c in clients {
         let pairs = [
             ("raftlite 3 nodes", "dqlite-demo 3 nodes PUT"),
             ("raftlite 3 nodes read none", "dqlite-demo 3 nodes GET"),
@@ -274,85 +344,6 @@ pub fn main() {
             if let (Some(a), Some(b)) = (rate(ours, c), rate(theirs, c)) {
                 println!("{ours}, {c} clients: {:.2}x {theirs} at {c} clients", a / b.max(1e-9));
             }
-        }
-    }
-    targets(&rates, &p50s);
-    if let Some(png) = &args.chart {
-        chart(png, &chart_runs.borrow());
-    }
-    if let Some(png) = &args.plot {
-        plot_run(&args.binary, &tmp, png);
-    }
-    if args.metrics_overhead > 0 {
-        metrics_overhead(&args.binary, &tmp, args.metrics_overhead, args.duration);
-    }
-    if args.snapshots_mb > 0 {
-        snapshot_bench(&args.binary, &tmp, args.snapshots_mb, args.duration);
-    }
-    if args.auto_backup_mb > 0 {
-        autobackup::backup_bench(&args.binary, &tmp, args.auto_backup_mb, args.duration, args.rounds.unwrap_or(5));
-    }
-    if args.failover > 0 {
-        let mut times = failover(&args.binary, &tmp.join("failover"), args.failover);
-        times.sort();
-        let ms: Vec<String> = times.iter().map(|t| format!("{:.0}", t.as_secs_f64() * 1000.0)).collect();
-        println!(
-            "\nfailover (leader SIGKILL -> first acknowledged write), {} trials, ms: {}",
-            times.len(),
-            ms.join(" ")
-        );
-        let at = |q: f64| times[((q * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1];
-        println!(
-            "failover median: {:.0} ms, p95: {:.0} ms, max: {:.0} ms (election timeout 1s)",
-            times[times.len() / 2].as_secs_f64() * 1000.0,
-            at(0.95).as_secs_f64() * 1000.0,
-            times[times.len() - 1].as_secs_f64() * 1000.0,
-        );
-    }
-    let _ = std::fs::remove_dir_all(&tmp);
-}
-
-/// The performance targets of round 2 (docs/PERFORMANCE.md), each a ratio within this run; a
-/// line is printed when the runs it needs were measured.
-fn targets(rates: &[(String, usize, f64)], p50s: &[(String, usize, f64)]) {
-    let get = |v: &[(String, usize, f64)], name: &str, c: usize| {
-        v.iter().find(|(n, cc, _)| n == name && *cc == c).map(|r| r.2)
-    };
-    let rate = |name: &str, c: usize| get(rates, name, c);
-    let mut lines = Vec::new();
-    // The floor of a durable write over HTTP: one no-op round trip plus one durable one-row
-    // transaction, each alone, back to back.
-    if let (Some(ins), Some(read), Some(sql)) =
-        (rate("raftlite 1 node", 1), rate("raftlite 1 node read none", 1), rate("standalone SQLite", 1))
-    {
-        let floor = 1.0 / (1.0 / read + 1.0 / sql);
-        lines.push(format!(
-            "1 node, 1 client: insert {ins:.0}/s against the floor {floor:.0}/s (read at none {read:.0}/s + SQLite FULL {sql:.0}/s, in series): {:.2}x (target >= 0.8)",
-            ins / floor
-        ));
-    }
-    if let (Some(ins), Some(read)) = (rate("raftlite 1 node", 16), rate("raftlite 1 node read none", 16)) {
-        lines.push(format!("1 node, 16 clients: insert / read at none = {:.2}x (target >= 0.6)", ins / read));
-    }
-    if let (Some(a), Some(b)) = (get(p50s, "raftlite 3 nodes", 1), get(p50s, "raftlite 1 node", 1)) {
-        lines.push(format!(
-            "3 nodes, 1 client: insert p50 {a:.2} ms against 1 node {b:.2} ms: {:.2}x (target <= 2)",
-            a / b
-        ));
-    }
-    if let (Some(a), Some(b)) = (rate("raftlite 3 nodes", 1), rate("dqlite-demo 3 nodes PUT", 1)) {
-        lines.push(format!("3 nodes, 1 client: insert / dqlite-demo PUT = {:.2}x (target >= 1.5)", a / b));
-    }
-    if let (Some(a), Some(b)) = (rate("raftlite 3 nodes", 16), rate("raftlite 1 node", 16)) {
-        lines.push(format!("3 nodes, 16 clients: insert / 1 node = {:.2}x (target >= 0.5)", a / b));
-    }
-    if let (Some(a), Some(b)) = (rate("raftlite 3 nodes", 16), rate("dqlite-demo 3 nodes PUT", 16)) {
-        lines.push(format!("3 nodes, 16 clients: insert / dqlite-demo PUT = {:.2}x (target >= 10)", a / b));
-    }
-    if !lines.is_empty() {
-        println!("\ntargets (docs/PERFORMANCE.md, round 2):");
-        for l in lines {
-            println!("  {l}");
         }
     }
 }
