@@ -19,7 +19,7 @@ impl Drop for Moto {
     }
 }
 
-pub fn backup_bench(binary: &Path, dir: &Path, mb: u64, duration: Duration, rounds: usize) {
+pub fn backup_bench(binary: &Path, dir: &Path, mb: u64, duration: Duration, rounds: usize, limits: &[f64]) {
     let mbs = |bytes: u64, secs: f64| bytes as f64 / 1e6 / secs.max(1e-9);
     println!("\n## Automatic backup of a {mb} MB database to a local S3 server (moto)\n");
     let file = dir.join("source.sqlite");
@@ -134,14 +134,24 @@ pub fn backup_bench(binary: &Path, dir: &Path, mb: u64, duration: Duration, roun
         path
     };
     let default_mb = raftlite::autobackup::config::DEFAULT_MAX_MB_PER_SEC;
-    let stores = [
-        (format!("moto (nice 19), at most {default_mb} MB/s (the default)"), store_cfg("moto", None, None)),
-        (
-            format!("a sink that discards the bytes (nice 19, s3_sink.rs), at most {default_mb} MB/s (the default)"),
-            store_cfg("sink", Some(&sink.endpoint), None),
-        ),
-        ("the same sink, no limit (max_mb_per_sec 0)".to_string(), store_cfg("sink-unlimited", None, Some(0.0))),
-    ];
+    let stores: Vec<(String, PathBuf)> = if limits.is_empty() {
+        vec![
+            (format!("moto (nice 19), at most {default_mb} MB/s (the default)"), store_cfg("moto", None, None)),
+            (
+                format!(
+                    "a sink that discards the bytes (nice 19, s3_sink.rs), at most {default_mb} MB/s (the default)"
+                ),
+                store_cfg("sink", Some(&sink.endpoint), None),
+            ),
+            ("the same sink, no limit (max_mb_per_sec 0)".to_string(), store_cfg("sink-unlimited", None, Some(0.0))),
+        ]
+    } else {
+        // `--backup-limits`: moto only, at each limit asked for.
+        limits
+            .iter()
+            .map(|&mb| (format!("moto (nice 19), at most {mb} MB/s"), store_cfg(&format!("moto-{mb}"), None, Some(mb))))
+            .collect()
+    };
     // Both sides of a round run on the same node and database: it is restarted without the
     // flag for the run without, and with it for the run during an upload. Two nodes side by
     // side drift apart (in one run, the node without backups settled at a p99 of 5 ms and the

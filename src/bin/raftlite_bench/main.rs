@@ -50,6 +50,9 @@ pub struct Args {
     pub snapshots_mb: u64,
     /// `--auto-backup MB`: the cost of automatic backups to S3 on a database of that size.
     pub auto_backup_mb: u64,
+    /// `--backup-limits 10,20`: with `--auto-backup`, measure moto at each of these
+    /// `max_mb_per_sec` instead of the default set of stores.
+    pub backup_limits: Vec<f64>,
     pub metrics_overhead: usize,
     pub plot: Option<PathBuf>,
     pub dir: Option<PathBuf>,
@@ -71,7 +74,7 @@ pub struct Args {
 }
 
 pub fn usage() -> ! {
-    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--workloads insert,bulk,queued,read-none,read-weak,read-linearizable,mix] [--failover N] [--snapshots MB] [--auto-backup MB] [--metrics-overhead ROUNDS] [--plot FILE.png] [--json FILE] [--chart FILE.png] [--dir DIR] [--no-baselines] [--tls] [--cdc] [--rounds N] [--cdc-sink-niced]");
+    eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--workloads insert,bulk,queued,read-none,read-weak,read-linearizable,mix] [--failover N] [--snapshots MB] [--auto-backup MB [--backup-limits MBPS,...]] [--metrics-overhead ROUNDS] [--plot FILE.png] [--json FILE] [--chart FILE.png] [--dir DIR] [--no-baselines] [--tls] [--cdc] [--rounds N] [--cdc-sink-niced]");
     std::process::exit(2)
 }
 
@@ -85,6 +88,7 @@ pub fn parse_args() -> Args {
         failover: 0,
         snapshots_mb: 0,
         auto_backup_mb: 0,
+        backup_limits: Vec::new(),
         metrics_overhead: 0,
         plot: None,
         dir: None,
@@ -108,6 +112,9 @@ pub fn parse_args() -> Args {
             "failover" => a.failover = val().parse().unwrap_or_else(|_| usage()),
             "snapshots" => a.snapshots_mb = val().parse().unwrap_or_else(|_| usage()),
             "auto-backup" => a.auto_backup_mb = val().parse().unwrap_or_else(|_| usage()),
+            "backup-limits" => {
+                a.backup_limits = val().split(',').map(|c| c.parse().unwrap_or_else(|_| usage())).collect()
+            }
             "metrics-overhead" => a.metrics_overhead = val().parse().unwrap_or_else(|_| usage()),
             "plot" => a.plot = Some(PathBuf::from(val())),
             "dir" => a.dir = Some(PathBuf::from(val())),
@@ -148,7 +155,9 @@ pub fn main() {
         let _ = std::fs::remove_dir_all(&tmp);
         return;
     }
-    let rounds = args.rounds.unwrap_or(1);
+    // `--nodes 0` measures no writes (only `--snapshots`, `--auto-backup`...): one pass, for
+    // the table's header, whatever `--rounds` says for those.
+    let rounds = if args.nodes.contains(&0) { 1 } else { args.rounds.unwrap_or(1) };
     let chart_runs: std::cell::RefCell<Vec<(String, usize, f64, f64)>> = Default::default();
     let mut json_rows = Vec::new();
     let mut per_round = Vec::new();
@@ -189,7 +198,15 @@ pub fn main() {
         snapshot_bench(&args.binary, &tmp, args.snapshots_mb, args.duration);
     }
     if args.auto_backup_mb > 0 {
-        autobackup::backup_bench(&args.binary, &tmp, args.auto_backup_mb, args.duration, args.rounds.unwrap_or(5));
+        let limits = &args.backup_limits;
+        autobackup::backup_bench(
+            &args.binary,
+            &tmp,
+            args.auto_backup_mb,
+            args.duration,
+            args.rounds.unwrap_or(5),
+            limits,
+        );
     }
     if args.failover > 0 {
         let mut times = failover(&args.binary, &tmp.join("failover"), args.failover);
