@@ -9,6 +9,7 @@
 //! cargo build --release && target/release/raftlite-bench --duration 5s --clients 1,16 --nodes 1,3 --workloads insert,read-none --rounds 3
 //! cargo build --release && target/release/raftlite-bench --tls --duration 5s --clients 1,16
 //! cargo build --release && target/release/raftlite-bench --nodes 0 --auto-backup 1000 --duration 3s --rounds 9
+//! cargo build --release && target/release/raftlite-bench --nodes 0 --auto-backup 200 --duration 3s --rounds 5 --backup-limits 10,20,50
 //! cargo build --release && target/release/raftlite-bench --cdc --duration 3s --clients 1,16 --nodes 1,3 --rounds 7
 //! ```
 
