@@ -74,6 +74,12 @@ pub struct Args {
     pub cdc_sink_niced: bool,
 }
 
+/// One run's figure (a rate, or a latency in ms), keyed by the system's name and the clients.
+pub type Figure = (String, usize, f64);
+
+/// Every run of a round for the chart: name, clients, rate, p99 ms.
+type ChartRuns = std::cell::RefCell<Vec<(String, usize, f64, f64)>>;
+
 pub fn usage() -> ! {
     eprintln!("usage: raftlite-bench [--binary PATH] [--duration 10s] [--clients 1,16] [--nodes 1,3] [--workloads insert,bulk,queued,read-none,read-weak,read-linearizable,mix] [--failover N] [--snapshots MB] [--auto-backup MB [--backup-limits MBPS,...]] [--metrics-overhead ROUNDS] [--plot FILE.png] [--json FILE] [--chart FILE.png] [--dir DIR] [--no-baselines] [--tls] [--cdc] [--rounds N] [--cdc-sink-niced]");
     std::process::exit(2)
@@ -159,7 +165,7 @@ pub fn main() {
     // `--nodes 0` measures no writes (only `--snapshots`, `--auto-backup`...): one pass, for
     // the table's header, whatever `--rounds` says for those.
     let rounds = if args.nodes.contains(&0) { 1 } else { args.rounds.unwrap_or(1) };
-    let chart_runs: std::cell::RefCell<Vec<(String, usize, f64, f64)>> = Default::default();
+    let chart_runs: ChartRuns = Default::default();
     let mut json_rows = Vec::new();
     let mut per_round = Vec::new();
     for round in 1..=rounds {
@@ -232,17 +238,12 @@ pub fn main() {
 /// One round of the write benchmark: every cluster size, workload and client count, then the
 /// baselines (standalone SQLite, dqlite-demo, the raw disk), each printed as it is measured.
 /// Returns each run's rate and median latency (ms), keyed by system and clients.
-#[allow(clippy::type_complexity)]
-fn measure_round(
-    args: &Args,
-    dir: &Path,
-    chart: Option<&std::cell::RefCell<Vec<(String, usize, f64, f64)>>>,
-) -> (Vec<(String, usize, f64)>, Vec<(String, usize, f64)>) {
+fn measure_round(args: &Args, dir: &Path, chart: Option<&ChartRuns>) -> (Vec<Figure>, Vec<Figure>) {
     println!("| system | workload | clients | ops | errors | ops/s | p50 ms | p99 ms |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
-    let mut rates: Vec<(String, usize, f64)> = Vec::new();
+    let mut rates: Vec<Figure> = Vec::new();
     // Median latency (ms) of each run, keyed as `rates`.
-    let mut p50s: Vec<(String, usize, f64)> = Vec::new();
+    let mut p50s: Vec<Figure> = Vec::new();
     let print = |run: &Run, w: &str| {
         if let Some(chart) = chart {
             chart.borrow_mut().push((format!("{} {w}", run.name), run.clients, run.rate(), run.ms(0.99)));
@@ -337,7 +338,7 @@ fn measure_round(
 }
 
 /// The ratios of one round's runs to standalone SQLite, to a single node and to dqlite-demo.
-fn print_ratios(rates: &[(String, usize, f64)], clients: &[usize]) {
+fn print_ratios(rates: &[Figure], clients: &[usize]) {
     println!();
     let rate = |name: &str, c: usize| rates.iter().find(|(n, cc, _)| n == name && *cc == c).map(|r| r.2);
     let sqlite1 = rate("standalone SQLite", 1);

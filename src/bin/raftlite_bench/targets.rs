@@ -3,6 +3,8 @@
 //! with each target's median over the rounds and its lowest and highest: on a shared machine
 //! whose speed drifts by tens of percent between minutes, one round's ratio says little.
 
+use super::Figure;
+
 /// One target's figure in one round.
 pub struct Target {
     /// What is compared, as the report names it.
@@ -30,10 +32,8 @@ impl Target {
 }
 
 /// Each target whose runs were measured in this round.
-pub fn targets(rates: &[(String, usize, f64)], p50s: &[(String, usize, f64)]) -> Vec<Target> {
-    let get = |v: &[(String, usize, f64)], name: &str, c: usize| {
-        v.iter().find(|(n, cc, _)| n == name && *cc == c).map(|r| r.2)
-    };
+pub fn targets(rates: &[Figure], p50s: &[Figure]) -> Vec<Target> {
+    let get = |v: &[Figure], name: &str, c: usize| v.iter().find(|(n, cc, _)| n == name && *cc == c).map(|r| r.2);
     let rate = |name: &str, c: usize| get(rates, name, c);
     let mut out = Vec::new();
     let mut push = |name: &'static str, ratio: f64, goal: f64, at_least: bool, detail: String| {
@@ -126,6 +126,8 @@ pub fn print_medians(rounds: &[Vec<Target>]) {
         let met = rounds.iter().filter_map(|r| r.iter().find(|x| x.name == t.name)).filter(|x| x.met()).count();
         ratios.sort_by(f64::total_cmp);
         let n = ratios.len();
+        // The mean of the middle two for an even count, not `report::median`'s upper one: with
+        // two rounds that would be the higher ratio, printed as the median beside the range.
         let median = if n % 2 == 1 { ratios[n / 2] } else { (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0 };
         println!(
             "  {}: {median:.2}x ({:.2}-{:.2}; {}; met in {met} of {n} rounds)",
