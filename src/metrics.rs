@@ -149,6 +149,10 @@ fn describe() {
         Unit::Seconds,
         "Follower: an AppendEntries call that carries entries, from its decoded body to the encoded answer (the log fsync included)"
     );
+    describe_counter!(
+        "raftlite_replication_presend_total",
+        "Leader: new entries sent to a follower while the leader's own fsync ran, by the follower's answer (accepted, refused, failed)"
+    );
     describe_counter!("raftlite_applied_entries_total", "Log entries applied since start");
     describe_counter!("raftlite_snapshots_total", "Snapshots (compactions) recorded");
     describe_counter!(

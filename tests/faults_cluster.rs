@@ -291,3 +291,48 @@ fn an_install_stopped_before_the_swap_is_taken_back() {
     assert_eq!(c.node(&l).execute(json!([["INSERT INTO t VALUES(?)", 100]])).status, 200);
     assert!(holds_rows(&c, &f, 101), "the follower did not come back after a restart");
 }
+
+/// The leader sends a new entry to its followers while its own log fsync runs
+/// (`src/raft/presend.rs`), yet acknowledges the write only after that fsync. With the leader's
+/// next append held up for 600 ms (less than an election timeout), both followers have the entry
+/// in their logs long before the client has its answer, and the answer comes after the hold-up.
+#[test]
+fn followers_log_a_new_entry_while_the_leader_fsyncs_it() {
+    let c = Cluster::start(3, &[]);
+    let l = c.wait_leader();
+    assert_eq!(l.execute(json!(["CREATE TABLE t (v INTEGER)"])).status, 200);
+    let last = |n: &Node| n.status()["store"]["raft"]["last_log_index"].as_u64().unwrap_or(0);
+    let before = last(l);
+    let followers: Vec<&Node> = c.nodes.iter().filter(|n| n.id != l.id).collect();
+    wait_for("followers caught up", Duration::from_secs(10), || {
+        followers.iter().all(|f| last(f) == before).then_some(())
+    });
+
+    l.failpoint("log_store::append_before_fsync=1*sleep(600)");
+    let started = std::time::Instant::now();
+    let url = l.url("/db/execute");
+    let writer = std::thread::spawn(move || {
+        let r = reqwest::blocking::Client::new()
+            .post(url)
+            .header("Content-Type", "application/json")
+            .body(json!([["INSERT INTO t VALUES(?)", 1]]).to_string())
+            .send();
+        (r.map(|r| r.status().as_u16()).unwrap_or(0), started.elapsed())
+    });
+    let logged = wait_for("both followers to log the new entry", Duration::from_secs(5), || {
+        followers.iter().all(|f| last(f) > before).then(|| started.elapsed())
+    });
+    let (status, answered) = writer.join().expect("writer thread");
+    l.failpoint("log_store::append_before_fsync=off");
+    assert_eq!(status, 200);
+    assert!(answered >= Duration::from_millis(550), "acknowledged before the leader's own fsync: {answered:?}");
+    assert!(
+        logged + Duration::from_millis(300) < answered,
+        "the followers logged the entry at {logged:?}, only just before the answer at {answered:?}"
+    );
+    let accepted = l.metric_with("raftlite_replication_presend_total", &[("outcome", "accepted")]);
+    assert!(accepted >= 2.0, "early sends accepted: {accepted}");
+    for n in &c.nodes {
+        n.wait_rows("SELECT v FROM t", vec![json!([1])]);
+    }
+}

@@ -16,6 +16,7 @@ use actix::Addr;
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{StorageIOError, Vote};
 
+use super::presend::Presend;
 use super::{any_err, Entry, LogId, StorageError, TypeConfig};
 use crate::actors::log_store::{Append, GetMeta, Last, LogStore, Purge, PutMeta, Range, Truncate};
 use crate::actors::supervise::Fault;
@@ -109,11 +110,13 @@ pub struct LogAdapter {
     /// The state machine's snapshot directory and stats: purges never go past its recorded
     /// snapshot.
     snapshot_guard: Option<(std::path::PathBuf, std::sync::Arc<crate::raft::sm_adapter::SnapshotStats>)>,
+    /// Sends a leader's new entries to its followers while they are being fsynced here.
+    presend: Option<std::sync::Arc<Presend>>,
 }
 
 impl LogAdapter {
     pub fn new(addr: Addr<LogStore>) -> Self {
-        LogAdapter { addr, recent: Default::default(), snapshot_guard: None }
+        LogAdapter { addr, recent: Default::default(), snapshot_guard: None, presend: None }
     }
 
     /// Never purge past the snapshot recorded in `snap_dir` (docs/DESIGN.md §5, invariant 4).
@@ -127,6 +130,13 @@ impl LogAdapter {
         stats: std::sync::Arc<crate::raft::sm_adapter::SnapshotStats>,
     ) -> Self {
         self.snapshot_guard = Some((snap_dir, stats));
+        self
+    }
+
+    /// Send the entries this node appends as leader to its followers at once, in parallel with
+    /// the fsync here (`src/raft/presend.rs`).
+    pub fn with_presend(mut self, presend: std::sync::Arc<Presend>) -> Self {
+        self.presend = Some(presend);
         self
     }
 
@@ -284,6 +294,9 @@ impl RaftLogStorage<TypeConfig> for LogAdapter {
         };
         // Anything kept from this index on is about to be replaced.
         self.recent(|r| r.drop_from(first));
+        if let Some(p) = &self.presend {
+            p.send(&appended);
+        }
         match self.call(|| Append(rows.clone())).await {
             Ok(_) => {
                 self.recent(|r| r.push(appended));

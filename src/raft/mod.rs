@@ -7,6 +7,7 @@
 pub mod log_adapter;
 pub mod network;
 pub mod parts;
+pub mod presend;
 pub mod prevote;
 pub mod sm_adapter;
 

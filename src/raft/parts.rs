@@ -13,6 +13,7 @@ use crate::actors::readers::Readers;
 use crate::cluster::client::Peers;
 use crate::raft::log_adapter::LogAdapter;
 use crate::raft::network::Network;
+use crate::raft::presend::Presend;
 use crate::raft::sm_adapter::{SmAdapter, SnapshotStats};
 use crate::raft::Raft;
 
@@ -50,14 +51,13 @@ impl RaftParts {
             self.cdc.clone(),
         )
         .map_err(|e| format!("{}: {e}", self.snap_dir.display()))?;
-        Raft::new(
-            self.node_id,
-            self.config.clone(),
-            Network::new(self.peers.clone(), self.compress_snapshots),
-            LogAdapter::new(self.log_store.clone()).with_snapshot_guard(self.snap_dir.clone(), self.snap_stats.clone()),
-            sm,
-        )
-        .await
-        .map_err(|e| e.to_string())
+        let presend = Arc::new(Presend::new(self.node_id, self.peers.clone()));
+        let log = LogAdapter::new(self.log_store.clone())
+            .with_snapshot_guard(self.snap_dir.clone(), self.snap_stats.clone())
+            .with_presend(presend.clone());
+        let network = Network::new(self.peers.clone(), self.compress_snapshots);
+        let raft = Raft::new(self.node_id, self.config.clone(), network, log, sm).await.map_err(|e| e.to_string())?;
+        presend.attach(&raft);
+        Ok(raft)
     }
 }

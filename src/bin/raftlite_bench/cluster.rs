@@ -231,15 +231,32 @@ fn raft_position(s: &Server) -> Option<(u64, u64, u64)> {
     Some((r["term"].as_u64()?, r["last_log_index"].as_u64()?, r["applied_index"].as_u64()?))
 }
 
-/// The leader's group-commit counters: (log entries proposed, requests they carried, log
-/// appends). Differences over a run give requests per entry and fsyncs per second.
-pub fn group_commit(url: &str) -> Option<(f64, f64, f64)> {
+/// The leader's write counters.
+pub struct WriteCounters {
+    /// Log entries proposed, and the requests they carried.
+    pub proposals: f64,
+    pub requests: f64,
+    /// Log appends (each one fsync).
+    pub appends: f64,
+    /// Entries sent early to followers (`src/raft/presend.rs`), and of those, the ones accepted.
+    pub presend: f64,
+    pub presend_accepted: f64,
+}
+
+/// A sample of the leader's write counters; differences over a run give requests per entry,
+/// fsyncs per second and how often followers were sent an entry before the leader's fsync.
+pub fn group_commit(url: &str) -> Option<WriteCounters> {
     let (_, text) = fetch("GET", &format!("{url}/metrics"), "")?;
-    Some((
-        scrape_value(&text, "raftlite_group_commit_requests_count")?,
-        scrape_value(&text, "raftlite_group_commit_requests_sum")?,
-        scrape_value(&text, "raftlite_log_appends_total")?,
-    ))
+    let presend = |outcome: &str| {
+        scrape_labeled(&text, "raftlite_replication_presend_total", &format!("outcome=\"{outcome}\"")).unwrap_or(0.0)
+    };
+    Some(WriteCounters {
+        proposals: scrape_value(&text, "raftlite_group_commit_requests_count")?,
+        requests: scrape_value(&text, "raftlite_group_commit_requests_sum")?,
+        appends: scrape_value(&text, "raftlite_log_appends_total")?,
+        presend: presend("accepted") + presend("refused") + presend("failed"),
+        presend_accepted: presend("accepted"),
+    })
 }
 
 /// The `_sum` and `_count` of the histograms a write's time is split by, on one node.
@@ -287,6 +304,15 @@ pub fn print_split(mean_ms: f64, leader: (&Split, &Split), follower: Option<(&Sp
         );
     }
     println!("{line}");
+}
+
+/// The value of `family`'s series whose labels include `label` (`name="value"`).
+pub fn scrape_labeled(text: &str, family: &str, label: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.strip_prefix(family).is_some_and(|rest| rest.starts_with('{')))
+        .find(|l| l.split('}').next().is_some_and(|labels| labels.contains(label)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// One sample of a node's `/metrics`: the values of a few families.

@@ -281,13 +281,23 @@ fn measure_round(args: &Args, dir: &Path, chart: Option<&ChartRuns>) -> (Vec<Fig
                 r.name = format!("raftlite {n} node{}", if n == 1 { "" } else { "s" });
                 print(&r, &w.name());
                 if let (Some(b), Some(a)) = (before, group_commit(&servers[l].url)) {
-                    let (proposals, requests, appends) = (a.0 - b.0, a.1 - b.1, a.2 - b.2);
+                    let proposals = a.proposals - b.proposals;
                     if proposals > 0.0 {
-                        println!(
+                        let mut line = format!(
                             "    group commit: {:.1} requests per log entry, {:.0} log appends (fsyncs)/s on the leader",
-                            requests / proposals,
-                            appends / r.secs
+                            (a.requests - b.requests) / proposals,
+                            (a.appends - b.appends) / r.secs
                         );
+                        if n > 1 {
+                            // Per follower: how many of the leader's appends went out before its fsync.
+                            let per = (a.appends - b.appends) * (n - 1) as f64;
+                            line += &format!(
+                                "; sent to followers before the leader's fsync: {:.0}% of appends ({:.0}% accepted)",
+                                100.0 * (a.presend - b.presend) / per.max(1.0),
+                                100.0 * (a.presend_accepted - b.presend_accepted) / per.max(1.0)
+                            );
+                        }
+                        println!("{line}");
                     }
                 }
                 if w == Workload::Insert {

@@ -42,6 +42,8 @@ struct Opts {
     negative: Option<String>,
     min_ops: usize,
     checker_timeout: Duration,
+    /// `--check FILE`: check a register history a failed run wrote, and nothing else.
+    check: Option<PathBuf>,
     in_netns: bool,
     args: Vec<String>,
 }
@@ -50,7 +52,27 @@ const USAGE: &str = "usage: raftlite-chaos [--nodes 3] [--duration 60s] [--seed 
        [--binary PATH] [--clients 6] [--workloads register,set,bank]
        [--nemeses all|none|partition-halves,isolate-leader,partition-one,kill-leader,kill-follower,pause,membership]
        [--min-ops N] [--checker-timeout 60s] [--negative stale-read|none-reads]
+       raftlite-chaos --check REPORT/register-key-K.json [--checker-timeout 60s]
 Needs root (it creates a network namespace) and nft (apt-get install nftables).";
+
+/// `--check`: the verdict on a register history written by a failed run; exit status 0 only if
+/// it is linearizable.
+fn check_file(file: &std::path::Path, budget: Duration) -> i32 {
+    let ops: Vec<RegOp> = match std::fs::read(file)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(ops) => ops,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return 2;
+        }
+    };
+    let t = Instant::now();
+    let verdict = checker::check_register(&ops, budget);
+    println!("{}: {verdict:?} ({} ops; checked in {:.2} s)", file.display(), ops.len(), t.elapsed().as_secs_f64());
+    i32::from(verdict != Verdict::Linearizable)
+}
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
@@ -80,6 +102,7 @@ fn parse() -> Result<Opts, String> {
         negative: None,
         min_ops: 0,
         checker_timeout: Duration::from_secs(60),
+        check: None,
         in_netns: false,
         args: args.iter().filter(|a| *a != "--in-netns").cloned().collect(),
     };
@@ -95,6 +118,7 @@ fn parse() -> Result<Opts, String> {
             "--clients" => o.clients = val()?.parse().map_err(|e| format!("--clients: {e}"))?,
             "--min-ops" => o.min_ops = val()?.parse().map_err(|e| format!("--min-ops: {e}"))?,
             "--checker-timeout" => o.checker_timeout = parse_duration(&val()?)?,
+            "--check" => o.check = Some(PathBuf::from(val()?)),
             "--workloads" => {
                 o.workloads = val()?
                     .split(',')
@@ -147,6 +171,9 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(file) = &o.check {
+        std::process::exit(check_file(file, o.checker_timeout));
+    }
     if !o.binary.exists() {
         eprintln!("raftlited not found at {} (use --binary)", o.binary.display());
         std::process::exit(2);
@@ -407,6 +434,16 @@ fn run(o: &Opts) -> Result<bool, String> {
     let checker_s = t.elapsed().as_secs_f64();
     if o.workloads.contains(&"register") && verdict != Verdict::Linearizable {
         failures.push(format!("register: {verdict:?}"));
+        // The key's history, to examine offline (or to check again with a longer budget).
+        if let Verdict::Violation { key, .. } | Verdict::Timeout { key } = verdict {
+            let ops: Vec<&RegOp> = reg.iter().filter(|op| op.key == key).collect();
+            let path = o.report.join(format!("register-key-{key}.json"));
+            if let Err(e) =
+                serde_json::to_vec_pretty(&ops).map_err(std::io::Error::other).and_then(|b| std::fs::write(&path, b))
+            {
+                eprintln!("cannot write {}: {e}", path.display());
+            }
+        }
     }
     // Coverage and rate.
     let samples = lock(&history.samples).clone();

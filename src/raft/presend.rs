@@ -1,0 +1,204 @@
+//! Sending a leader's new entries to its followers while the leader's own log fsync runs
+//! (docs/DESIGN.md §3, "Replication in parallel with the leader's fsync").
+//!
+//! openraft 0.9 appends a leader's new entries inside its core task and waits there for the
+//! fsync; only then does it start replicating them. A commit therefore waits for two fsyncs one
+//! after the other: the leader's, then a follower's. Raft does not need that order. The leader
+//! may write its log in parallel with sending the entries, as long as it counts itself towards a
+//! quorum only once its own write is durable (Ongaro's thesis, §10.2.1). That rule is untouched
+//! here: openraft still counts the leader only after the log store's fsync, and a follower only
+//! after it answered openraft's own replication, which it does after its fsync.
+//!
+//! What this adds: when the leader's log adapter is handed entries the leader has just made, it
+//! also sends them at once, as an ordinary AppendEntries from the leader, to every voter that
+//! already holds the entry before them. The follower appends them (and fsyncs) as it would any
+//! append from its leader, while the leader fsyncs its own copy. When openraft's replication then
+//! sends the same entries, the follower finds them in its log and answers without another write.
+//! The answer to the early send is only counted in a metric; nothing is acknowledged on its
+//! strength.
+//!
+//! Why this is safe with openraft 0.9's follower: it handles one request at a time and waits for
+//! an append's fsync inside that request, so openraft's own request for the same entries is
+//! answered only after the early one's write is on disk. A request that arrives late (after newer
+//! entries, or after a new term) matches what the follower has, or is refused for its old vote.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use openraft::error::RaftError;
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
+use openraft::{ServerState, Vote};
+use tokio::sync::watch;
+
+use super::{Entry, LogId, Metrics, Raft, TypeConfig};
+use crate::cluster::client::Peers;
+
+/// How long an early send may take; its answer only feeds a metric.
+const SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Entries larger than this in all (a database load, a bulk request) are left to openraft's
+/// replication: sending them twice would cost more than the overlap saves.
+const MAX_BYTES: usize = 1 << 20;
+
+/// One early send: to whom, and the entry before the ones sent, as that follower holds it.
+#[derive(Debug, PartialEq)]
+pub struct Target {
+    pub id: u64,
+    pub raft_addr: String,
+    pub prev: LogId,
+}
+
+/// The early sender of one `Raft` build: it reads the leader's view (role, vote, membership,
+/// what each follower holds) from openraft's metrics.
+pub struct Presend {
+    node_id: u64,
+    peers: Arc<Peers>,
+    metrics: OnceLock<watch::Receiver<Metrics>>,
+}
+
+impl Presend {
+    pub fn new(node_id: u64, peers: Arc<Peers>) -> Self {
+        Presend { node_id, peers, metrics: OnceLock::new() }
+    }
+
+    /// Start reading `raft`'s metrics; until then nothing is sent.
+    pub fn attach(&self, raft: &Raft) {
+        let _ = self.metrics.set(raft.metrics());
+    }
+
+    /// Send the entries just handed to the log store (with their encoded sizes) to the
+    /// followers that can take them, in tasks of their own; returns at once.
+    pub fn send(&self, appended: &[(Entry, usize)]) {
+        let Some(first) = appended.first().map(|(e, _)| e.log_id) else { return };
+        if appended.iter().map(|(_, n)| n).sum::<usize>() > MAX_BYTES {
+            return;
+        }
+        let Some(rx) = self.metrics.get() else { return };
+        let (vote, targets) = {
+            let m = rx.borrow();
+            let Some(vote) = leader_vote(self.node_id, &m, &first) else { return };
+            (vote, targets(self.node_id, &m, first.index))
+        };
+        for t in targets {
+            let req = AppendEntriesRequest::<TypeConfig> {
+                vote,
+                prev_log_id: Some(t.prev),
+                entries: appended.iter().map(|(e, _)| e.clone()).collect(),
+                leader_commit: None,
+            };
+            let peers = self.peers.clone();
+            tokio::spawn(async move {
+                let got = peers
+                    .call::<_, Result<AppendEntriesResponse<u64>, RaftError<u64>>>(
+                        &t.raft_addr,
+                        "/raft/append",
+                        &req,
+                        SEND_TIMEOUT,
+                    )
+                    .await;
+                let outcome = match got {
+                    Ok(Ok(AppendEntriesResponse::Success)) => "accepted",
+                    Ok(Ok(_)) | Ok(Err(_)) => "refused",
+                    Err(_) => "failed",
+                };
+                metrics::counter!("raftlite_replication_presend_total", "outcome" => outcome).increment(1);
+            });
+        }
+    }
+}
+
+/// The vote to send new entries with (`first` is the first one's id), if this node made them as
+/// the leader it still is: they carry its leader id for the term of its committed vote. Entries a
+/// follower appends carry another node's id, and are never sent on.
+fn leader_vote(node_id: u64, m: &Metrics, first: &LogId) -> Option<Vote<u64>> {
+    let leader_id = first.leader_id;
+    let vote = Vote::new_committed(leader_id.term, node_id);
+    let ours = leader_id.node_id == node_id && m.state == ServerState::Leader && m.vote == vote;
+    ours.then_some(vote)
+}
+
+/// The voters (this node aside) whose replication has acknowledged exactly the entry before the
+/// new ones (the first at `first_index`): they take the new entries at once. A follower behind
+/// that, or with entries still in flight to it, is left to openraft's replication. So under load,
+/// when the next entry is proposed while the previous one is still being replicated
+/// (`-group-commit-in-flight`), nothing is sent twice: the early send helps where a write waits
+/// for its round trip (few clients), and costs nothing where the CPU is the limit (many).
+fn targets(node_id: u64, m: &Metrics, first_index: u64) -> Vec<Target> {
+    let Some(prev_index) = first_index.checked_sub(1) else { return Vec::new() };
+    let Some(progress) = &m.replication else { return Vec::new() };
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    progress
+        .iter()
+        .filter(|(id, _)| **id != node_id && voters.contains(id))
+        .filter_map(|(id, matched)| {
+            let prev = (*matched).filter(|l| l.index == prev_index)?;
+            let node = membership.get_node(id)?;
+            Some(Target { id: *id, raft_addr: node.raft_addr.clone(), prev })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::NodeInfo;
+    use openraft::{CommittedLeaderId, Membership, StoredMembership};
+    use std::collections::BTreeMap;
+
+    fn id(term: u64, node: u64, index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(term, node), index)
+    }
+
+    fn node(id: u64) -> NodeInfo {
+        NodeInfo { id: id.to_string(), raft_addr: format!("127.0.0.{id}:4002"), ..NodeInfo::default() }
+    }
+
+    /// Node 1 leads term 3 of a cluster of voters 1, 2, 3 and learner 4; `matched` is what each
+    /// other node's replication has reached.
+    fn leader_metrics(matched: &[(u64, Option<u64>)]) -> Metrics {
+        let voters = BTreeSet::from([1, 2, 3]);
+        let nodes: BTreeMap<u64, NodeInfo> = (1..=4).map(|id| (id, node(id))).collect();
+        let membership = Membership::new(vec![voters], nodes);
+        let mut m = Metrics::new_initial(1);
+        m.state = ServerState::Leader;
+        m.vote = Vote::new_committed(3, 1);
+        m.membership_config = Arc::new(StoredMembership::new(None, membership));
+        let mut progress: BTreeMap<u64, Option<LogId>> =
+            matched.iter().map(|(id, i)| (*id, i.map(|i| LogId::new(CommittedLeaderId::new(3, 1), i)))).collect();
+        progress.insert(1, Some(LogId::new(CommittedLeaderId::new(3, 1), 9)));
+        m.replication = Some(progress);
+        m
+    }
+
+    #[test]
+    fn only_voters_holding_the_entry_before_are_sent_to() {
+        let m = leader_metrics(&[(2, Some(9)), (3, Some(7)), (4, Some(9))]);
+        assert_eq!(leader_vote(1, &m, &id(3, 1, 10)), Some(Vote::new_committed(3, 1)));
+        let got = targets(1, &m, 10);
+        // Node 3 is behind, node 4 is a learner, node 1 is this node.
+        assert_eq!(got, vec![Target { id: 2, raft_addr: "127.0.0.2:4002".into(), prev: id(3, 1, 9) }]);
+        // A follower with nothing replicated yet, or already past, is left alone too.
+        let m = leader_metrics(&[(2, None), (3, Some(10))]);
+        assert!(targets(1, &m, 10).is_empty());
+        assert!(targets(1, &m, 0).is_empty());
+    }
+
+    #[test]
+    fn entries_not_made_by_this_leader_are_never_sent() {
+        let m = leader_metrics(&[(2, Some(9)), (3, Some(9))]);
+        // Appended as a follower: another node's leader id.
+        assert_eq!(leader_vote(1, &m, &id(3, 2, 10)), None);
+        // An older term of this node's.
+        assert_eq!(leader_vote(1, &m, &id(2, 1, 10)), None);
+        // No longer the leader.
+        let mut follower = m.clone();
+        follower.state = ServerState::Follower;
+        assert_eq!(leader_vote(1, &follower, &id(3, 1, 10)), None);
+        // A vote not yet committed (a candidate).
+        let mut candidate = m;
+        candidate.vote = Vote::new(3, 1);
+        assert_eq!(leader_vote(1, &candidate, &id(3, 1, 10)), None);
+    }
+}
