@@ -8,7 +8,7 @@ use std::sync::Arc;
 use actix::Addr;
 
 use crate::actors::applier::Applier;
-use crate::actors::log_store::{LogStore, Recover};
+use crate::actors::log_store::{GetMeta, LogStore, PutMeta, Recover};
 use crate::actors::readers::Readers;
 use crate::cluster::client::Peers;
 use crate::raft::log_adapter::LogAdapter;
@@ -16,6 +16,8 @@ use crate::raft::network::Network;
 use crate::raft::presend::Presend;
 use crate::raft::sm_adapter::{SmAdapter, SnapshotStats};
 use crate::raft::Raft;
+use crate::store::codec;
+use crate::store::log_db::{KEY_PRESEND_TERM, KEY_VOTE};
 
 #[derive(Clone)]
 pub struct RaftParts {
@@ -42,6 +44,7 @@ impl RaftParts {
             Ok(Err(f)) => return Err(format!("raft log: {f}")),
             Err(e) => return Err(format!("raft log: {e}")),
         }
+        self.step_down().await?;
         let sm = SmAdapter::new(
             self.applier.clone(),
             Some(self.readers.clone()),
@@ -51,7 +54,7 @@ impl RaftParts {
             self.cdc.clone(),
         )
         .map_err(|e| format!("{}: {e}", self.snap_dir.display()))?;
-        let presend = Arc::new(Presend::new(self.node_id, self.peers.clone()));
+        let presend = Arc::new(Presend::new(self.node_id, self.peers.clone(), self.log_store.clone()));
         let log = LogAdapter::new(self.log_store.clone())
             .with_snapshot_guard(self.snap_dir.clone(), self.snap_stats.clone())
             .with_presend(presend.clone());
@@ -59,5 +62,45 @@ impl RaftParts {
         let raft = Raft::new(self.node_id, self.config.clone(), network, log, sm).await.map_err(|e| e.to_string())?;
         presend.attach(&raft);
         Ok(raft)
+    }
+
+    /// A node whose saved vote says it leads (its own vote, committed) in a term in which it
+    /// sent entries before its own fsync starts as a follower: the vote is saved again,
+    /// uncommitted, before Raft reads it. openraft 0.9 would otherwise resume as the leader of
+    /// the same term at once, and give the next entry the index after its last one. But its
+    /// followers may hold entries it lost (`src/raft/presend.rs`: a crash before the fsync, or an
+    /// append that failed and was dropped by `Recover`); a new entry with the same term and index
+    /// would carry the same log id as theirs, with other contents, and they would keep theirs as
+    /// matching. As a follower it must win an election in a new term instead, which only a node
+    /// holding every committed entry can, and whose leader overwrites any entry of the old term
+    /// that conflicts. The vote stays its own in the same term, so it cannot vote for anyone
+    /// else in that term. A leader that never sent early (a single node) resumes at once.
+    async fn step_down(&self) -> Result<(), String> {
+        let Some(vote) = self.meta::<openraft::Vote<u64>>(KEY_VOTE).await? else { return Ok(()) };
+        if !vote.is_committed() || vote.leader_id().voted_for() != Some(self.node_id) {
+            return Ok(());
+        }
+        let term = vote.leader_id().get_term();
+        if self.meta::<u64>(KEY_PRESEND_TERM).await? != Some(term) {
+            return Ok(());
+        }
+        let down = codec::encode(&openraft::Vote::new(term, self.node_id)).map_err(|e| format!("raft log: {e}"))?;
+        match self.log_store.send(PutMeta(KEY_VOTE, down)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(f)) => return Err(format!("raft log: {f}")),
+            Err(e) => return Err(format!("raft log: {e}")),
+        }
+        tracing::info!(term, "this node led term {term}: it starts as a follower and stands again in a new term");
+        Ok(())
+    }
+
+    /// A value of the log's meta table.
+    async fn meta<T: serde::de::DeserializeOwned>(&self, key: &'static str) -> Result<Option<T>, String> {
+        match self.log_store.send(GetMeta(key)).await {
+            Ok(Ok(Some(b))) => codec::decode(&b).map(Some).map_err(|e| format!("raft log: {key}: {e}")),
+            Ok(Ok(None)) => Ok(None),
+            Ok(Err(f)) => Err(format!("raft log: {f}")),
+            Err(e) => Err(format!("raft log: {e}")),
+        }
     }
 }

@@ -17,12 +17,18 @@
 //! The answer to the early send is only counted in a metric; nothing is acknowledged on its
 //! strength.
 //!
+//! The one thing it changes for the leader: followers may now hold an entry the leader itself
+//! lost (it crashed before its fsync, or the append failed). A leader that restarted and resumed
+//! the same term, as openraft 0.9 does, could then give a new entry the same log id; so such a
+//! node starts as a follower instead (`RaftParts::build`, docs/DESIGN.md §7).
+//!
 //! Why this is safe with openraft 0.9's follower: it handles one request at a time and waits for
 //! an append's fsync inside that request, so openraft's own request for the same entries is
 //! answered only after the early one's write is on disk. A request that arrives late (after newer
 //! entries, or after a new term) matches what the follower has, or is refused for its old vote.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -31,8 +37,13 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use openraft::{ServerState, Vote};
 use tokio::sync::watch;
 
+use actix::Addr;
+
 use super::{Entry, LogId, Metrics, Raft, TypeConfig};
+use crate::actors::log_store::{LogStore, PutMeta};
 use crate::cluster::client::Peers;
+use crate::store::codec;
+use crate::store::log_db::KEY_PRESEND_TERM;
 
 /// How long an early send may take; its answer only feeds a metric.
 const SEND_TIMEOUT: Duration = Duration::from_secs(1);
@@ -51,15 +62,53 @@ pub struct Target {
 
 /// The early sender of one `Raft` build: it reads the leader's view (role, vote, membership,
 /// what each follower holds) from openraft's metrics.
+///
+/// Before its first early send in a term, it records that term in the log's meta table
+/// ([`KEY_PRESEND_TERM`], fsynced), and sends nothing until that is done. A leader that then
+/// restarts (a crash, or Raft rebuilt after a failed append) may have lost entries its followers
+/// hold; `RaftParts::build` reads the record and has such a node start as a follower, rather than
+/// resume leading the same term and give a new entry the log id of one it lost. A node that never
+/// sent early (a single node) resumes leading at once, as before.
 pub struct Presend {
     node_id: u64,
     peers: Arc<Peers>,
+    log_store: Addr<LogStore>,
     metrics: OnceLock<watch::Receiver<Metrics>>,
+    /// The term recorded, and the term whose record is being written.
+    recorded: Arc<AtomicU64>,
+    recording: Arc<AtomicU64>,
 }
 
 impl Presend {
-    pub fn new(node_id: u64, peers: Arc<Peers>) -> Self {
-        Presend { node_id, peers, metrics: OnceLock::new() }
+    pub fn new(node_id: u64, peers: Arc<Peers>, log_store: Addr<LogStore>) -> Self {
+        Presend {
+            node_id,
+            peers,
+            log_store,
+            metrics: OnceLock::new(),
+            recorded: Arc::new(AtomicU64::new(0)),
+            recording: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// True once `term` is recorded; otherwise starts recording it (once) and says false.
+    fn recorded(&self, term: u64) -> bool {
+        if self.recorded.load(Ordering::Acquire) == term {
+            return true;
+        }
+        if self.recording.swap(term, Ordering::AcqRel) != term {
+            let (store, recorded) = (self.log_store.clone(), self.recorded.clone());
+            tokio::spawn(async move {
+                let Ok(bytes) = codec::encode(&term) else { return };
+                match store.send(PutMeta(KEY_PRESEND_TERM, bytes)).await {
+                    Ok(Ok(())) => recorded.store(term, Ordering::Release),
+                    // Nothing is sent early in this term; the log store's own failure stops Raft.
+                    Ok(Err(e)) => tracing::warn!(error = %e, term, "cannot record the early-send term"),
+                    Err(e) => tracing::warn!(error = %e, term, "cannot record the early-send term"),
+                }
+            });
+        }
+        false
     }
 
     /// Start reading `raft`'s metrics; until then nothing is sent.
@@ -80,6 +129,9 @@ impl Presend {
             let Some(vote) = leader_vote(self.node_id, &m, &first) else { return };
             (vote, targets(self.node_id, &m, first.index))
         };
+        if targets.is_empty() || !self.recorded(vote.leader_id().get_term()) {
+            return;
+        }
         for t in targets {
             let req = AppendEntriesRequest::<TypeConfig> {
                 vote,

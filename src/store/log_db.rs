@@ -37,6 +37,9 @@ fn log_sync_mode() -> &'static str {
 pub const KEY_VOTE: &str = "vote";
 pub const KEY_COMMITTED: &str = "committed";
 pub const KEY_PURGED: &str = "purged";
+/// The last term in which this node, as leader, sent entries before its own fsync
+/// (`src/raft/presend.rs`).
+pub const KEY_PRESEND_TERM: &str = "presend_term";
 
 fn crc(bytes: &[u8]) -> i64 {
     crc32fast::hash(bytes) as i64
