@@ -218,17 +218,23 @@ impl Consensus {
 }
 
 /// Wait until `raft` stops; `None` for a deliberate shutdown.
+///
+/// This waits on the server metrics, which change only with the vote, role, leader or
+/// membership, and whose sender goes when the core task ends. The full metrics, which carry why
+/// it ended, are sent on every turn of the core (several times a write): waiting on them woke
+/// this actor's thread that often for nothing.
 async fn wait_stopped(raft: Raft) -> Option<String> {
-    let mut rx = raft.metrics();
+    let mut rx = raft.server_metrics();
     loop {
-        match &rx.borrow().running_state {
+        let ended = rx.changed().await.is_err();
+        match &raft.metrics().borrow().running_state {
+            Ok(()) if ended => {
+                // The core task ended without reporting: it panicked.
+                return Some(Fatal::<u64>::Panicked.to_string());
+            }
             Ok(()) => {}
             Err(Fatal::Stopped) => return None,
             Err(f) => return Some(f.to_string()),
-        }
-        if rx.changed().await.is_err() {
-            // The core task ended without reporting: it panicked.
-            return Some(Fatal::<u64>::Panicked.to_string());
         }
     }
 }

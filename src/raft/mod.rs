@@ -115,11 +115,13 @@ pub async fn wait_replicated(raft: &Raft, node: u64, index: u64, timeout: std::t
         .map_err(|e| e.to_string())
 }
 
-/// Count leader changes and elections, and log each once, from openraft's metrics stream (one
-/// watcher per `Raft`; it ends when that `Raft` stops).
+/// Count leader changes and elections, and log each once, from openraft's server metrics (one
+/// watcher per `Raft`; it ends when that `Raft` stops). Those change only with the vote, the
+/// role, the leader or the membership; the full metrics are sent on every turn of openraft's
+/// core, several times a write, and a watcher of them would wake that often for nothing.
 pub fn watch_leadership(raft: Raft) {
     tokio::spawn(async move {
-        let mut rx = raft.metrics();
+        let mut rx = raft.server_metrics();
         let (mut leader, mut state) = {
             let m = rx.borrow();
             (m.current_leader, m.state)
@@ -127,10 +129,12 @@ pub fn watch_leadership(raft: Raft) {
         while rx.changed().await.is_ok() {
             let (l, s, term, name) = {
                 let m = rx.borrow();
-                for (_, node) in m.membership_config.membership().nodes() {
+                let membership = m.membership_config.membership();
+                for (_, node) in membership.nodes() {
                     crate::logging::learn(&node.id);
                 }
-                (m.current_leader, m.state, m.current_term, leader_of(&m).map(|n| n.id))
+                let name = m.current_leader.and_then(|l| membership.get_node(&l)).map(|n| n.id.clone());
+                (m.current_leader, m.state, m.vote.leader_id().term, name)
             };
             if l != leader {
                 metrics::counter!("raftlite_raft_leader_changes_total").increment(1);
