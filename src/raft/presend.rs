@@ -1,5 +1,5 @@
 //! Sending a leader's new entries to its followers while the leader's own log fsync runs
-//! (docs/DESIGN.md §3, "Replication in parallel with the leader's fsync").
+//! (docs/DESIGN.md §3 step 3; §7 for what it means for a leader's restart).
 //!
 //! openraft 0.9 appends a leader's new entries inside its core task and waits there for the
 //! fsync; only then does it start replicating them. A commit therefore waits for two fsyncs one
@@ -32,12 +32,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use actix::Addr;
 use openraft::error::RaftError;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use openraft::{ServerState, Vote};
 use tokio::sync::watch;
-
-use actix::Addr;
 
 use super::{Entry, LogId, Metrics, Raft, TypeConfig};
 use crate::actors::log_store::{LogStore, PutMeta};
