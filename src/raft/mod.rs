@@ -94,7 +94,12 @@ pub fn numeric_id(id: &str) -> u64 {
 
 /// The leader in `m`, if there is one.
 pub fn leader_of(m: &Metrics) -> Option<NodeInfo> {
-    m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned())
+    leader_in(m.current_leader, &m.membership_config)
+}
+
+/// The node `leader` names in `membership`, if any.
+fn leader_in(leader: Option<u64>, membership: &StoredMembership) -> Option<NodeInfo> {
+    leader.and_then(|l| membership.membership().get_node(&l).cloned())
 }
 
 /// On the leader: wait until `node` has replicated the log up to `index`.
@@ -129,11 +134,10 @@ pub fn watch_leadership(raft: Raft) {
         while rx.changed().await.is_ok() {
             let (l, s, term, name) = {
                 let m = rx.borrow();
-                let membership = m.membership_config.membership();
-                for (_, node) in membership.nodes() {
+                for (_, node) in m.membership_config.membership().nodes() {
                     crate::logging::learn(&node.id);
                 }
-                let name = m.current_leader.and_then(|l| membership.get_node(&l)).map(|n| n.id.clone());
+                let name = leader_in(m.current_leader, &m.membership_config).map(|n| n.id);
                 (m.current_leader, m.state, m.vote.leader_id().term, name)
             };
             if l != leader {

@@ -39,11 +39,7 @@ pub struct RaftParts {
 impl RaftParts {
     /// A new `Raft` over the stores as they are on disk now.
     pub async fn build(&self) -> Result<Raft, String> {
-        match self.log_store.send(Recover).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(f)) => return Err(format!("raft log: {f}")),
-            Err(e) => return Err(format!("raft log: {e}")),
-        }
+        self.log(Recover).await?;
         self.step_down().await?;
         let sm = SmAdapter::new(
             self.applier.clone(),
@@ -85,21 +81,28 @@ impl RaftParts {
             return Ok(());
         }
         let down = codec::encode(&openraft::Vote::new(term, self.node_id)).map_err(|e| format!("raft log: {e}"))?;
-        match self.log_store.send(PutMeta(KEY_VOTE, down)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(f)) => return Err(format!("raft log: {f}")),
-            Err(e) => return Err(format!("raft log: {e}")),
-        }
+        self.log(PutMeta(KEY_VOTE, down)).await?;
         tracing::info!(term, "this node led term {term}: it starts as a follower and stands again in a new term");
         Ok(())
     }
 
     /// A value of the log's meta table.
     async fn meta<T: serde::de::DeserializeOwned>(&self, key: &'static str) -> Result<Option<T>, String> {
-        match self.log_store.send(GetMeta(key)).await {
-            Ok(Ok(Some(b))) => codec::decode(&b).map(Some).map_err(|e| format!("raft log: {key}: {e}")),
-            Ok(Ok(None)) => Ok(None),
-            Ok(Err(f)) => Err(format!("raft log: {f}")),
+        match self.log(GetMeta(key)).await? {
+            Some(b) => codec::decode(&b).map(Some).map_err(|e| format!("raft log: {key}: {e}")),
+            None => Ok(None),
+        }
+    }
+
+    /// One request to the log store, its failures as text.
+    async fn log<M, T>(&self, msg: M) -> Result<T, String>
+    where
+        M: actix::Message<Result = Result<T, crate::actors::supervise::Fault>> + Send + 'static,
+        T: Send + 'static,
+        LogStore: actix::Handler<M>,
+    {
+        match self.log_store.send(msg).await {
+            Ok(r) => r.map_err(|f| format!("raft log: {f}")),
             Err(e) => Err(format!("raft log: {e}")),
         }
     }

@@ -33,6 +33,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix::Addr;
+use bytes::Bytes;
 use openraft::error::RaftError;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use openraft::{ServerState, Vote};
@@ -131,20 +132,30 @@ impl Presend {
         if targets.is_empty() || !self.recorded(vote.leader_id().get_term()) {
             return;
         }
+        // Every target has acknowledged the leader's own entry at the index before, so they all
+        // hold the same `prev`, and one request, encoded once, serves them all.
+        let Some(prev) = targets.first().map(|t| t.prev) else { return };
+        let req = AppendEntriesRequest::<TypeConfig> {
+            vote,
+            prev_log_id: Some(prev),
+            entries: appended.iter().map(|(e, _)| e.clone()).collect(),
+            leader_commit: None,
+        };
+        let body = match codec::encode(&req) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode an early send");
+                return;
+            }
+        };
         for t in targets {
-            let req = AppendEntriesRequest::<TypeConfig> {
-                vote,
-                prev_log_id: Some(t.prev),
-                entries: appended.iter().map(|(e, _)| e.clone()).collect(),
-                leader_commit: None,
-            };
-            let peers = self.peers.clone();
+            let (peers, body) = (self.peers.clone(), body.clone());
             tokio::spawn(async move {
                 let got = peers
-                    .call::<_, Result<AppendEntriesResponse<u64>, RaftError<u64>>>(
+                    .call_with::<Result<AppendEntriesResponse<u64>, RaftError<u64>>>(
                         &t.raft_addr,
                         "/raft/append",
-                        &req,
+                        body.into(),
                         SEND_TIMEOUT,
                     )
                     .await;
