@@ -336,3 +336,32 @@ fn followers_log_a_new_entry_while_the_leader_fsyncs_it() {
         n.wait_rows("SELECT v FROM t", vec![json!([1])]);
     }
 }
+
+/// Durable on a quorum before acknowledged (docs/DESIGN.md §5, invariant 1), from the followers'
+/// side: with both followers' appends held for 600 ms before their fsync, the leader's own fsync
+/// and the early send (`src/raft/presend.rs`) are not enough, and the write is acknowledged only
+/// after a follower's fsync.
+#[test]
+fn a_write_waits_for_a_followers_fsync() {
+    let c = Cluster::start(3, &[]);
+    let l = c.wait_leader();
+    assert_eq!(l.execute(json!(["CREATE TABLE t (v INTEGER)"])).status, 200);
+    let followers: Vec<&Node> = c.nodes.iter().filter(|n| n.id != l.id).collect();
+    for n in &c.nodes {
+        n.wait_rows("SELECT COUNT(*) FROM t", vec![json!([0])]);
+    }
+    for f in &followers {
+        f.failpoint("log_store::append_before_fsync=1*sleep(600)");
+    }
+    let started = std::time::Instant::now();
+    let r = l.execute(json!([["INSERT INTO t VALUES(?)", 1]]));
+    let answered = started.elapsed();
+    for f in &followers {
+        f.failpoint("log_store::append_before_fsync=off");
+    }
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(answered >= Duration::from_millis(550), "acknowledged before any follower's fsync: {answered:?}");
+    for n in &c.nodes {
+        n.wait_rows("SELECT v FROM t", vec![json!([1])]);
+    }
+}
