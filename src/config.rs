@@ -188,7 +188,7 @@ static FLAGS: &[FlagDef] = &[
         "group-commit-in-flight",
         Int,
         "0",
-        "Log entries of concurrent writes in flight at once; writes arriving meanwhile share the next entry. 0: 1 while this node is the only voter, else 2 (raftlite)",
+        "Log entries of concurrent writes in flight at once; writes arriving meanwhile share the next entry. 0 is 1 (raftlite)",
         true,
     ),
     f("group-commit-max-batch", Int, "256", "Most write requests carried by one log entry (raftlite)", true),
@@ -484,7 +484,7 @@ pub struct Config {
     pub raft_heartbeat_timeout: Duration,
     pub raft_election_timeout: Duration,
     pub raft_apply_timeout: Duration,
-    /// Group commit: proposals in flight at once (0: chosen by cluster size), and requests per
+    /// Group commit: proposals in flight at once (0, the default, is 1), and requests per
     /// proposal at most.
     pub group_commit_in_flight: usize,
     pub group_commit_max_batch: usize,

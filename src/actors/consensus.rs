@@ -75,10 +75,13 @@ pub enum ProposeError {
 
 /// Group commit (`-group-commit-in-flight`, `-group-commit-max-batch`): at most `in_flight`
 /// proposals out at once; requests that arrive meanwhile wait and go together, up to `max_batch`
-/// of them, in the next one. `in_flight` 0 chooses by cluster size: openraft appends one entry
-/// at a time, so on a lone voter a second proposal only splits the batch (1 in flight measured
-/// ~15 % faster at 16 clients), while in a cluster one entry's local append overlaps the
-/// previous entry's replication (2 measured slightly faster). docs/PERFORMANCE.md has the runs.
+/// of them, in the next one. `in_flight` 0, the default, is 1. openraft appends one entry at a
+/// time, so on a lone voter a second proposal only splits the batch (1 in flight measured ~15 %
+/// faster at 16 clients). In a cluster a second proposal used to overlap the previous entry's
+/// replication, but the leader now sends a new entry to its followers while it fsyncs it
+/// (`src/raft/presend.rs`), and only to followers that hold the entry before; with one entry in
+/// flight they do, so each entry's fsyncs overlap, and 1 measured faster at 16 clients on 3 and
+/// 5 nodes. docs/PERFORMANCE.md ("One entry in flight in a cluster") has the runs.
 #[derive(Clone, Copy, Debug)]
 pub struct GroupCommit {
     pub in_flight: usize,
@@ -176,11 +179,7 @@ impl Consensus {
     /// while a proposal is in flight share the next log entry: one append, one fsync on each
     /// node, one apply transaction.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        let limit = match self.group_commit.in_flight {
-            0 if self.raft.get().metrics().borrow().membership_config.membership().voter_ids().nth(1).is_none() => 1,
-            0 => 2,
-            n => n,
-        };
+        let limit = self.group_commit.in_flight.max(1);
         while self.in_flight < limit && !self.pending.is_empty() {
             let n = self.pending.len().min(self.group_commit.max_batch);
             let (cmds, replies): (Vec<Command>, Vec<Reply>) = self.pending.drain(..n).unzip();
