@@ -27,7 +27,6 @@
 //! answered only after the early one's write is on disk. A request that arrives late (after newer
 //! entries, or after a new term) matches what the follower has, or is refused for its old vote.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -182,20 +181,24 @@ fn leader_vote(node_id: u64, m: &Metrics, first: &LogId) -> Option<Vote<u64>> {
 
 /// The voters (this node aside) whose replication has acknowledged exactly the entry before the
 /// new ones (the first at `first_index`): they take the new entries at once. A follower behind
-/// that, or with entries still in flight to it, is left to openraft's replication. So under load,
-/// when the next entry is proposed while the previous one is still being replicated
-/// (`-group-commit-in-flight`), nothing is sent twice: the early send helps where a write waits
-/// for its round trip (few clients), and costs nothing where the CPU is the limit (many).
+/// that, or with entries still in flight to it, is left to openraft's replication, so nothing is
+/// sent to it twice. With one entry in flight (`-group-commit-in-flight`'s default), each entry
+/// is made after the one before committed, so at least one follower qualifies even under load;
+/// with more in flight, the next entry is made while the one before is still on its way, and
+/// few are sent early.
 fn targets(node_id: u64, m: &Metrics, first_index: u64) -> Vec<Target> {
     let Some(prev_index) = first_index.checked_sub(1) else { return Vec::new() };
     let Some(progress) = &m.replication else { return Vec::new() };
     let membership = m.membership_config.membership();
-    let voters: BTreeSet<u64> = membership.voter_ids().collect();
     progress
         .iter()
-        .filter(|(id, _)| **id != node_id && voters.contains(id))
+        .filter(|(id, _)| **id != node_id)
         .filter_map(|(id, matched)| {
             let prev = (*matched).filter(|l| l.index == prev_index)?;
+            // A learner (a read-only node) does not count towards a commit: left to openraft.
+            if !membership.voter_ids().any(|v| v == *id) {
+                return None;
+            }
             let node = membership.get_node(id)?;
             Some(Target { id: *id, raft_addr: node.raft_addr.clone(), prev })
         })
@@ -207,7 +210,7 @@ mod tests {
     use super::*;
     use crate::raft::NodeInfo;
     use openraft::{CommittedLeaderId, Membership, StoredMembership};
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
 
     fn id(term: u64, node: u64, index: u64) -> LogId {
         LogId::new(CommittedLeaderId::new(term, node), index)
