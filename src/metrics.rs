@@ -153,6 +153,10 @@ fn describe() {
         "raftlite_replication_presend_total",
         "Leader: new entries sent to a follower while the leader's own fsync ran, by the follower's answer (accepted, refused, failed)"
     );
+    describe_counter!(
+        "raftlite_replication_presend_answers_total",
+        "Leader: openraft's requests to a follower not sent, because the follower had accepted the same entries from an early send, whose answer stood for it"
+    );
     describe_counter!("raftlite_applied_entries_total", "Log entries applied since start");
     describe_counter!("raftlite_snapshots_total", "Snapshots (compactions) recorded");
     describe_counter!(

@@ -20,6 +20,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::presend::Presend;
 use super::{NodeInfo, TypeConfig};
 use crate::cluster::client::{CallError, Peers};
 use crate::http::outgoing::Pieces;
@@ -29,11 +30,19 @@ use crate::store::codec::{self, CodecError};
 pub struct Network {
     peers: Arc<Peers>,
     compress_snapshots: bool,
+    /// The leader's early sends, whose answers stand in for openraft's requests for the same
+    /// entries (`src/raft/presend.rs`).
+    presend: Option<Arc<Presend>>,
 }
 
 impl Network {
     pub fn new(peers: Arc<Peers>, compress_snapshots: bool) -> Self {
-        Network { peers, compress_snapshots }
+        Network { peers, compress_snapshots, presend: None }
+    }
+
+    pub fn with_presend(mut self, presend: Arc<Presend>) -> Self {
+        self.presend = Some(presend);
+        self
     }
 }
 
@@ -42,6 +51,7 @@ pub struct Peer {
     addr: String,
     peers: Arc<Peers>,
     compress_snapshots: bool,
+    presend: Option<Arc<Presend>>,
 }
 
 /// A snapshot chunk on the wire: openraft's `InstallSnapshotRequest`, field for field, with its
@@ -228,6 +238,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.raft_addr.clone(),
             peers: self.peers.clone(),
             compress_snapshots: self.compress_snapshots,
+            presend: self.presend.clone(),
         }
     }
 }
@@ -273,6 +284,14 @@ impl RaftNetwork<TypeConfig> for Peer {
         // Heartbeats (no entries) are not on a write's path and are left out of the figure.
         let carries_entries = !rpc.entries.is_empty();
         let started = std::time::Instant::now();
+        // Entries the follower already took from the leader's early send are not sent again:
+        // its answer to that send is its answer to this request.
+        if let Some(presend) = &self.presend {
+            if carries_entries && presend.took(self.target, &rpc).await {
+                metrics::histogram!("raftlite_replication_rpc_seconds").record(started.elapsed().as_secs_f64());
+                return Ok(AppendEntriesResponse::Success);
+            }
+        }
         let r = self.rpc("/raft/append", &rpc, &o).await;
         if carries_entries && r.is_ok() {
             metrics::histogram!("raftlite_replication_rpc_seconds").record(started.elapsed().as_secs_f64());

@@ -54,7 +54,7 @@ impl RaftParts {
         let log = LogAdapter::new(self.log_store.clone())
             .with_snapshot_guard(self.snap_dir.clone(), self.snap_stats.clone())
             .with_presend(presend.clone());
-        let network = Network::new(self.peers.clone(), self.compress_snapshots);
+        let network = Network::new(self.peers.clone(), self.compress_snapshots).with_presend(presend.clone());
         let raft = Raft::new(self.node_id, self.config.clone(), network, log, sm).await.map_err(|e| e.to_string())?;
         presend.attach(&raft);
         Ok(raft)

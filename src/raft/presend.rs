@@ -14,21 +14,30 @@
 //! already holds the entry before them. The follower appends them (and fsyncs) as it would any
 //! append from its leader, while the leader fsyncs its own copy. When openraft's replication then
 //! sends the same entries, the follower finds them in its log and answers without another write.
-//! The answer to the early send is only counted in a metric; nothing is acknowledged on its
-//! strength.
+//! openraft's replication then asks the follower for the same entries: the leader's network layer
+//! does not send that request again, but gives openraft the early send's answer ([`Presend::took`],
+//! `src/raft/network.rs`). That answer is the follower's, to exactly that request (same vote, same
+//! entry before, same entries), given after the follower's fsync; openraft asks for it only after
+//! the leader's own fsync, so the quorum rule is unchanged. An early send that was refused or
+//! failed is answered by nothing: openraft's request goes out as it would have.
 //!
 //! The one thing it changes for the leader: followers may now hold an entry the leader itself
 //! lost (it crashed before its fsync, or the append failed). A leader that restarted and resumed
 //! the same term, as openraft 0.9 does, could then give a new entry the same log id; so such a
 //! node starts as a follower instead (`RaftParts::build`, docs/DESIGN.md §7).
 //!
-//! Why this is safe with openraft 0.9's follower: it handles one request at a time and waits for
-//! an append's fsync inside that request, so openraft's own request for the same entries is
-//! answered only after the early one's write is on disk. A request that arrives late (after newer
-//! entries, or after a new term) matches what the follower has, or is refused for its old vote.
+//! Why the follower's answer holds: openraft 0.9's follower handles one request at a time and
+//! answers an append only after its fsync. An early send that arrives late (after newer entries,
+//! or after a new term) matches what the follower has, or is refused for its old vote.
+//!
+//! What openraft takes from an answer besides that: the time its own request was made, which
+//! 0.9.25 uses for one figure only (`millis_since_quorum_ack` in its metrics; raftlite reads
+//! none of it). Linearizable reads do not rest on these answers: openraft confirms leadership
+//! with heartbeats of its own, which carry no entries and always go to the follower.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use actix::Addr;
@@ -59,6 +68,21 @@ pub struct Target {
     pub prev: LogId,
 }
 
+/// The last early send to one follower, and its answer once it came (true: accepted).
+struct Sent {
+    vote: Vote<u64>,
+    prev: LogId,
+    last: LogId,
+    accepted: watch::Receiver<Option<bool>>,
+}
+
+impl Sent {
+    /// Whether this send carried the entries after `prev` up to `last`, under `vote`.
+    fn carried(&self, vote: &Vote<u64>, prev: Option<&LogId>, last: &LogId) -> bool {
+        self.vote == *vote && Some(&self.prev) == prev && self.last == *last
+    }
+}
+
 /// The early sender of one `Raft` build: it reads the leader's view (role, vote, membership,
 /// what each follower holds) from openraft's metrics.
 ///
@@ -76,6 +100,8 @@ pub struct Presend {
     /// The term recorded, and the term whose record is being written.
     recorded: Arc<AtomicU64>,
     recording: Arc<AtomicU64>,
+    /// By follower id: the last early send, for openraft's replication to take its answer.
+    sent: Mutex<HashMap<u64, Sent>>,
 }
 
 impl Presend {
@@ -87,6 +113,7 @@ impl Presend {
             metrics: OnceLock::new(),
             recorded: Arc::new(AtomicU64::new(0)),
             recording: Arc::new(AtomicU64::new(0)),
+            sent: Mutex::new(HashMap::new()),
         }
     }
 
@@ -118,7 +145,8 @@ impl Presend {
     /// Send the entries just handed to the log store (with their encoded sizes) to the
     /// followers that can take them, in tasks of their own; returns at once.
     pub fn send(&self, appended: &[(Entry, usize)]) {
-        let Some(first) = appended.first().map(|(e, _)| e.log_id) else { return };
+        let (Some(first), Some(last)) = (appended.first(), appended.last()) else { return };
+        let (first, last) = (first.0.log_id, last.0.log_id);
         if appended.iter().map(|(_, n)| n).sum::<usize>() > MAX_BYTES {
             return;
         }
@@ -149,6 +177,10 @@ impl Presend {
         };
         for t in targets {
             let (peers, body) = (self.peers.clone(), body.clone());
+            let (answered, accepted) = watch::channel(None);
+            if let Ok(mut sent) = self.sent.lock() {
+                sent.insert(t.id, Sent { vote, prev, last, accepted });
+            }
             tokio::spawn(async move {
                 let got = peers
                     .call_with::<Result<AppendEntriesResponse<u64>, RaftError<u64>>>(
@@ -163,9 +195,32 @@ impl Presend {
                     Ok(Ok(_)) | Ok(Err(_)) => "refused",
                     Err(_) => "failed",
                 };
+                // Nobody waiting (the next early send replaced this one) is fine.
+                let _ = answered.send(Some(outcome == "accepted"));
                 metrics::counter!("raftlite_replication_presend_total", "outcome" => outcome).increment(1);
             });
         }
+    }
+
+    /// Whether follower `target` accepted exactly `req`'s entries in an early send: the same
+    /// vote, the same entry before and the same last entry, so the same entries (a leader gives
+    /// each log id to one entry). Waits for that send's answer if it is still on its way; it
+    /// always comes, within [`SEND_TIMEOUT`]. true: the follower holds them on disk under this
+    /// vote, and its answer to `req` would be `Success`; false: `req` must go to the follower.
+    pub async fn took(&self, target: u64, req: &AppendEntriesRequest<TypeConfig>) -> bool {
+        let Some(last) = req.entries.last().map(|e| e.log_id) else { return false };
+        let mut accepted = {
+            let Ok(sent) = self.sent.lock() else { return false };
+            match sent.get(&target) {
+                Some(s) if s.carried(&req.vote, req.prev_log_id.as_ref(), &last) => s.accepted.clone(),
+                _ => return false,
+            }
+        };
+        let took = matches!(accepted.wait_for(Option::is_some).await.as_deref(), Ok(Some(true)));
+        if took {
+            metrics::counter!("raftlite_replication_presend_answers_total").increment(1);
+        }
+        took
     }
 }
 
@@ -248,6 +303,20 @@ mod tests {
         let m = leader_metrics(&[(2, None), (3, Some(10))]);
         assert!(targets(1, &m, 10).is_empty());
         assert!(targets(1, &m, 0).is_empty());
+    }
+
+    #[test]
+    fn only_the_same_entries_under_the_same_vote_take_an_early_answer() {
+        let (_, accepted) = watch::channel(None);
+        let sent = Sent { vote: Vote::new_committed(3, 1), prev: id(3, 1, 9), last: id(3, 1, 11), accepted };
+        let vote = Vote::new_committed(3, 1);
+        assert!(sent.carried(&vote, Some(&id(3, 1, 9)), &id(3, 1, 11)));
+        // Fewer or more entries, another entry before, none before, or another vote: sent again.
+        assert!(!sent.carried(&vote, Some(&id(3, 1, 9)), &id(3, 1, 10)));
+        assert!(!sent.carried(&vote, Some(&id(3, 1, 9)), &id(3, 1, 12)));
+        assert!(!sent.carried(&vote, Some(&id(3, 1, 8)), &id(3, 1, 11)));
+        assert!(!sent.carried(&vote, None, &id(3, 1, 11)));
+        assert!(!sent.carried(&Vote::new_committed(4, 1), Some(&id(3, 1, 9)), &id(3, 1, 11)));
     }
 
     #[test]

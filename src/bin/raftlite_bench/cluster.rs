@@ -241,6 +241,8 @@ pub struct WriteCounters {
     /// Entries sent early to followers (`src/raft/presend.rs`), and of those, the ones accepted.
     pub presend: f64,
     pub presend_accepted: f64,
+    /// openraft's requests answered by an early send's answer instead of sent again.
+    pub presend_answers: f64,
 }
 
 /// A sample of the leader's write counters; differences over a run give requests per entry,
@@ -256,6 +258,7 @@ pub fn group_commit(url: &str) -> Option<WriteCounters> {
         appends: scrape_value(&text, "raftlite_log_appends_total")?,
         presend: presend("accepted") + presend("refused") + presend("failed"),
         presend_accepted: presend("accepted"),
+        presend_answers: scrape_value(&text, "raftlite_replication_presend_answers_total").unwrap_or(0.0),
     })
 }
 
