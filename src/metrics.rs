@@ -157,6 +157,10 @@ fn describe() {
         "raftlite_replication_presend_answers_total",
         "Leader: openraft's requests to a follower not sent, because the follower had accepted the same entries from an early send, whose answer stood for it"
     );
+    describe_counter!(
+        "raftlite_replication_commit_carried_total",
+        "Leader: replication requests with no entries (the commit index) not sent, because the next early send to the follower carried the commit index and its answer stood for them"
+    );
     describe_counter!("raftlite_applied_entries_total", "Log entries applied since start");
     describe_counter!("raftlite_snapshots_total", "Snapshots (compactions) recorded");
     describe_counter!(

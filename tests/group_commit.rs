@@ -204,3 +204,46 @@ fn an_entry_sent_early_crosses_to_a_follower_once() {
     println!("{answered} of openraft's requests answered by an early send");
     assert!(answered >= WRITES as f64, "{answered} of openraft's requests answered by an early send");
 }
+
+/// After each commit openraft tells every follower the new commit index, in a request of its own
+/// when nothing else is waiting. Under concurrent writes the leader appends the next entry at
+/// once, and its early send carries the commit index: that send's answer stands for the request
+/// (`Presend::covered`, `src/raft/presend.rs`), so a follower receives about one request per
+/// entry instead of two. When the writes stop, the request goes out after a moment, and every
+/// follower still applies the last write.
+#[test]
+fn the_commit_index_rides_on_the_next_early_send() {
+    let c = Cluster::start(3, &[]);
+    let l = c.wait_leader();
+    assert_eq!(l.execute(json!(["CREATE TABLE t (v INTEGER)"])).status, 200);
+    let (appends_before, carried_before) =
+        (l.metric("raftlite_log_appends_total"), l.metric("raftlite_replication_commit_carried_total"));
+    let url = l.url("/db/execute");
+    let threads: Vec<_> = (0..8)
+        .map(|c| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                for i in 0..40 {
+                    let r = client
+                        .post(&url)
+                        .header("Content-Type", "application/json")
+                        .body(json!([["INSERT INTO t VALUES(?)", c * 1000 + i]]).to_string())
+                        .send()
+                        .expect("POST");
+                    assert_eq!(r.status().as_u16(), 200);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("writer");
+    }
+    for n in &c.nodes {
+        n.wait_rows("SELECT COUNT(*) FROM t", vec![json!([320])]);
+    }
+    let appends = l.metric("raftlite_log_appends_total") - appends_before;
+    let carried = l.metric("raftlite_replication_commit_carried_total") - carried_before;
+    println!("{carried} commit-index requests carried by early sends for {appends} entries to two followers");
+    assert!(carried >= appends * 2.0 * 0.1, "{carried} commit-index requests carried for {appends} entries");
+}

@@ -52,6 +52,9 @@ pub struct Peer {
     peers: Arc<Peers>,
     compress_snapshots: bool,
     presend: Option<Arc<Presend>>,
+    /// Whether this client has made a call: openraft 0.9 keeps one per replication stream, and
+    /// makes a new one for each leadership check (a linearizable read's heartbeat round).
+    called: bool,
 }
 
 /// A snapshot chunk on the wire: openraft's `InstallSnapshotRequest`, field for field, with its
@@ -239,6 +242,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             peers: self.peers.clone(),
             compress_snapshots: self.compress_snapshots,
             presend: self.presend.clone(),
+            called: false,
         }
     }
 }
@@ -285,10 +289,17 @@ impl RaftNetwork<TypeConfig> for Peer {
         let carries_entries = !rpc.entries.is_empty();
         let started = std::time::Instant::now();
         // Entries the follower already took from the leader's early send are not sent again:
-        // its answer to that send is its answer to this request.
+        // its answer to that send is its answer to this request. A replication stream's
+        // commit index rides on the next early send, when one follows at once; a leadership
+        // check (a client's first call) is never held back.
+        let first_call = !std::mem::replace(&mut self.called, true);
         if let Some(presend) = &self.presend {
+            presend.note_commit(rpc.leader_commit.as_ref());
             if carries_entries && presend.took(self.target, &rpc).await {
                 metrics::histogram!("raftlite_replication_rpc_seconds").record(started.elapsed().as_secs_f64());
+                return Ok(AppendEntriesResponse::Success);
+            }
+            if !carries_entries && !first_call && presend.covered(self.target, &rpc).await {
                 return Ok(AppendEntriesResponse::Success);
             }
         }

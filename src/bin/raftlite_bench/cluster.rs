@@ -243,6 +243,8 @@ pub struct WriteCounters {
     pub presend_accepted: f64,
     /// openraft's requests answered by an early send's answer instead of sent again.
     pub presend_answers: f64,
+    /// openraft's commit-index requests answered by the next early send instead of sent.
+    pub commit_carried: f64,
 }
 
 /// A sample of the leader's write counters; differences over a run give requests per entry,
@@ -259,6 +261,7 @@ pub fn group_commit(url: &str) -> Option<WriteCounters> {
         presend: presend("accepted") + presend("refused") + presend("failed"),
         presend_accepted: presend("accepted"),
         presend_answers: scrape_value(&text, "raftlite_replication_presend_answers_total").unwrap_or(0.0),
+        commit_carried: scrape_value(&text, "raftlite_replication_commit_carried_total").unwrap_or(0.0),
     })
 }
 

@@ -292,10 +292,11 @@ fn measure_round(args: &Args, dir: &Path, chart: Option<&ChartRuns>) -> (Vec<Fig
                             // Per follower: how many of the leader's appends went out before its fsync.
                             let per = (a.appends - b.appends) * (n - 1) as f64;
                             line += &format!(
-                                "; sent to followers before the leader's fsync: {:.0}% of appends ({:.0}% accepted, {:.0}% not sent again)",
+                                "; sent to followers before the leader's fsync: {:.0}% of appends ({:.0}% accepted, {:.0}% not sent again; commit index carried {:.0}%)",
                                 100.0 * (a.presend - b.presend) / per.max(1.0),
                                 100.0 * (a.presend_accepted - b.presend_accepted) / per.max(1.0),
-                                100.0 * (a.presend_answers - b.presend_answers) / per.max(1.0)
+                                100.0 * (a.presend_answers - b.presend_answers) / per.max(1.0),
+                                100.0 * (a.commit_carried - b.commit_carried) / per.max(1.0)
                             );
                         }
                         println!("{line}");
