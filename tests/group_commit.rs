@@ -128,17 +128,9 @@ fn concurrent_linearizable_reads_share_barriers() {
     assert!(sum >= 480.0 && count < sum, "no sharing: {sum} reads in {count} barriers");
 }
 
-/// In a cluster under concurrent writes, one entry is in flight at a time (the default), so the
-/// followers hold each entry before the next is made and the leader sends it to them while it
-/// fsyncs it (`src/raft/presend.rs`). With two in flight, the next entry was made while the one
-/// before was still on its way, and only a few percent went early.
-#[test]
-fn concurrent_writes_in_a_cluster_reach_the_followers_during_the_leaders_fsync() {
-    let c = Cluster::start(3, &[]);
-    let l = c.wait_leader();
-    assert_eq!(l.execute(json!(["CREATE TABLE t (v INTEGER)"])).status, 200);
-    let (appends_before, early_before) =
-        (l.metric("raftlite_log_appends_total"), l.metric("raftlite_replication_presend_total"));
+/// Eight writers insert 40 rows each into `t` through the leader `l`, one request at a time;
+/// returns once every node of `c` has all 320.
+fn insert_concurrently(c: &Cluster, l: &Node) {
     let url = l.url("/db/execute");
     let threads: Vec<_> = (0..8)
         .map(|c| {
@@ -163,6 +155,20 @@ fn concurrent_writes_in_a_cluster_reach_the_followers_during_the_leaders_fsync()
     for n in &c.nodes {
         n.wait_rows("SELECT COUNT(*) FROM t", vec![json!([320])]);
     }
+}
+
+/// In a cluster under concurrent writes, one entry is in flight at a time (the default), so the
+/// followers hold each entry before the next is made and the leader sends it to them while it
+/// fsyncs it (`src/raft/presend.rs`). With two in flight, the next entry was made while the one
+/// before was still on its way, and only a few percent went early.
+#[test]
+fn concurrent_writes_in_a_cluster_reach_the_followers_during_the_leaders_fsync() {
+    let c = Cluster::start(3, &[]);
+    let l = c.wait_leader();
+    assert_eq!(l.execute(json!(["CREATE TABLE t (v INTEGER)"])).status, 200);
+    let (appends_before, early_before) =
+        (l.metric("raftlite_log_appends_total"), l.metric("raftlite_replication_presend_total"));
+    insert_concurrently(&c, l);
     let appends = l.metric("raftlite_log_appends_total") - appends_before;
     let early = l.metric("raftlite_replication_presend_total") - early_before;
     println!("{early} early sends for {appends} entries to two followers");
@@ -184,7 +190,7 @@ fn an_entry_sent_early_crosses_to_a_follower_once() {
         n.wait_rows("SELECT COUNT(*) FROM t", vec![json!([0])]);
     }
     let followers: Vec<_> = c.nodes.iter().filter(|n| n.url("") != l.url("")).collect();
-    let received = |n: &common::Node| n.metric("raftlite_follower_append_seconds_count");
+    let received = |n: &Node| n.metric("raftlite_follower_append_seconds_count");
     let before: Vec<f64> = followers.iter().map(|n| received(n)).collect();
     let answered_before = l.metric("raftlite_replication_presend_answers_total");
     const WRITES: usize = 40;
@@ -218,30 +224,7 @@ fn the_commit_index_rides_on_the_next_early_send() {
     assert_eq!(l.execute(json!(["CREATE TABLE t (v INTEGER)"])).status, 200);
     let (appends_before, carried_before) =
         (l.metric("raftlite_log_appends_total"), l.metric("raftlite_replication_commit_carried_total"));
-    let url = l.url("/db/execute");
-    let threads: Vec<_> = (0..8)
-        .map(|c| {
-            let url = url.clone();
-            std::thread::spawn(move || {
-                let client = reqwest::blocking::Client::new();
-                for i in 0..40 {
-                    let r = client
-                        .post(&url)
-                        .header("Content-Type", "application/json")
-                        .body(json!([["INSERT INTO t VALUES(?)", c * 1000 + i]]).to_string())
-                        .send()
-                        .expect("POST");
-                    assert_eq!(r.status().as_u16(), 200);
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().expect("writer");
-    }
-    for n in &c.nodes {
-        n.wait_rows("SELECT COUNT(*) FROM t", vec![json!([320])]);
-    }
+    insert_concurrently(&c, l);
     let appends = l.metric("raftlite_log_appends_total") - appends_before;
     let carried = l.metric("raftlite_replication_commit_carried_total") - carried_before;
     println!("{carried} commit-index requests carried by early sends for {appends} entries to two followers");

@@ -12,14 +12,17 @@
 //! What this adds: when the leader's log adapter is handed entries the leader has just made, it
 //! also sends them at once, as an ordinary AppendEntries from the leader, to every voter that
 //! already holds the entry before them. The follower appends them (and fsyncs) as it would any
-//! append from its leader, while the leader fsyncs its own copy. When openraft's replication then
-//! sends the same entries, the follower finds them in its log and answers without another write.
-//! openraft's replication then asks the follower for the same entries: the leader's network layer
-//! does not send that request again, but gives openraft the early send's answer ([`Presend::took`],
-//! `src/raft/network.rs`). That answer is the follower's, to exactly that request (same vote, same
-//! entry before, same entries), given after the follower's fsync; openraft asks for it only after
-//! the leader's own fsync, so the quorum rule is unchanged. An early send that was refused or
-//! failed is answered by nothing: openraft's request goes out as it would have.
+//! append from its leader, while the leader fsyncs its own copy. openraft's replication then asks
+//! the follower for the same entries: the leader's network layer does not send that request
+//! again, but gives openraft the early send's answer ([`Presend::took`], `src/raft/network.rs`).
+//! That answer is the follower's, to exactly that request (same vote, same entry before, same
+//! entries), given after the follower's fsync; openraft asks for it only after the leader's own
+//! fsync, so the quorum rule is unchanged. An early send that was refused or failed is answered
+//! by nothing: openraft's request goes out as it would have.
+//!
+//! Early sends also carry the commit index, so that openraft's request with only the commit index
+//! after a commit can wait (briefly) for the next early send and take its answer instead
+//! ([`Presend::covered`]). Under load a follower then receives one request per entry.
 //!
 //! The one thing it changes for the leader: followers may now hold an entry the leader itself
 //! lost (it crashed before its fsync, or the append failed). A leader that restarted and resumed
@@ -53,7 +56,8 @@ use crate::cluster::client::Peers;
 use crate::store::codec;
 use crate::store::log_db::KEY_PRESEND_TERM;
 
-/// How long an early send may take; its answer only feeds a metric.
+/// How long an early send may take; openraft's request waiting on its answer waits this long at
+/// most before it goes out itself.
 const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Longest openraft's request that only carries the commit index waits for the next early send
@@ -388,17 +392,17 @@ mod tests {
         assert!(targets(1, &m, 0).is_empty());
     }
 
+    /// An early send by node 1 in term 3 of the entries after `prev` up to `last`, carrying
+    /// commit index `commit`.
+    fn sent_by_3_1(prev: u64, last: u64, commit: u64) -> Sent {
+        let (_, accepted) = watch::channel(None);
+        let (prev, last, commit) = (id(3, 1, prev), id(3, 1, last), Some(id(3, 1, commit)));
+        Sent { vote: Vote::new_committed(3, 1), prev, last, commit, append: 1, accepted }
+    }
+
     #[test]
     fn only_the_same_entries_under_the_same_vote_take_an_early_answer() {
-        let (_, accepted) = watch::channel(None);
-        let sent = Sent {
-            vote: Vote::new_committed(3, 1),
-            prev: id(3, 1, 9),
-            last: id(3, 1, 11),
-            commit: Some(id(3, 1, 8)),
-            append: 1,
-            accepted,
-        };
+        let sent = sent_by_3_1(9, 11, 8);
         let vote = Vote::new_committed(3, 1);
         assert!(sent.carried(&vote, Some(&id(3, 1, 9)), &id(3, 1, 11)));
         // Fewer or more entries, another entry before, none before, or another vote: sent again.
@@ -411,15 +415,7 @@ mod tests {
 
     #[test]
     fn an_early_send_covers_a_commit_index_it_carried_from_the_entry_the_follower_holds() {
-        let (_, accepted) = watch::channel(None);
-        let sent = Sent {
-            vote: Vote::new_committed(3, 1),
-            prev: id(3, 1, 9),
-            last: id(3, 1, 10),
-            commit: Some(id(3, 1, 9)),
-            append: 1,
-            accepted,
-        };
+        let sent = sent_by_3_1(9, 10, 9);
         let req = |vote, prev, commit| AppendEntriesRequest::<TypeConfig> {
             vote,
             prev_log_id: prev,
