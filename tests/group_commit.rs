@@ -189,7 +189,7 @@ fn an_entry_sent_early_crosses_to_a_follower_once() {
     for n in &c.nodes {
         n.wait_rows("SELECT COUNT(*) FROM t", vec![json!([0])]);
     }
-    let followers: Vec<_> = c.nodes.iter().filter(|n| n.url("") != l.url("")).collect();
+    let followers: Vec<_> = c.nodes.iter().filter(|n| n.id != l.id).collect();
     let received = |n: &Node| n.metric("raftlite_follower_append_seconds_count");
     let before: Vec<f64> = followers.iter().map(|n| received(n)).collect();
     let answered_before = l.metric("raftlite_replication_presend_answers_total");

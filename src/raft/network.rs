@@ -293,17 +293,21 @@ impl RaftNetwork<TypeConfig> for Peer {
         // commit index rides on the next early send, when one follows at once; a leadership
         // check (a client's first call) is never held back.
         let first_call = !std::mem::replace(&mut self.called, true);
-        if let Some(presend) = &self.presend {
-            presend.note_commit(rpc.leader_commit.as_ref());
-            if carries_entries && presend.took(self.target, &rpc).await {
-                metrics::histogram!("raftlite_replication_rpc_seconds").record(started.elapsed().as_secs_f64());
-                return Ok(AppendEntriesResponse::Success);
+        let answered = match &self.presend {
+            Some(presend) => {
+                presend.note_commit(rpc.leader_commit.as_ref());
+                if carries_entries {
+                    presend.took(self.target, &rpc).await
+                } else {
+                    !first_call && presend.covered(self.target, &rpc).await
+                }
             }
-            if !carries_entries && !first_call && presend.covered(self.target, &rpc).await {
-                return Ok(AppendEntriesResponse::Success);
-            }
-        }
-        let r = self.rpc("/raft/append", &rpc, &o).await;
+            None => false,
+        };
+        let r = match answered {
+            true => Ok(AppendEntriesResponse::Success),
+            false => self.rpc("/raft/append", &rpc, &o).await,
+        };
         if carries_entries && r.is_ok() {
             metrics::histogram!("raftlite_replication_rpc_seconds").record(started.elapsed().as_secs_f64());
         }

@@ -261,14 +261,7 @@ impl Presend {
         if !matches!(tokio::time::timeout(COMMIT_WAIT, appends.changed()).await, Ok(Ok(()))) {
             return false;
         }
-        let mut accepted = {
-            let Ok(sent) = self.sent.lock() else { return false };
-            match sent.get(&target) {
-                Some(s) if s.append > before && s.covers(req) => s.accepted.clone(),
-                _ => return false,
-            }
-        };
-        let covered = matches!(accepted.wait_for(Option::is_some).await.as_deref(), Ok(Some(true)));
+        let covered = self.accepted(target, |s| s.append > before && s.covers(req)).await;
         if covered {
             metrics::counter!("raftlite_replication_commit_carried_total").increment(1);
         }
@@ -282,18 +275,25 @@ impl Presend {
     /// vote, and its answer to `req` would be `Success`; false: `req` must go to the follower.
     pub async fn took(&self, target: u64, req: &AppendEntriesRequest<TypeConfig>) -> bool {
         let Some(last) = req.entries.last().map(|e| e.log_id) else { return false };
-        let mut accepted = {
-            let Ok(sent) = self.sent.lock() else { return false };
-            match sent.get(&target) {
-                Some(s) if s.carried(&req.vote, req.prev_log_id.as_ref(), &last) => s.accepted.clone(),
-                _ => return false,
-            }
-        };
-        let took = matches!(accepted.wait_for(Option::is_some).await.as_deref(), Ok(Some(true)));
+        let took = self.accepted(target, |s| s.carried(&req.vote, req.prev_log_id.as_ref(), &last)).await;
         if took {
             metrics::counter!("raftlite_replication_presend_answers_total").increment(1);
         }
         took
+    }
+
+    /// Whether the last early send to `target`, if `fits` it, was accepted; waits for its answer
+    /// if it is still on its way (the lock is not held while waiting).
+    async fn accepted(&self, target: u64, fits: impl Fn(&Sent) -> bool) -> bool {
+        let mut answer = {
+            let Ok(sent) = self.sent.lock() else { return false };
+            match sent.get(&target) {
+                Some(s) if fits(s) => s.accepted.clone(),
+                _ => return false,
+            }
+        };
+        let accepted = matches!(answer.wait_for(Option::is_some).await.as_deref(), Ok(Some(true)));
+        accepted
     }
 }
 
