@@ -252,10 +252,8 @@ impl Presend {
     pub async fn covered(&self, target: u64, req: &AppendEntriesRequest<TypeConfig>) -> bool {
         let mut appends = self.appends.subscribe();
         let (before, last_index) = *appends.borrow_and_update();
-        // Wait only if the follower holds every entry the leader has: otherwise openraft's
-        // replication has entries to send it next, queued behind this request, and the append
-        // that follows may wait on them.
-        if req.prev_log_id.map(|l| l.index) != Some(last_index) {
+        let Some(metrics) = self.metrics.get() else { return false };
+        if !may_wait(&metrics.borrow(), target, req, last_index) {
             return false;
         }
         if !matches!(tokio::time::timeout(COMMIT_WAIT, appends.changed()).await, Ok(Ok(()))) {
@@ -338,13 +336,27 @@ fn targets(node_id: u64, m: &Metrics, first_index: u64) -> Vec<Target> {
         .filter_map(|(id, matched)| {
             let prev = (*matched).filter(|l| l.index == prev_index)?;
             // A learner (a read-only node) does not count towards a commit: left to openraft.
-            if !membership.voter_ids().any(|v| v == *id) {
+            if !is_voter(m, *id) {
                 return None;
             }
             let node = membership.get_node(id)?;
             Some(Target { id: *id, raft_addr: node.raft_addr.clone(), prev })
         })
         .collect()
+}
+
+/// Whether openraft's commit-index request `req` to `target` may wait for the leader's next early
+/// send ([`Presend::covered`]; `last_index`: the leader's last entry). Only if `target` is a voter,
+/// as early sends go to voters only ([`targets`]), and holds every entry the leader has:
+/// otherwise openraft's replication has entries to send it next, queued behind this request, and
+/// the append that follows may wait on them.
+fn may_wait(m: &Metrics, target: u64, req: &AppendEntriesRequest<TypeConfig>, last_index: u64) -> bool {
+    is_voter(m, target) && req.prev_log_id.map(|l| l.index) == Some(last_index)
+}
+
+/// Whether `id` is a voter of the membership in `m`.
+fn is_voter(m: &Metrics, id: u64) -> bool {
+    m.membership_config.membership().voter_ids().any(|v| v == id)
 }
 
 #[cfg(test)]
@@ -430,6 +442,21 @@ mod tests {
         assert!(!sent.covers(&req(vote, Some(id(3, 1, 9)), Some(id(3, 1, 10)))));
         assert!(!sent.covers(&req(vote, Some(id(3, 1, 10)), Some(id(3, 1, 9)))));
         assert!(!sent.covers(&req(Vote::new_committed(4, 1), Some(id(3, 1, 9)), Some(id(3, 1, 9)))));
+    }
+
+    #[test]
+    fn only_a_voter_holding_every_entry_waits_for_the_next_early_send() {
+        let m = leader_metrics(&[(2, Some(10)), (3, Some(10)), (4, Some(10))]);
+        let req = |prev| AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(3, 1),
+            prev_log_id: Some(id(3, 1, prev)),
+            entries: Vec::new(),
+            leader_commit: Some(id(3, 1, 10)),
+        };
+        assert!(may_wait(&m, 2, &req(10), 10));
+        // Entries still to send it; a learner (no early send ever goes to it).
+        assert!(!may_wait(&m, 2, &req(9), 10));
+        assert!(!may_wait(&m, 4, &req(10), 10));
     }
 
     #[test]
