@@ -352,17 +352,46 @@ fn measure_round(args: &Args, dir: &Path, chart: Option<&ChartRuns>) -> (Vec<Fig
 /// The ratios of one round's runs to standalone SQLite, to a single node and to dqlite-demo.
 fn print_ratios(rates: &[Figure], clients: &[usize]) {
     println!();
+    for line in ratio_lines(rates, clients) {
+        println!("{line}");
+    }
+}
+
+/// A raftlite run's name split into the cluster and the workload: "raftlite 3 nodes read none"
+/// is ("raftlite 3 nodes", "read none"); the one-row insert run has no workload in its name.
+fn cluster_and_workload(name: &str) -> (&str, &str) {
+    let end = match name.find(" node") {
+        Some(i) if name[i + 5..].starts_with('s') => i + 6,
+        Some(i) => i + 5,
+        None => name.len(),
+    };
+    (&name[..end], name[end..].trim_start())
+}
+
+/// Each ratio compares like with like. Standalone SQLite makes one-row inserts, one transaction
+/// each, so only raftlite's one-row inserts (direct or queued) are set against it. A cluster is
+/// set against a single node running the same workload. dqlite-demo's PUT against raftlite's
+/// insert, its GET against raftlite's reads.
+fn ratio_lines(rates: &[Figure], clients: &[usize]) -> Vec<String> {
+    let mut out = Vec::new();
     let rate = |name: &str, c: usize| rates.iter().find(|(n, cc, _)| n == name && *cc == c).map(|r| r.2);
     let sqlite1 = rate("standalone SQLite", 1);
     for (name, c, r) in rates.iter().filter(|(n, _, _)| n.starts_with("raftlite")) {
-        if let Some(s) = sqlite1.filter(|_| *c > 1) {
-            println!("{name}, {c} clients: {:.2}x standalone SQLite at 1 client", r / s.max(1e-9));
+        let (cluster, workload) = cluster_and_workload(name);
+        if workload.is_empty() || workload == "queued insert" {
+            if let Some(s) = sqlite1.filter(|_| *c > 1) {
+                out.push(format!("{name}, {c} clients: {:.2}x standalone SQLite at 1 client", r / s.max(1e-9)));
+            }
+            if let Some(s) = rate("standalone SQLite", *c) {
+                out.push(format!("{name}, {c} clients: {:.2}x standalone SQLite at {c} clients", r / s.max(1e-9)));
+            }
         }
-        if let Some(s) = rate("standalone SQLite", *c) {
-            println!("{name}, {c} clients: {:.2}x standalone SQLite at {c} clients", r / s.max(1e-9));
-        }
-        if let Some(one) = rate("raftlite 1 node", *c).filter(|_| name != "raftlite 1 node") {
-            println!("{name}, {c} clients: {:.2}x a single node at {c} clients", r / one.max(1e-9));
+        if cluster != "raftlite 1 node" {
+            let single = format!("raftlite 1 node {workload}");
+            if let Some(one) = rate(single.trim_end(), *c) {
+                let what = if workload.is_empty() { String::new() } else { format!(" ({workload})") };
+                out.push(format!("{name}, {c} clients: {:.2}x a single node{what} at {c} clients", r / one.max(1e-9)));
+            }
         }
     }
     for &c in clients {
@@ -373,10 +402,11 @@ fn print_ratios(rates: &[Figure], clients: &[usize]) {
         ];
         for (ours, theirs) in pairs {
             if let (Some(a), Some(b)) = (rate(ours, c), rate(theirs, c)) {
-                println!("{ours}, {c} clients: {:.2}x {theirs} at {c} clients", a / b.max(1e-9));
+                out.push(format!("{ours}, {c} clients: {:.2}x {theirs} at {c} clients", a / b.max(1e-9)));
             }
         }
     }
+    out
 }
 
 pub fn tempdir_in(base: Option<&Path>) -> PathBuf {
@@ -387,4 +417,49 @@ pub fn tempdir_in(base: Option<&Path>) -> PathBuf {
         std::process::exit(1);
     }
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratio_lines_compare_like_with_like() {
+        let run = |name: &str, c: usize, r: f64| (name.to_string(), c, r);
+        let rates = vec![
+            run("raftlite 1 node", 16, 10000.0),
+            run("raftlite 1 node read none", 16, 40000.0),
+            run("raftlite 1 node queued insert", 16, 20000.0),
+            run("raftlite 3 nodes", 16, 5000.0),
+            run("raftlite 3 nodes read none", 16, 36000.0),
+            run("standalone SQLite", 16, 8000.0),
+            run("dqlite-demo 3 nodes GET", 16, 6000.0),
+        ];
+        let lines = ratio_lines(&rates, &[16]);
+        let has = |want: &str| lines.iter().any(|l| l == want);
+        assert!(has("raftlite 3 nodes, 16 clients: 0.50x a single node at 16 clients"), "{lines:#?}");
+        assert!(
+            has("raftlite 3 nodes read none, 16 clients: 0.90x a single node (read none) at 16 clients"),
+            "{lines:#?}"
+        );
+        assert!(has("raftlite 1 node queued insert, 16 clients: 2.50x standalone SQLite at 16 clients"), "{lines:#?}");
+        assert!(
+            has("raftlite 3 nodes read none, 16 clients: 6.00x dqlite-demo 3 nodes GET at 16 clients"),
+            "{lines:#?}"
+        );
+        // A read against SQLite's inserts, or a single node's read against its own insert run: never.
+        assert!(!lines.iter().any(|l| l.starts_with("raftlite 1 node read none")), "{lines:#?}");
+        assert!(
+            !lines.iter().any(|l| l.starts_with("raftlite 3 nodes read none") && l.contains("SQLite")),
+            "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn run_names_split_into_cluster_and_workload() {
+        assert_eq!(cluster_and_workload("raftlite 1 node"), ("raftlite 1 node", ""));
+        assert_eq!(cluster_and_workload("raftlite 3 nodes"), ("raftlite 3 nodes", ""));
+        assert_eq!(cluster_and_workload("raftlite 3 nodes read none"), ("raftlite 3 nodes", "read none"));
+        assert_eq!(cluster_and_workload("raftlite 1 node bulk x100"), ("raftlite 1 node", "bulk x100"));
+    }
 }
